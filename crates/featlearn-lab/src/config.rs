@@ -1,0 +1,520 @@
+//! Experiment configuration: TOML files in `configs/`, every field with a default, any key
+//! overridable from the command line, list-valued axes swept as a grid.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use featlearn::algorithm1::{Eta, HeadSolver};
+use featlearn::network::WInit;
+use featlearn::target::{Term, TargetSpec};
+use featlearn::{BackendKind, Precision};
+
+/// A value or a list of values: a list is a sweep axis.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Axis<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> Axis<T> {
+    pub fn values(&self) -> Vec<T> {
+        match self {
+            Axis::One(v) => vec![v.clone()],
+            Axis::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub task: TaskConfig,
+    pub data: DataConfig,
+    pub methods: MethodsConfig,
+    pub net: NetConfig,
+    pub onestep: OneStepConfig,
+    pub ridge: RidgeConfig,
+    pub run: RunConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskConfig {
+    /// quadratic | he2-plus-hep | random | single-index-hek | terms
+    pub target: Axis<String>,
+    pub d: Axis<usize>,
+    pub r: Axis<usize>,
+    pub p: Axis<usize>,
+    pub noise: Axis<f64>,
+    pub normalize: bool,
+    /// Explicit terms for target = "terms": [[coef, [k_1, ..., k_r]], ...]
+    pub terms: Vec<(f64, Vec<usize>)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    pub n: Axis<usize>,
+    pub n_val: usize,
+    pub n_test: usize,
+    /// Fit the second layer of `onestep` on a fresh sample of n instead of reusing the first.
+    pub fresh_split: bool,
+    /// Rows generated on the host at a time.
+    pub chunk: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MethodsConfig {
+    /// onestep | rf
+    pub list: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetConfig {
+    pub m: Axis<usize>,
+    /// sphere | gaussian
+    pub w_init: String,
+    pub a_scale: f64,
+    /// Standard deviation of the re-initialised biases (onestep) and of the rf biases.
+    pub bias_scale: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OneStepConfig {
+    /// "auto" or a number.
+    pub eta: Axis<EtaValue>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EtaValue {
+    Fixed(f64),
+    Named(String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RidgeConfig {
+    pub lambdas: Vec<f64>,
+    /// direct | cg | gd
+    pub solver: String,
+    pub cg_tol: f64,
+    pub cg_max_iter: usize,
+    pub gd_steps: usize,
+    /// Step size of `gd`; 0 means 1 / (largest eigenvalue + lambda).
+    pub gd_lr: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Number of seeds (0..seeds) or an explicit list.
+    pub seeds: Axis<u64>,
+    pub backend: String,
+    pub precision: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            task: TaskConfig::default(),
+            data: DataConfig::default(),
+            methods: MethodsConfig::default(),
+            net: NetConfig::default(),
+            onestep: OneStepConfig::default(),
+            ridge: RidgeConfig::default(),
+            run: RunConfig::default(),
+        }
+    }
+}
+impl Default for TaskConfig {
+    fn default() -> Self {
+        TaskConfig {
+            target: Axis::One("he2-plus-hep".into()),
+            d: Axis::One(16),
+            r: Axis::One(2),
+            p: Axis::One(3),
+            noise: Axis::One(0.0),
+            normalize: true,
+            terms: Vec::new(),
+        }
+    }
+}
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig { n: Axis::One(1000), n_val: 1000, n_test: 5000, fresh_split: false, chunk: 65_536 }
+    }
+}
+impl Default for MethodsConfig {
+    fn default() -> Self {
+        MethodsConfig { list: vec!["onestep".into(), "rf".into()] }
+    }
+}
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig { m: Axis::One(1000), w_init: "sphere".into(), a_scale: 1.0, bias_scale: 1.0 }
+    }
+}
+impl Default for OneStepConfig {
+    fn default() -> Self {
+        OneStepConfig { eta: Axis::One(EtaValue::Named("auto".into())) }
+    }
+}
+impl Default for RidgeConfig {
+    fn default() -> Self {
+        RidgeConfig {
+            lambdas: vec![1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+            solver: "direct".into(),
+            cg_tol: 1e-6,
+            cg_max_iter: 2000,
+            gd_steps: 2000,
+            gd_lr: 0.0,
+        }
+    }
+}
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig { seeds: Axis::One(2), backend: "ndarray".into(), precision: "f32".into() }
+    }
+}
+
+/// The methods `featlearn run` knows.
+pub const METHODS: [&str; 2] = ["onestep", "rf"];
+
+/// One fully resolved trial: a point of the sweep grid, a method and a seed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    pub method: String,
+    pub target: String,
+    pub d: usize,
+    pub r: usize,
+    pub p: usize,
+    pub noise: f64,
+    pub n: usize,
+    pub m: usize,
+    pub eta: EtaValue,
+    pub seed: u64,
+}
+
+impl Config {
+    /// Reads a TOML file and applies `key=value` overrides, then validates everything.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        Self::from_toml(&text, overrides).with_context(|| format!("invalid config {}", path.display()))
+    }
+
+    pub fn from_toml(text: &str, overrides: &[String]) -> Result<Self> {
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| anyhow!("TOML syntax: {}", e.message()))?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        check_known_keys(&value)?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow!("key `{path}`: {}", e.into_inner())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a config always serialises")
+    }
+
+    pub fn backend(&self) -> Result<BackendKind> {
+        self.run.backend.parse().map_err(|e| anyhow!("key `run.backend`: {e}"))
+    }
+
+    pub fn precision(&self) -> Result<Precision> {
+        self.run.precision.parse().map_err(|e| anyhow!("key `run.precision`: {e}"))
+    }
+
+    pub fn seeds(&self) -> Vec<u64> {
+        match &self.run.seeds {
+            Axis::One(k) => (0..*k).collect(),
+            Axis::Many(list) => list.clone(),
+        }
+    }
+
+    /// Every trial of the sweep, in a fixed order: target, d, r, p, noise, m, eta, n, method, seed.
+    pub fn trials(&self) -> Vec<Trial> {
+        let mut out = Vec::new();
+        for target in self.task.target.values() {
+            for d in self.task.d.values() {
+                for r in self.task.r.values() {
+                    for p in self.task.p.values() {
+                        for noise in self.task.noise.values() {
+                            for m in self.net.m.values() {
+                                for eta in self.onestep.eta.values() {
+                                    for n in self.data.n.values() {
+                                        for method in &self.methods.list {
+                                            for seed in self.seeds() {
+                                                out.push(Trial {
+                                                    method: method.clone(),
+                                                    target: target.clone(),
+                                                    d,
+                                                    r,
+                                                    p,
+                                                    noise,
+                                                    n,
+                                                    m,
+                                                    eta: eta.clone(),
+                                                    seed,
+                                                });
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The target specification of a trial.
+    pub fn target_spec(&self, target: &str, p: usize) -> Result<TargetSpec> {
+        Ok(match target {
+            "quadratic" => TargetSpec::Quadratic,
+            "he2-plus-hep" => TargetSpec::He2PlusHep { p },
+            "random" => TargetSpec::Random { p },
+            "single-index-hek" => TargetSpec::SingleIndexHek { k: p },
+            "terms" => TargetSpec::Terms(
+                self.task.terms.iter().map(|(coef, index)| Term { coef: *coef, index: index.clone() }).collect(),
+            ),
+            other => bail!(
+                "key `task.target`: unknown target '{other}' (expected quadratic, he2-plus-hep, random, single-index-hek or terms)"
+            ),
+        })
+    }
+
+    pub fn w_init(&self) -> WInit {
+        match self.net.w_init.as_str() {
+            "gaussian" => WInit::Gaussian,
+            _ => WInit::Sphere,
+        }
+    }
+
+    pub fn head_solver(&self) -> HeadSolver {
+        match self.ridge.solver.as_str() {
+            "cg" => HeadSolver::Cg { tol: self.ridge.cg_tol, max_iter: self.ridge.cg_max_iter },
+            "gd" => HeadSolver::Gd {
+                steps: self.ridge.gd_steps,
+                lr: if self.ridge.gd_lr > 0.0 { Some(self.ridge.gd_lr) } else { None },
+            },
+            _ => HeadSolver::Direct,
+        }
+    }
+
+    /// Checks every value that could make a trial fail before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.task;
+        for target in t.target.values() {
+            for p in t.p.values() {
+                self.target_spec(&target, p)?;
+                match target.as_str() {
+                    "he2-plus-hep" | "random" if p < 2 => {
+                        bail!("key `task.p`: p = {p} is impossible for {target} (needs p >= 2)")
+                    }
+                    "single-index-hek" if p < 1 => bail!("key `task.p`: single-index-hek needs p = k >= 1"),
+                    _ => {}
+                }
+            }
+            for r in t.r.values() {
+                if target == "single-index-hek" && r != 1 {
+                    bail!("key `task.r`: single-index-hek needs r = 1, got {r}");
+                }
+                if target == "terms" {
+                    if t.terms.is_empty() {
+                        bail!("key `task.terms`: target = \"terms\" needs at least one term");
+                    }
+                    for (i, (coef, index)) in t.terms.iter().enumerate() {
+                        if index.len() != r {
+                            bail!("key `task.terms`: term {i} has {} indices, expected r = {r}", index.len());
+                        }
+                        if !coef.is_finite() {
+                            bail!("key `task.terms`: term {i} has a non-finite coefficient");
+                        }
+                    }
+                }
+            }
+        }
+        for d in t.d.values() {
+            if d == 0 {
+                bail!("key `task.d`: d must be positive");
+            }
+            for r in t.r.values() {
+                if r == 0 || r > d {
+                    bail!("key `task.r`: r = {r} must satisfy 1 <= r <= d (d = {d})");
+                }
+            }
+        }
+        for s in t.noise.values() {
+            if !(s >= 0.0 && s.is_finite()) {
+                bail!("key `task.noise`: noise standard deviation {s} must be finite and >= 0");
+            }
+        }
+        for n in self.data.n.values() {
+            if n == 0 {
+                bail!("key `data.n`: n must be positive");
+            }
+        }
+        if self.data.n_val == 0 {
+            bail!("key `data.n_val`: the validation split chooses the ridge and must be non-empty");
+        }
+        if self.data.n_test == 0 {
+            bail!("key `data.n_test`: the test split must be non-empty");
+        }
+        if self.data.chunk == 0 {
+            bail!("key `data.chunk`: must be positive");
+        }
+        if self.methods.list.is_empty() {
+            bail!("key `methods.list`: no method to run");
+        }
+        for m in &self.methods.list {
+            if !METHODS.contains(&m.as_str()) {
+                bail!("key `methods.list`: unknown method '{m}' (expected one of {})", METHODS.join(", "));
+            }
+        }
+        for m in self.net.m.values() {
+            if m == 0 || m % 2 != 0 {
+                bail!("key `net.m`: m = {m} must be even and positive (symmetric initialisation)");
+            }
+        }
+        if !matches!(self.net.w_init.as_str(), "sphere" | "gaussian") {
+            bail!("key `net.w_init`: '{}' (expected sphere or gaussian)", self.net.w_init);
+        }
+        if !(self.net.a_scale > 0.0 && self.net.a_scale.is_finite()) {
+            bail!("key `net.a_scale`: must be positive");
+        }
+        if !(self.net.bias_scale >= 0.0 && self.net.bias_scale.is_finite()) {
+            bail!("key `net.bias_scale`: must be finite and >= 0");
+        }
+        for eta in self.onestep.eta.values() {
+            eta_of(&eta)?;
+        }
+        if self.ridge.lambdas.is_empty() {
+            bail!("key `ridge.lambdas`: the grid is empty");
+        }
+        if self.ridge.lambdas.iter().any(|l| !(*l > 0.0 && l.is_finite())) {
+            bail!("key `ridge.lambdas`: every lambda must be positive and finite");
+        }
+        if !matches!(self.ridge.solver.as_str(), "direct" | "cg" | "gd") {
+            bail!("key `ridge.solver`: '{}' (expected direct, cg or gd)", self.ridge.solver);
+        }
+        if !(self.ridge.cg_tol > 0.0) || self.ridge.cg_max_iter == 0 {
+            bail!("key `ridge.cg_tol`/`ridge.cg_max_iter`: must be positive");
+        }
+        if self.ridge.gd_steps == 0 || !(self.ridge.gd_lr >= 0.0) {
+            bail!("key `ridge.gd_steps`/`ridge.gd_lr`: steps must be positive, lr >= 0");
+        }
+        if self.seeds().is_empty() {
+            bail!("key `run.seeds`: no seed to run");
+        }
+        self.backend()?;
+        self.precision()?;
+        Ok(())
+    }
+}
+
+/// eta_1 of a config value.
+pub fn eta_of(v: &EtaValue) -> Result<Eta> {
+    match v {
+        EtaValue::Fixed(e) if *e > 0.0 && e.is_finite() => Ok(Eta::Fixed(*e)),
+        EtaValue::Named(s) if s == "auto" => Ok(Eta::Auto),
+        other => bail!("key `onestep.eta`: {other:?} (expected \"auto\" or a positive number)"),
+    }
+}
+
+/// Applies `a.b.c=value`; the value is read as TOML (`32`, `[1, 2]`, `"x"`, `true`), and as a
+/// bare string when it is not valid TOML (`--set task.target=quadratic`).
+fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
+    let (key, raw) = spec.split_once('=').ok_or_else(|| anyhow!("--set {spec}: expected key=value"))?;
+    let key = key.trim();
+    let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").expect("parsed v"),
+        Err(_) => toml::Value::String(raw.trim().to_string()),
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut node = root;
+    for (i, part) in parts.iter().enumerate() {
+        let table = node.as_table_mut().ok_or_else(|| anyhow!("--set {key}: `{}` is not a table", parts[..i].join(".")))?;
+        if i + 1 == parts.len() {
+            table.insert(part.to_string(), value);
+            return Ok(());
+        }
+        node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    bail!("--set {spec}: empty key")
+}
+
+/// Rejects keys the config does not have, naming them with their full path. The known keys are
+/// those of the default config, so this check cannot drift from the structs.
+fn check_known_keys(value: &toml::Value) -> Result<()> {
+    let known = toml::Value::try_from(Config::default()).expect("default config serialises");
+    let (Some(given), Some(known)) = (value.as_table(), known.as_table()) else {
+        bail!("the config must be a TOML table");
+    };
+    for (section, body) in given {
+        let Some(known_body) = known.get(section) else {
+            bail!("unknown key `{section}` (sections: {})", known.keys().cloned().collect::<Vec<_>>().join(", "));
+        };
+        let (Some(body), Some(known_body)) = (body.as_table(), known_body.as_table()) else {
+            bail!("key `{section}` must be a table");
+        };
+        for key in body.keys() {
+            if !known_body.contains_key(key) {
+                bail!(
+                    "unknown key `{section}.{key}` (known: {})",
+                    known_body.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let c = Config::from_toml("", &[]).unwrap();
+        let again = Config::from_toml(&c.to_toml(), &[]).unwrap();
+        assert_eq!(c.trials(), again.trials());
+        assert_eq!(c.trials().len(), 2 * 2); // two methods x two seeds
+    }
+
+    #[test]
+    fn overrides_make_sweeps() {
+        let c = Config::from_toml("[task]\nd = 16\n", &["task.d=[16, 32]".into(), "data.n=[10,20,30]".into(), "task.target=quadratic".into()]).unwrap();
+        assert_eq!(c.task.d.values(), vec![16, 32]);
+        assert_eq!(c.trials().len(), 2 * 3 * 2 * 2);
+        assert!(c.trials().iter().all(|t| t.target == "quadratic"));
+    }
+
+    #[test]
+    fn bad_input_names_the_key() {
+        let cases = [
+            ("[task]\nfoo = 1\n", "task.foo"),
+            ("[task]\nd = \"many\"\n", "task.d"),
+            ("[task]\nd = 4\nr = 5\n", "task.r"),
+            ("[task]\ntarget = \"he2-plus-hep\"\np = 1\n", "task.p"),
+            ("[net]\nm = 999\n", "net.m"),
+            ("[data]\nn = 0\n", "data.n"),
+            ("[bogus]\nx = 1\n", "bogus"),
+        ];
+        for (text, key) in cases {
+            let err = format!("{:#}", Config::from_toml(text, &[]).unwrap_err());
+            assert!(err.contains(key), "{text:?} gave {err:?}, which does not name {key}");
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! `.npy` export of data and matrices, for checks in NumPy.
+
+use anyhow::{Context, Result};
+use npyz::WriterBuilder;
+use std::path::Path;
+
+use featlearn::Precision;
+
+/// Writes row-major `values` with `shape` as a C-order .npy array of f32 or f64.
+pub fn write_npy(path: &Path, values: &[f64], shape: &[usize], precision: Precision) -> Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let shape: Vec<u64> = shape.iter().map(|&s| s as u64).collect();
+    match precision {
+        Precision::F32 => {
+            let mut w = npyz::WriteOptions::<f32>::new().default_dtype().shape(&shape).writer(&mut out).begin_nd()?;
+            w.extend(values.iter().map(|&v| v as f32))?;
+            w.finish()?;
+        }
+        Precision::F64 => {
+            let mut w = npyz::WriteOptions::<f64>::new().default_dtype().shape(&shape).writer(&mut out).begin_nd()?;
+            w.extend(values.iter().copied())?;
+            w.finish()?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a 2-D .npy array (f32 or f64, C order) as f64 values with its shape.
+pub fn read_npy_matrix(path: &Path) -> Result<(Vec<f64>, usize, usize)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{} is not a .npy file", path.display()))?;
+    let shape = npy.shape().to_vec();
+    if npy.order() != npyz::Order::C {
+        anyhow::bail!("{}: only C-order arrays are supported", path.display());
+    }
+    let (rows, cols) = match shape.as_slice() {
+        [r, c] => (*r as usize, *c as usize),
+        [r] => (*r as usize, 1),
+        _ => anyhow::bail!("{}: expected a 2-D array, got shape {shape:?}", path.display()),
+    };
+    let values = match npy.dtype() {
+        npyz::DType::Plain(t) if t.size_field() == 4 => npy.into_vec::<f32>()?.into_iter().map(f64::from).collect(),
+        _ => npy.into_vec::<f64>().with_context(|| format!("{}: expected float32 or float64", path.display()))?,
+    };
+    Ok((values, rows, cols))
+}

@@ -1,0 +1,189 @@
+//! Results on disk: `results.jsonl` (one JSON object per finished trial, appended and flushed as
+//! each trial ends) and `summary.csv` (mean and standard error over seeds).
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::config::Trial;
+
+/// One finished trial.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(flatten)]
+    pub trial: Trial,
+    /// "ok" or "diverged".
+    pub status: String,
+    /// Why a trial did not finish normally.
+    pub reason: Option<String>,
+    /// Test MSE against the noiseless f*, divided by E[f*^2] (1 = predicting 0).
+    pub test_mse: Option<f64>,
+    /// E|f(x) - y| - E|eps| on the test set.
+    pub test_l1_excess: Option<f64>,
+    /// ||W P_U||_F^2 / ||W||_F^2 of the first layer; null for methods without one.
+    pub alignment: Option<f64>,
+    /// Principal angles (degrees) between span U and W's top-r right singular subspace.
+    pub principal_angles_deg: Option<Vec<f64>>,
+    /// The ridge lambda chosen on the validation split.
+    pub lambda: Option<f64>,
+    pub eta1: Option<f64>,
+    pub solver: Option<String>,
+    pub iterations: Option<usize>,
+    pub relative_residual: Option<f64>,
+    pub n_val: usize,
+    pub n_test: usize,
+    pub fit_seconds: f64,
+    pub backend: String,
+    pub precision: String,
+}
+
+/// Appends one JSON line per record; each line is written with a single write and flushed, so an
+/// interrupted run leaves only whole lines.
+pub struct ResultsWriter {
+    file: File,
+}
+
+impl ResultsWriter {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(ResultsWriter { file })
+    }
+
+    pub fn append(&mut self, record: &Record) -> Result<()> {
+        let mut line = serde_json::to_string(record)?;
+        line.push('\n');
+        self.file.write_all(line.as_bytes())?;
+        self.file.flush()?;
+        self.file.sync_data().ok();
+        Ok(())
+    }
+}
+
+/// Reads every whole line of a results file (a trailing partial line, left by a kill in the
+/// middle of a write, is ignored).
+pub fn read_results(path: &Path) -> Result<Vec<Record>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if !line.ends_with('\n') || line.trim().is_empty() {
+            continue;
+        }
+        out.push(serde_json::from_str(line).with_context(|| format!("{} line {}", path.display(), i + 1))?);
+    }
+    Ok(out)
+}
+
+/// Mean and standard error of the mean (0 for a single value).
+pub fn mean_se(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, (var / n).sqrt())
+}
+
+/// One row of the summary: a (method, target, d, n, m) cell over seeds.
+#[derive(Clone, Debug)]
+pub struct SummaryRow {
+    pub method: String,
+    pub target: String,
+    pub d: usize,
+    pub n: usize,
+    pub m: usize,
+    pub seeds: usize,
+    pub failed: usize,
+    pub test_mse: (f64, f64),
+    pub test_l1_excess: (f64, f64),
+    pub alignment: Option<(f64, f64)>,
+}
+
+pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
+    let mut groups: BTreeMap<(String, String, usize, usize, usize), Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        let t = &r.trial;
+        groups.entry((t.method.clone(), t.target.clone(), t.d, t.n, t.m)).or_default().push(r);
+    }
+    groups
+        .into_iter()
+        .map(|((method, target, d, n, m), rs)| {
+            let ok: Vec<&&Record> = rs.iter().filter(|r| r.status == "ok").collect();
+            let col = |f: fn(&Record) -> Option<f64>| -> Vec<f64> { ok.iter().filter_map(|r| f(r)).collect() };
+            let mse = col(|r| r.test_mse);
+            let l1 = col(|r| r.test_l1_excess);
+            let al = col(|r| r.alignment);
+            SummaryRow {
+                method,
+                target,
+                d,
+                n,
+                m,
+                seeds: ok.len(),
+                failed: rs.len() - ok.len(),
+                test_mse: if mse.is_empty() { (f64::NAN, f64::NAN) } else { mean_se(&mse) },
+                test_l1_excess: if l1.is_empty() { (f64::NAN, f64::NAN) } else { mean_se(&l1) },
+                alignment: if al.is_empty() { None } else { Some(mean_se(&al)) },
+            }
+        })
+        .collect()
+}
+
+pub fn write_summary_csv(path: &Path, rows: &[SummaryRow]) -> Result<()> {
+    let mut s = String::from(
+        "method,target,d,n,m,seeds,failed,test_mse_mean,test_mse_se,test_l1_excess_mean,test_l1_excess_se,alignment_mean,alignment_se\n",
+    );
+    let num = |v: f64| if v.is_finite() { format!("{v:.6e}") } else { String::new() };
+    for r in rows {
+        let (am, ase) = r.alignment.map(|(a, b)| (num(a), num(b))).unwrap_or_default();
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            r.method,
+            r.target,
+            r.d,
+            r.n,
+            r.m,
+            r.seeds,
+            r.failed,
+            num(r.test_mse.0),
+            num(r.test_mse.1),
+            num(r.test_l1_excess.0),
+            num(r.test_l1_excess.1),
+            am,
+            ase
+        ));
+    }
+    std::fs::write(path, s).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The results table printed at the end of a run.
+pub fn format_table(rows: &[SummaryRow]) -> String {
+    let mut s = format!(
+        "{:<9} {:<16} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}\n",
+        "method", "target", "d", "n", "m", "seeds", "test_mse", "test_l1_excess", "alignment"
+    );
+    for r in rows {
+        let pm = |(m, se): (f64, f64)| format!("{m:.4} ± {se:.4}");
+        s.push_str(&format!(
+            "{:<9} {:<16} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}{}\n",
+            r.method,
+            r.target,
+            r.d,
+            r.n,
+            r.m,
+            r.seeds,
+            pm(r.test_mse),
+            pm(r.test_l1_excess),
+            r.alignment.map(pm).unwrap_or_else(|| "-".into()),
+            if r.failed > 0 { format!("  ({} diverged)", r.failed) } else { String::new() }
+        ));
+    }
+    s
+}

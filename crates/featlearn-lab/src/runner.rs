@@ -1,0 +1,172 @@
+//! Runs every trial of a config and writes its records.
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use featlearn::algorithm1::{fit_onestep, fit_random_features, Fit, HeadOptions};
+use featlearn::compute::Compute;
+use featlearn::data::{sample_rows, Split};
+use featlearn::metrics::{l1_excess, normalized_mse, principal_angles_deg, subspace_alignment};
+use featlearn::network::TwoLayer;
+use featlearn::target::Target;
+use featlearn::Error;
+
+use crate::config::{eta_of, Config, Trial};
+use crate::records::{format_table, read_results, summarize, write_summary_csv, Record, ResultsWriter};
+
+/// Options of `featlearn run` beyond the config.
+pub struct RunOptions {
+    pub out: PathBuf,
+    pub progress: bool,
+}
+
+/// What a run produced.
+pub struct RunOutcome {
+    pub records: Vec<Record>,
+    pub table: String,
+}
+
+/// Runs the config's trials into `opts.out`: `config.toml`, `results.jsonl`, `summary.csv`.
+pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let config_path = opts.out.join("config.toml");
+    let resolved = config.to_toml();
+    if config_path.exists() {
+        let before = std::fs::read_to_string(&config_path)?;
+        if before != resolved {
+            bail!(
+                "{} holds results of a different config; choose another --out folder",
+                opts.out.display()
+            );
+        }
+    } else {
+        std::fs::write(&config_path, &resolved)?;
+    }
+    let results_path = opts.out.join("results.jsonl");
+    let done: Vec<Trial> = read_results(&results_path)?.into_iter().map(|r| r.trial).collect();
+    let todo: Vec<Trial> = config.trials().into_iter().filter(|t| !done.contains(t)).collect();
+
+    let compute = Compute::open(config.backend()?, config.precision()?)?;
+    let mut writer = ResultsWriter::open(&results_path)?;
+    let bar = if opts.progress { ProgressBar::new(todo.len() as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} trials  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    if !done.is_empty() {
+        bar.println(format!("resuming: {} trials already in {}", done.len(), results_path.display()));
+    }
+    for trial in &todo {
+        bar.set_message(format!("{} d={} n={} seed={}", trial.method, trial.d, trial.n, trial.seed));
+        let record = run_trial(&compute, config, trial);
+        if let Some(reason) = &record.reason {
+            bar.println(format!("trial {} d={} n={} seed={}: {reason}", trial.method, trial.d, trial.n, trial.seed));
+        }
+        writer.append(&record)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let records = read_results(&results_path)?;
+    let rows = summarize(&records);
+    write_summary_csv(&opts.out.join("summary.csv"), &rows)?;
+    Ok(RunOutcome { table: format_table(&rows), records })
+}
+
+/// The default output folder: runs/<config-name>-<UTC timestamp>.
+pub fn default_out_dir(config_path: &Path) -> PathBuf {
+    let name = config_path.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+    PathBuf::from("runs").join(format!("{name}-{}", utc_timestamp()))
+}
+
+fn utc_timestamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // civil date from days since 1970-01-01 (Howard Hinnant's algorithm)
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Runs one trial; a failure (divergence, a non-finite value) becomes a record with
+/// `status = "diverged"` and the reason, so the run goes on.
+pub fn run_trial(c: &Compute, config: &Config, trial: &Trial) -> Record {
+    let start = Instant::now();
+    let mut record = Record {
+        trial: trial.clone(),
+        status: "ok".into(),
+        reason: None,
+        test_mse: None,
+        test_l1_excess: None,
+        alignment: None,
+        principal_angles_deg: None,
+        lambda: None,
+        eta1: None,
+        solver: None,
+        iterations: None,
+        relative_residual: None,
+        n_val: config.data.n_val,
+        n_test: config.data.n_test,
+        fit_seconds: 0.0,
+        backend: c.backend.name().into(),
+        precision: c.precision.name().into(),
+    };
+    match fit_and_measure(c, config, trial, &mut record) {
+        Ok(()) => {}
+        Err(e) => {
+            record.status = "diverged".into();
+            record.reason = Some(format!("{e:#}"));
+        }
+    }
+    record.fit_seconds = start.elapsed().as_secs_f64();
+    record
+}
+
+fn fit_and_measure(c: &Compute, config: &Config, t: &Trial, record: &mut Record) -> Result<()> {
+    let spec = config.target_spec(&t.target, t.p)?;
+    let target = Target::new(&spec, t.d, t.r, t.seed, config.task.normalize, t.noise)?;
+    let chunk = config.data.chunk;
+    let draw = |split, n| sample_rows(c, &target, t.seed, split, 0, n, chunk);
+    let train = draw(Split::Train, t.n);
+    let val = draw(Split::Val, config.data.n_val);
+    let net0 = TwoLayer::symmetric_init(c, t.d, t.m, config.w_init(), config.net.a_scale, t.seed)?;
+    let head = HeadOptions { bias_scale: config.net.bias_scale, lambdas: config.ridge.lambdas.clone(), solver: config.head_solver() };
+    let fit: Fit = match t.method.as_str() {
+        "onestep" => {
+            let head_train = if config.data.fresh_split { draw(Split::Fresh, t.n) } else { train.clone() };
+            fit_onestep(c, &net0, &train, &head_train, &val, eta_of(&t.eta)?, &head, t.seed)?
+        }
+        "rf" => fit_random_features(c, &net0, &train, &val, &head, t.seed)?,
+        other => bail!("unknown method {other}"),
+    };
+    let test = draw(Split::Test, config.data.n_test);
+    let pred = fit.predictor.predict(&test.x);
+    let f_star = target.eval(c, test.x.clone());
+    record.test_mse = Some(normalized_mse(pred.clone(), f_star, &target));
+    record.test_l1_excess = Some(l1_excess(pred, test.y.clone(), &target));
+    if t.method == "onestep" {
+        let w = fit.predictor.net.w.clone();
+        record.alignment = Some(subspace_alignment(c, w.clone(), &target));
+        record.principal_angles_deg = Some(principal_angles_deg(w, &target));
+    }
+    record.lambda = Some(fit.head.lambda);
+    record.eta1 = fit.eta1;
+    record.solver = Some(fit.head.solver.into());
+    record.iterations = Some(fit.head.iterations);
+    record.relative_residual = Some(fit.head.relative_residual);
+    for (name, v) in [("test_mse", record.test_mse), ("test_l1_excess", record.test_l1_excess)] {
+        if !v.is_some_and(f64::is_finite) {
+            return Err(Error::Diverged(format!("{name} is not finite")).into());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! Algorithm 1 of Damian, Lee and Soltanolkotabi (SCIENCE.md section 3) and the random-features
+//! baseline (section 4) that shares its second-layer ridge code.
+
+use burn::tensor::Tensor;
+
+use crate::compute::{scalar, to_host, Compute};
+use crate::data::Dataset;
+use crate::linalg::{conjugate_gradient, largest_eigenvalue, Cholesky, DEFAULT_BLOCK};
+use crate::network::{random_biases, TwoLayer};
+use crate::Error;
+
+/// The first step size eta_1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Eta {
+    Fixed(f64),
+    /// eta_1 such that the root-mean-square row norm of W1 is 1.
+    Auto,
+}
+
+/// How the second layer's ridge problem is solved.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum HeadSolver {
+    /// Cholesky of the m x m system (G + lambda I) a = Phi^T y / n, G = Phi^T Phi / n.
+    Direct,
+    /// Conjugate gradient on v -> Phi^T (Phi v) / n + lambda v (nothing m x m is formed).
+    Cg { tol: f64, max_iter: usize },
+    /// T steps of gradient descent with weight decay lambda, from a = 0, step 1/(||G|| + lambda)
+    /// unless a step size is given: a <- a - lr (Phi^T (Phi a - y) / n + lambda a).
+    Gd { steps: usize, lr: Option<f64> },
+}
+
+/// The constant and linear part removed before training: alpha = mean(y), beta = mean(y_i x_i).
+#[derive(Clone, Debug)]
+pub struct LinearPart {
+    pub alpha: Tensor<1>,
+    /// d x 1
+    pub beta: Tensor<2>,
+}
+
+impl LinearPart {
+    pub fn fit(x: &Tensor<2>, y: &Tensor<1>) -> Self {
+        let [n, _] = x.dims();
+        let alpha = y.clone().mean();
+        let beta = x.clone().transpose().matmul(y.clone().reshape([n, 1])) / n as f64;
+        LinearPart { alpha, beta }
+    }
+
+    /// alpha + beta . x for every row.
+    pub fn predict(&self, x: &Tensor<2>) -> Tensor<1> {
+        let n = x.dims()[0];
+        x.clone().matmul(self.beta.clone()).reshape([n]) + self.alpha.clone()
+    }
+
+    /// y - alpha - beta . x
+    pub fn residual(&self, x: &Tensor<2>, y: &Tensor<1>) -> Tensor<1> {
+        y.clone() - self.predict(x)
+    }
+}
+
+/// x -> alpha + beta . x + a . relu(W x + b).
+#[derive(Clone, Debug)]
+pub struct Predictor {
+    pub linear: LinearPart,
+    pub net: TwoLayer,
+}
+
+impl Predictor {
+    pub fn predict(&self, x: &Tensor<2>) -> Tensor<1> {
+        self.linear.predict(x) + self.net.forward(x.clone())
+    }
+}
+
+/// The fitted second layer and how it was chosen.
+#[derive(Clone, Debug)]
+pub struct HeadFit {
+    pub a: Tensor<1>,
+    pub lambda: f64,
+    /// Validation MSE (unnormalised) at the chosen lambda.
+    pub val_mse: f64,
+    pub solver: &'static str,
+    /// Iterations (CG) or steps (GD) at the chosen lambda; 0 for the direct solve.
+    pub iterations: usize,
+    /// Relative residual ||(G + lambda I) a - Phi^T y / n|| / ||Phi^T y / n|| at the chosen lambda.
+    pub relative_residual: f64,
+}
+
+/// Result of Algorithm 1 or random features.
+pub struct Fit {
+    pub predictor: Predictor,
+    pub eta1: Option<f64>,
+    pub head: HeadFit,
+}
+
+/// Options shared by Algorithm 1 and random features.
+#[derive(Clone, Debug)]
+pub struct HeadOptions {
+    /// Standard deviation of the re-initialised biases.
+    pub bias_scale: f64,
+    /// Ridge grid for lambda_2, chosen on the validation split.
+    pub lambdas: Vec<f64>,
+    pub solver: HeadSolver,
+}
+
+/// Step 2: W1 = W0 - eta (grad_W L(theta0) + W0 / eta) = -eta grad_W L(theta0), with y the
+/// preprocessed labels. Returns W1 and the eta used.
+pub fn first_step(net: &TwoLayer, x: &Tensor<2>, y_resid: &Tensor<1>, eta: Eta) -> Result<(Tensor<2>, f64), Error> {
+    let grad = net.loss_grad_w(x.clone(), y_resid.clone());
+    let m = net.width();
+    let grad_norm = scalar(grad.clone().powi_scalar(2).sum()).sqrt();
+    if !grad_norm.is_finite() {
+        return Err(Error::Diverged("the first-step gradient is not finite".into()));
+    }
+    let eta = match eta {
+        Eta::Fixed(e) => e,
+        Eta::Auto => {
+            if grad_norm == 0.0 {
+                return Err(Error::Diverged("the first-step gradient is zero: eta_1 = auto is undefined".into()));
+            }
+            (m as f64).sqrt() / grad_norm
+        }
+    };
+    let w1 = grad * (-eta);
+    if !(eta * grad_norm).is_finite() {
+        return Err(Error::Diverged(format!("W1 is not finite (eta_1 = {eta})")));
+    }
+    Ok((w1, eta))
+}
+
+/// Algorithm 1: preprocessing, one large step on W from the symmetric initialisation `net0`,
+/// fresh biases N(0, bias_scale^2), then the ridge head on `head_train` (the same samples as
+/// `train` in the paper, or a fresh split), lambda_2 chosen on `val`.
+pub fn fit_onestep(
+    c: &Compute,
+    net0: &TwoLayer,
+    train: &Dataset,
+    head_train: &Dataset,
+    val: &Dataset,
+    eta: Eta,
+    opts: &HeadOptions,
+    seed: u64,
+) -> Result<Fit, Error> {
+    let pre = LinearPart::fit(&train.x, &train.y);
+    let y_resid = pre.residual(&train.x, &train.y);
+    let (w1, eta1) = first_step(net0, &train.x, &y_resid, Eta::clone(&eta))?;
+    let net = TwoLayer { w: w1, b: random_biases(c, net0.width(), opts.bias_scale, seed), a: net0.a.clone() };
+    let (predictor, head) = fit_head(c, net, head_train, val, opts)?;
+    Ok(Fit { predictor, eta1: Some(eta1), head })
+}
+
+/// Random features: W stays at initialisation, biases N(0, bias_scale^2), ridge head.
+pub fn fit_random_features(c: &Compute, net0: &TwoLayer, train: &Dataset, val: &Dataset, opts: &HeadOptions, seed: u64) -> Result<Fit, Error> {
+    let net = TwoLayer { w: net0.w.clone(), b: random_biases(c, net0.width(), opts.bias_scale, seed), a: net0.a.clone() };
+    let (predictor, head) = fit_head(c, net, train, val, opts)?;
+    Ok(Fit { predictor, eta1: None, head })
+}
+
+/// Step 4 on a fixed first layer: fits alpha, beta on `train`, then a by ridge regression of
+/// the residual on phi(x) = relu(W x + b), lambda chosen by validation MSE.
+pub fn fit_head(c: &Compute, net: TwoLayer, train: &Dataset, val: &Dataset, opts: &HeadOptions) -> Result<(Predictor, HeadFit), Error> {
+    let linear = LinearPart::fit(&train.x, &train.y);
+    let y = linear.residual(&train.x, &train.y);
+    let y_val = linear.residual(&val.x, &val.y);
+    let phi = net.features(train.x.clone());
+    let phi_val = net.features(val.x.clone());
+    let head = ridge_head(c, &phi, &y, &phi_val, &y_val, &opts.lambdas, opts.solver)?;
+    let net = TwoLayer { a: head.a.clone(), ..net };
+    Ok((Predictor { linear, net }, head))
+}
+
+/// Solves min_a (1/2n) ||Phi a - y||^2 + (lambda/2) ||a||^2 for each lambda of the grid and keeps
+/// the one with the smallest validation MSE ||Phi_val a - y_val||^2 / n_val.
+pub fn ridge_head(
+    c: &Compute,
+    phi: &Tensor<2>,
+    y: &Tensor<1>,
+    phi_val: &Tensor<2>,
+    y_val: &Tensor<1>,
+    lambdas: &[f64],
+    solver: HeadSolver,
+) -> Result<HeadFit, Error> {
+    let [n, m] = phi.dims();
+    let n_val = phi_val.dims()[0];
+    if lambdas.is_empty() {
+        return Err(Error::Invalid("the ridge grid is empty".into()));
+    }
+    let rhs = phi.clone().transpose().matmul(y.clone().reshape([n, 1])) / n as f64; // m x 1
+    let rhs_norm = scalar(rhs.clone().powi_scalar(2).sum()).sqrt().max(1e-300);
+    let gram_apply = |v: Tensor<2>| phi.clone().transpose().matmul(phi.clone().matmul(v)) / n as f64;
+    let gram = match solver {
+        HeadSolver::Direct => Some(phi.clone().transpose().matmul(phi.clone()) / n as f64),
+        _ => None,
+    };
+    let top = match solver {
+        HeadSolver::Gd { lr: None, .. } => largest_eigenvalue(c, &gram_apply, m, 50) * 1.05,
+        _ => 0.0,
+    };
+    // Largest lambda first so CG can warm-start from the previous, better-conditioned solution.
+    let mut order: Vec<f64> = lambdas.to_vec();
+    order.sort_by(|a, b| b.total_cmp(a));
+    let mut best: Option<HeadFit> = None;
+    let mut warm: Option<Tensor<2>> = None;
+    for &lambda in &order {
+        let (a, iterations) = match solver {
+            HeadSolver::Direct => {
+                let g = gram.clone().unwrap() + c.eye(m) * lambda;
+                (Cholesky::factor(c, g, DEFAULT_BLOCK)?.solve(rhs.clone()), 0)
+            }
+            HeadSolver::Cg { tol, max_iter } => {
+                let sol = conjugate_gradient(
+                    |v: Tensor<2>| gram_apply(v.clone()) + v * lambda,
+                    None,
+                    rhs.clone(),
+                    warm.clone(),
+                    tol,
+                    max_iter,
+                    10,
+                );
+                (sol.x, sol.iterations)
+            }
+            HeadSolver::Gd { steps, lr } => {
+                let lr = lr.unwrap_or(1.0 / (top + lambda));
+                let mut a = c.zeros([m, 1]);
+                for _ in 0..steps {
+                    let grad = gram_apply(a.clone()) - rhs.clone() + a.clone() * lambda;
+                    a = a - grad * lr;
+                }
+                (a, steps)
+            }
+        };
+        let resid = scalar((gram_apply(a.clone()) + a.clone() * lambda - rhs.clone()).powi_scalar(2).sum()).sqrt() / rhs_norm;
+        let val_mse = scalar((phi_val.clone().matmul(a.clone()).reshape([n_val]) - y_val.clone()).powi_scalar(2).mean());
+        if !val_mse.is_finite() {
+            if matches!(solver, HeadSolver::Gd { .. }) {
+                return Err(Error::Diverged(format!("second-layer gradient descent diverged at lambda = {lambda}")));
+            }
+            continue;
+        }
+        warm = Some(a.clone());
+        if best.as_ref().is_none_or(|b| val_mse < b.val_mse) {
+            best = Some(HeadFit {
+                a: a.reshape([m]),
+                lambda,
+                val_mse,
+                solver: match solver {
+                    HeadSolver::Direct => "cholesky",
+                    HeadSolver::Cg { .. } => "cg",
+                    HeadSolver::Gd { .. } => "gd",
+                },
+                iterations,
+                relative_residual: resid,
+            });
+        }
+    }
+    best.ok_or_else(|| Error::Diverged("no lambda of the grid gave a finite validation error".into()))
+}
+
+/// Host copy of a head's weights (for reports).
+pub fn head_weights(fit: &HeadFit) -> Vec<f64> {
+    to_host(fit.a.clone())
+}

@@ -1,0 +1,209 @@
+//! Where tensors live: the backend (ndarray on the CPU, wgpu on a GPU) and the float precision,
+//! both chosen at run time, plus the few host <-> device conversions the rest of the crate uses.
+
+use burn::tensor::{DType, Device, DeviceType, Tensor, TensorData};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use crate::Error;
+
+/// Which burn backend runs the tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// burn-ndarray on the host CPU: works everywhere.
+    NdArray,
+    /// burn-wgpu: Vulkan, Metal or DX12 on whatever adapter wgpu picks (a GPU, or lavapipe).
+    Wgpu,
+}
+
+/// Float precision of every tensor of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    F32,
+    F64,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 2] = [BackendKind::NdArray, BackendKind::Wgpu];
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::NdArray => "ndarray",
+            BackendKind::Wgpu => "wgpu",
+        }
+    }
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F64 => "f64",
+        }
+    }
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F64 => DType::F64,
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "ndarray" => Ok(BackendKind::NdArray),
+            "wgpu" => Ok(BackendKind::Wgpu),
+            _ => Err(Error::Invalid(format!("unknown backend '{s}' (expected ndarray or wgpu)"))),
+        }
+    }
+}
+impl FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f64" => Ok(Precision::F64),
+            _ => Err(Error::Invalid(format!("unknown precision '{s}' (expected f32 or f64)"))),
+        }
+    }
+}
+
+/// A device and the float dtype every tensor created through it gets.
+///
+/// Tensors are created with an explicit dtype, so f32 and f64 work can share a process.
+#[derive(Clone, Debug)]
+pub struct Compute {
+    pub device: Device,
+    pub backend: BackendKind,
+    pub precision: Precision,
+}
+
+impl Compute {
+    /// Opens the backend. A wgpu request on a machine without a usable adapter, or an f64 request
+    /// on an adapter without f64 arithmetic, is an error, not a panic.
+    pub fn open(backend: BackendKind, precision: Precision) -> Result<Self, Error> {
+        let device = match backend {
+            // burn 0.22 marks ndarray deprecated in favour of flex; ndarray is the backend we ship.
+            #[allow(deprecated)]
+            BackendKind::NdArray => Device::ndarray(),
+            BackendKind::Wgpu => open_wgpu()?,
+        };
+        if !device.supports_dtype(precision.dtype()) {
+            return Err(Error::Backend(format!(
+                "the {backend} device does not support {precision} arithmetic"
+            )));
+        }
+        Ok(Compute { device, backend, precision })
+    }
+
+    /// The same device with gradients enabled (tensors made through it can `require_grad`).
+    pub fn autodiff(&self) -> Compute {
+        Compute { device: self.device.clone().autodiff(), ..self.clone() }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.precision.dtype()
+    }
+
+    /// Waits for all queued work (use before reading a timer).
+    pub fn sync(&self) {
+        let _ = self.device.sync();
+    }
+
+    /// A `rows x cols` matrix from row-major host values.
+    pub fn matrix(&self, values: &[f64], rows: usize, cols: usize) -> Tensor<2> {
+        assert_eq!(values.len(), rows * cols, "matrix: {} values for {rows}x{cols}", values.len());
+        Tensor::from_data(self.host_data(values, vec![rows, cols]), (&self.device, self.dtype()))
+    }
+
+    /// A vector from host values.
+    pub fn vector(&self, values: &[f64]) -> Tensor<1> {
+        Tensor::from_data(self.host_data(values, vec![values.len()]), (&self.device, self.dtype()))
+    }
+
+    pub fn zeros<const D: usize>(&self, shape: [usize; D]) -> Tensor<D> {
+        Tensor::zeros(shape, (&self.device, self.dtype()))
+    }
+
+    pub fn eye(&self, n: usize) -> Tensor<2> {
+        let mut v = vec![0.0; n * n];
+        for i in 0..n {
+            v[i * n + i] = 1.0;
+        }
+        self.matrix(&v, n, n)
+    }
+
+    fn host_data(&self, values: &[f64], shape: Vec<usize>) -> TensorData {
+        match self.precision {
+            Precision::F32 => TensorData::new(values.iter().map(|&v| v as f32).collect::<Vec<_>>(), shape),
+            Precision::F64 => TensorData::new(values.to_vec(), shape),
+        }
+    }
+}
+
+/// Reads a tensor back to the host as f64 values (row-major).
+pub fn to_host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data().try_into_vec_as::<f64>().expect("float tensor readback")
+}
+
+/// Reads a scalar (a one-element tensor) back to the host.
+pub fn scalar<const D: usize>(t: Tensor<D>) -> f64 {
+    let v = to_host(t);
+    debug_assert_eq!(v.len(), 1);
+    v[0]
+}
+
+/// The wgpu runtime can be initialised once per process; every later open reuses it.
+fn open_wgpu() -> Result<Device, Error> {
+    static WGPU: OnceLock<Result<Device, String>> = OnceLock::new();
+    let opened = WGPU.get_or_init(|| {
+        // Initialising with explicit options reports a missing adapter as an error, not a panic.
+        match std::panic::catch_unwind(|| Device::wgpu_options().init()) {
+            Ok(Ok(device)) => Ok(device),
+            Ok(Err(e)) => Err(format!("no usable wgpu adapter: {e}")),
+            Err(_) => Err("no usable wgpu adapter (is a Vulkan/Metal/DX12 driver installed? on Debian: mesa-vulkan-drivers)".into()),
+        }
+    });
+    opened.clone().map_err(Error::Backend)
+}
+
+/// One line per device this build can use: ndarray always, then each wgpu adapter with its name
+/// and whether it is a physical GPU or a software/CPU adapter (e.g. lavapipe).
+pub fn list_devices() -> Vec<String> {
+    let mut lines = vec!["ndarray  cpu  (host CPU; f32 and f64)".to_string()];
+    let found = std::panic::catch_unwind(|| Device::enumerate(DeviceType::Wgpu).into_vec());
+    match found {
+        Ok(devices) if !devices.is_empty() => {
+            for (i, d) in devices.iter().enumerate() {
+                let name_kind = std::panic::catch_unwind(|| d.identity());
+                let (name, kind) = match name_kind {
+                    Ok(Some(id)) => {
+                        let kind = if id.physical.is_some() { "gpu" } else { "software/cpu adapter" };
+                        (id.name, kind)
+                    }
+                    _ => ("unknown adapter".to_string(), "unknown"),
+                };
+                let f64_ok = std::panic::catch_unwind(|| d.supports_dtype(DType::F64)).unwrap_or(false);
+                lines.push(format!(
+                    "wgpu:{i}   {kind}  {name}  ({})",
+                    if f64_ok { "f32 and f64" } else { "f32 only" }
+                ));
+            }
+        }
+        _ => lines.push("wgpu     none  (no adapter found: install a Vulkan/Metal/DX12 driver)".into()),
+    }
+    lines
+}

@@ -1,0 +1,102 @@
+//! The two-layer ReLU network f(x) = sum_j a_j relu(w_j . x + b_j) (SCIENCE.md section 2).
+
+use burn::tensor::activation::relu;
+use burn::tensor::Tensor;
+use rand::Rng;
+
+use crate::compute::Compute;
+use crate::rng::{normal_rows, normals, stream_rng, Stream};
+use crate::Error;
+
+/// How first-layer rows are drawn at initialisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WInit {
+    /// Uniform on the unit sphere S^{d-1}.
+    Sphere,
+    /// N(0, I_d / d).
+    Gaussian,
+}
+
+/// Weights of a width-m network: w (m x d), b (m), a (m).
+#[derive(Clone, Debug)]
+pub struct TwoLayer {
+    pub w: Tensor<2>,
+    pub b: Tensor<1>,
+    pub a: Tensor<1>,
+}
+
+impl TwoLayer {
+    /// The paper's symmetric initialisation: m even; for j < m/2, a_j = ±a_scale with random
+    /// sign, w_j from `w_init`, b_j = 0; then a_{j+m/2} = -a_j, w_{j+m/2} = w_j, b_{j+m/2} = b_j,
+    /// so f = 0 identically at initialisation.
+    pub fn symmetric_init(c: &Compute, d: usize, m: usize, w_init: WInit, a_scale: f64, seed: u64) -> Result<Self, Error> {
+        if m == 0 || m % 2 != 0 {
+            return Err(Error::Invalid(format!("net.m = {m} must be even and positive for the symmetric initialisation")));
+        }
+        let half = m / 2;
+        let mut w = normal_rows(seed, Stream::NetInit, 0, half, d);
+        for row in w.chunks_mut(d) {
+            let scale = match w_init {
+                WInit::Sphere => 1.0 / row.iter().map(|v| v * v).sum::<f64>().sqrt(),
+                WInit::Gaussian => 1.0 / (d as f64).sqrt(),
+            };
+            row.iter_mut().for_each(|v| *v *= scale);
+        }
+        let mut rng = stream_rng(seed, Stream::NetSigns);
+        let mut a: Vec<f64> = (0..half).map(|_| if rng.random::<bool>() { a_scale } else { -a_scale }).collect();
+        a.extend(a.clone().iter().map(|v| -v));
+        w.extend_from_within(..);
+        Ok(TwoLayer { w: c.matrix(&w, m, d), b: c.zeros([m]), a: c.vector(&a) })
+    }
+
+    pub fn width(&self) -> usize {
+        self.w.dims()[0]
+    }
+
+    /// Pre-activations z = x W^T + b, n x m.
+    pub fn preactivations(&self, x: Tensor<2>) -> Tensor<2> {
+        let m = self.width();
+        x.matmul(self.w.clone().transpose()) + self.b.clone().reshape([1, m])
+    }
+
+    /// Features phi(x) = relu(x W^T + b), n x m.
+    pub fn features(&self, x: Tensor<2>) -> Tensor<2> {
+        relu(self.preactivations(x))
+    }
+
+    /// f(x) = phi(x) a, length n.
+    ///
+    /// The sum runs over the two halves of the neurons separately and adds the two results, so
+    /// that at the symmetric initialisation (second half mirroring the first) the halves cancel
+    /// exactly and f is exactly 0, not merely up to rounding.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<1> {
+        let n = x.dims()[0];
+        let m = self.width();
+        let phi = self.features(x);
+        let a = self.a.clone().reshape([m, 1]);
+        if m % 2 != 0 {
+            return phi.matmul(a).reshape([n]);
+        }
+        let h = m / 2;
+        let first = phi.clone().slice([0..n, 0..h]).matmul(a.clone().slice([0..h, 0..1]));
+        let second = phi.slice([0..n, h..m]).matmul(a.slice([h..m, 0..1]));
+        (first + second).reshape([n])
+    }
+
+    /// Gradient of L = (1/2n) sum_i (f(x_i) - y_i)^2 with respect to W, m x d:
+    /// grad_W L = (1/n) sum_i (f(x_i) - y_i) a_j 1[w_j . x_i + b_j > 0] x_i.
+    pub fn loss_grad_w(&self, x: Tensor<2>, y: Tensor<1>) -> Tensor<2> {
+        let [n, _] = x.dims();
+        let m = self.width();
+        let residual = (self.forward(x.clone()) - y).reshape([n, 1]);
+        let z = self.preactivations(x.clone());
+        let active = z.ones_like().mask_fill(z.lower_equal_elem(0.0), 0.0); // sigma'(z) for ReLU
+        let weighted = active * residual; // n x m
+        weighted.transpose().matmul(x) * self.a.clone().reshape([m, 1]) / n as f64
+    }
+}
+
+/// Fresh biases b_j ~ N(0, scale^2), one per neuron.
+pub fn random_biases(c: &Compute, m: usize, scale: f64, seed: u64) -> Tensor<1> {
+    c.vector(&normals(seed, Stream::Biases, 0, m)) * scale
+}

@@ -1,0 +1,112 @@
+//! Seeded, seekable random numbers on the host.
+//!
+//! Every random quantity of a trial is a pure function of `(seed, stream, index)`: a ChaCha8
+//! stream is positioned at the index before drawing. So a block of rows can be drawn in any
+//! chunking, on any backend, in any order, and always gives the same numbers.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Named streams so that independent quantities never share random numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Stream {
+    Projection = 1,
+    Coefficients = 2,
+    TrainX = 10,
+    TrainNoise = 11,
+    ValX = 12,
+    ValNoise = 13,
+    TestX = 14,
+    TestNoise = 15,
+    FreshX = 16,
+    FreshNoise = 17,
+    NetInit = 20,
+    NetSigns = 23,
+    Biases = 21,
+    Batches = 22,
+    Bootstrap = 30,
+}
+
+/// Standard normal matrix rows `start..start+rows` of an infinite `? x cols` matrix defined by
+/// `(seed, stream)`; returned row-major, `rows * cols` values.
+///
+/// Row `i` always consumes the same random words, so `normal_rows(s, t, 0, 10, d)` equals the
+/// concatenation of `normal_rows(s, t, 0, 4, d)` and `normal_rows(s, t, 4, 6, d)`.
+pub fn normal_rows(seed: u64, stream: Stream, start: usize, rows: usize, cols: usize) -> Vec<f64> {
+    // Box-Muller gives two normals from two u64 draws (4 words of 32 bits).
+    let pairs_per_row = cols.div_ceil(2) as u128;
+    let words_per_row = pairs_per_row * 4;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream as u64);
+    rng.set_word_pos(start as u128 * words_per_row);
+    let mut out = Vec::with_capacity(rows * cols);
+    for _ in 0..rows {
+        for p in 0..pairs_per_row as usize {
+            let (z0, z1) = box_muller(&mut rng);
+            out.push(z0);
+            if 2 * p + 1 < cols {
+                out.push(z1);
+            }
+        }
+    }
+    out
+}
+
+/// `n` independent standard normals of stream `(seed, stream)`, starting at index `start`.
+pub fn normals(seed: u64, stream: Stream, start: usize, n: usize) -> Vec<f64> {
+    normal_rows(seed, stream, start, n, 1)
+}
+
+/// A sequential generator for small quantities (signs, sphere points, coefficients) of one
+/// stream: same seed and stream, same numbers.
+pub fn stream_rng(seed: u64, stream: Stream) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream as u64);
+    rng
+}
+
+/// One standard normal from a sequential generator.
+pub fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
+    box_muller(rng).0
+}
+
+fn box_muller(rng: &mut ChaCha8Rng) -> (f64, f64) {
+    // u1 in (0, 1] so ln(u1) is finite.
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2 = rng.random::<f64>();
+    let r = (-2.0 * u1.ln()).sqrt();
+    let t = std::f64::consts::TAU * u2;
+    (r * t.cos(), r * t.sin())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_concatenate_to_the_whole() {
+        let whole = normal_rows(7, Stream::TrainX, 0, 11, 5);
+        let mut parts = normal_rows(7, Stream::TrainX, 0, 3, 5);
+        parts.extend(normal_rows(7, Stream::TrainX, 3, 8, 5));
+        assert_eq!(whole, parts);
+    }
+
+    #[test]
+    fn streams_differ() {
+        assert_ne!(normals(7, Stream::TrainX, 0, 4), normals(7, Stream::TestX, 0, 4));
+    }
+
+    #[test]
+    fn moments_match_standard_normal() {
+        let n = 200_000;
+        let z = normals(3, Stream::TrainX, 0, n);
+        let mean = z.iter().sum::<f64>() / n as f64;
+        let var = z.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
+        let kurt = z.iter().map(|v| v.powi(4)).sum::<f64>() / n as f64;
+        // standard errors: 1/sqrt(n), sqrt(2/n), sqrt(96/n)
+        assert!(mean.abs() < 4.0 / (n as f64).sqrt(), "mean {mean}");
+        assert!((var - 1.0).abs() < 4.0 * (2.0 / n as f64).sqrt(), "var {var}");
+        assert!((kurt - 3.0).abs() < 4.0 * (96.0 / n as f64).sqrt(), "kurtosis {kurt}");
+    }
+}

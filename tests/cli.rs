@@ -1,0 +1,144 @@
+//! End-to-end tests: the `featlearn` binary as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn featlearn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_featlearn")).args(args).output().expect("spawn featlearn")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("featlearn-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const TINY: &str = r#"
+[task]
+target = "he2-plus-hep"
+d = 8
+r = 2
+p = 3
+[data]
+n = [200, 400]
+n_val = 200
+n_test = 500
+[methods]
+list = ["onestep", "rf"]
+[net]
+m = 64
+[run]
+seeds = 2
+"#;
+
+#[test]
+fn run_writes_parseable_results_summary_and_config() {
+    let dir = scratch("run");
+    let cfg = write(&dir, "tiny.toml", TINY);
+    let out = dir.join("out");
+    let o = featlearn(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("onestep") && stdout.contains("test_mse"), "table: {stdout}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2 * 2 * 2, "methods x n x seeds");
+    for key in ["method", "target", "d", "r", "p", "n", "m", "seed", "test_mse", "test_l1_excess", "alignment", "lambda", "fit_seconds", "backend", "precision"] {
+        assert!(lines.iter().all(|l| l.get(key).is_some()), "key {key} missing");
+    }
+    for l in &lines {
+        assert_eq!(l["status"], "ok", "{l}");
+        let mse = l["test_mse"].as_f64().unwrap();
+        assert!(mse > 0.0 && mse < 1.5, "test_mse {mse}");
+        match l["method"].as_str().unwrap() {
+            "rf" => assert!(l["alignment"].is_null()),
+            _ => assert!(l["alignment"].as_f64().unwrap() > 0.125),
+        }
+    }
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 1 + 2 * 2);
+    assert!(out.join("config.toml").exists());
+    // rerunning the same config in the same folder resumes: nothing to do, nothing duplicated
+    let again = featlearn(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(again.status.success());
+    assert_eq!(std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().count(), 8);
+    // a different config in the same folder is refused
+    let other = featlearn(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--set", "net.m=32"]);
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("different config"));
+}
+
+#[test]
+fn invalid_configs_exit_nonzero_naming_the_key_without_panicking() {
+    let dir = scratch("invalid");
+    let cases = [
+        ("[task]\nd = 8\nr = 9\n", vec![], "task.r"),
+        ("[task]\ntarget = \"he2-plus-hep\"\np = 1\n", vec![], "task.p"),
+        ("[net]\nm = 101\n", vec![], "net.m"),
+        ("[data]\nn = 0\n", vec![], "data.n"),
+        ("[task]\ncolour = 3\n", vec![], "task.colour"),
+        ("[task]\nd = \"sixteen\"\n", vec![], "task.d"),
+        ("", vec!["--set", "data.n=[100, 0]"], "data.n"),
+        ("", vec!["--backend", "cuda"], "run.backend"),
+    ];
+    for (i, (text, extra, key)) in cases.iter().enumerate() {
+        let cfg = write(&dir, &format!("bad{i}.toml"), text);
+        let mut args = vec!["run", cfg.to_str().unwrap(), "--out"];
+        let out = dir.join(format!("out{i}"));
+        args.push(out.to_str().unwrap());
+        args.extend(extra.iter().copied());
+        let o = featlearn(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "case {i} should fail");
+        assert!(stderr.contains(key), "case {i}: {stderr:?} does not name {key}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "case {i} panicked: {stderr}");
+        assert!(!out.join("results.jsonl").exists(), "case {i}: no work may start");
+    }
+}
+
+fn read_npy_header(path: &Path) -> (String, usize) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    // the header is a Python dict literal; drop spaces so "(50, 8, )" reads "(50,8,)"
+    let header = String::from_utf8_lossy(&bytes[10..10 + len]).replace(' ', "");
+    (header, bytes.len() - 10 - len)
+}
+
+#[test]
+fn data_export_writes_npy_with_documented_shapes() {
+    let dir = scratch("data");
+    let cfg = write(&dir, "tiny.toml", TINY);
+    let (x, y, u) = (dir.join("x.npy"), dir.join("y.npy"), dir.join("u.npy"));
+    let o = featlearn(&[
+        "data", cfg.to_str().unwrap(), "--n", "50", "--out-x", x.to_str().unwrap(), "--out-y", y.to_str().unwrap(), "--out-u", u.to_str().unwrap(), "--precision", "f64",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (hx, bx) = read_npy_header(&x);
+    assert!(hx.contains("'<f8'") && hx.contains("'shape':(50,8,"), "{hx}");
+    assert_eq!(bx, 50 * 8 * 8);
+    let (hy, by) = read_npy_header(&y);
+    assert!(hy.contains("'shape':(50,)"), "{hy}");
+    assert_eq!(by, 50 * 8);
+    let (hu, _) = read_npy_header(&u);
+    assert!(hu.contains("'shape':(2,8,"), "{hu}");
+}
+
+#[test]
+fn devices_lists_ndarray_and_a_wgpu_adapter() {
+    let o = featlearn(&["devices"]);
+    assert!(o.status.success());
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("ndarray"), "{s}");
+    assert!(s.lines().any(|l| l.starts_with("wgpu:")), "no wgpu adapter listed: {s}");
+}
