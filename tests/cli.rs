@@ -142,3 +142,54 @@ fn devices_lists_ndarray_and_a_wgpu_adapter() {
     assert!(s.contains("ndarray"), "{s}");
     assert!(s.lines().any(|l| l.starts_with("wgpu:")), "no wgpu adapter listed: {s}");
 }
+
+#[test]
+fn a_diverging_trial_is_recorded_and_the_run_goes_on() {
+    let dir = scratch("diverge");
+    let cfg = write(&dir, "tiny.toml", TINY);
+    let out = dir.join("out");
+    let o = featlearn(&[
+        "run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--set", "onestep.eta=1e36", "--set", "data.n=200", "--set", "run.seeds=1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    let one = lines.iter().find(|l| l["method"] == "onestep").unwrap();
+    assert_eq!(one["status"], "diverged");
+    assert!(one["reason"].as_str().unwrap().contains("eta_1"), "{one}");
+    let rf = lines.iter().find(|l| l["method"] == "rf").unwrap();
+    assert_eq!(rf["status"], "ok");
+}
+
+#[test]
+fn a_killed_run_resumes_without_losing_or_repeating_trials() {
+    let dir = scratch("kill");
+    let cfg = write(&dir, "sweep.toml", &TINY.replace("n = [200, 400]", "n = [300, 400, 500, 600, 700, 800, 900, 1000]").replace("seeds = 2", "seeds = 4").replace("m = 64", "m = 400"));
+    let out = dir.join("out");
+    let args = ["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_featlearn")).args(args).spawn().unwrap();
+    let results = out.join("results.jsonl");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&results).map(|t| t.lines().count()).unwrap_or(0) < 3 {
+        assert!(start.elapsed().as_secs() < 300, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = std::fs::read_to_string(&results).unwrap();
+    let finished = before.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()).count();
+    assert!(finished >= 3 && finished < 64, "killed after {finished} of 64 trials");
+    let o = featlearn(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let after = std::fs::read_to_string(&results).unwrap();
+    let keys: Vec<String> = after
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| format!("{} {} {}", v["method"], v["n"], v["seed"]))
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(keys.len(), 64, "every trial exactly once");
+    assert_eq!(unique.len(), 64, "no duplicates");
+    assert!(after.starts_with(before.lines().take(finished).collect::<Vec<_>>().join("\n").as_str()), "finished trials kept");
+}

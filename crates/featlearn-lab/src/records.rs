@@ -27,6 +27,10 @@ pub struct Record {
     pub alignment: Option<f64>,
     /// Principal angles (degrees) between span U and W's top-r right singular subspace.
     pub principal_angles_deg: Option<Vec<f64>>,
+    /// Rank of the target's expected Hessian H on span U (r: Algorithm 1 sees every direction).
+    pub hessian_rank: Option<usize>,
+    /// Condition number kappa of H on span U; null when H is singular there.
+    pub hessian_condition: Option<f64>,
     /// The ridge lambda chosen on the validation split.
     pub lambda: Option<f64>,
     pub eta1: Option<f64>,
@@ -47,7 +51,16 @@ pub struct ResultsWriter {
 }
 
 impl ResultsWriter {
+    /// Opens for appending; a partial last line (a kill in the middle of a write) is cut off
+    /// first, so the next record starts on a line of its own.
     pub fn open(path: &Path) -> Result<Self> {
+        if let Ok(text) = std::fs::read(path) {
+            let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            if whole < text.len() {
+                let f = OpenOptions::new().write(true).open(path)?;
+                f.set_len(whole as u64)?;
+            }
+        }
         let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
         Ok(ResultsWriter { file })
     }
@@ -170,7 +183,7 @@ pub fn format_table(rows: &[SummaryRow]) -> String {
         "method", "target", "d", "n", "m", "seeds", "test_mse", "test_l1_excess", "alignment"
     );
     for r in rows {
-        let pm = |(m, se): (f64, f64)| format!("{m:.4} ± {se:.4}");
+        let pm = |(m, se): (f64, f64)| if m.is_finite() { format!("{m:.4} ± {se:.4}") } else { "-".into() };
         s.push_str(&format!(
             "{:<9} {:<16} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}{}\n",
             r.method,
@@ -186,4 +199,27 @@ pub fn format_table(rows: &[SummaryRow]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_last_line_is_cut_before_appending() {
+        let dir = std::env::temp_dir().join(format!("featlearn-records-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("results.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"b\":").unwrap();
+        let w = ResultsWriter::open(&path).unwrap();
+        drop(w);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
+    }
+
+    #[test]
+    fn mean_and_standard_error() {
+        let (m, se) = mean_se(&[1.0, 2.0, 3.0, 4.0]);
+        assert!((m - 2.5).abs() < 1e-15);
+        assert!((se - (5.0f64 / 3.0 / 4.0).sqrt()).abs() < 1e-15);
+    }
 }

@@ -109,6 +109,8 @@ pub fn run_trial(c: &Compute, config: &Config, trial: &Trial) -> Record {
         test_l1_excess: None,
         alignment: None,
         principal_angles_deg: None,
+        hessian_rank: None,
+        hessian_condition: None,
         lambda: None,
         eta1: None,
         solver: None,
@@ -134,6 +136,9 @@ pub fn run_trial(c: &Compute, config: &Config, trial: &Trial) -> Record {
 fn fit_and_measure(c: &Compute, config: &Config, t: &Trial, record: &mut Record) -> Result<()> {
     let spec = config.target_spec(&t.target, t.p)?;
     let target = Target::new(&spec, t.d, t.r, t.seed, config.task.normalize, t.noise)?;
+    let hessian = target.hessian_report();
+    record.hessian_rank = Some(hessian.rank);
+    record.hessian_condition = hessian.condition.is_finite().then_some(hessian.condition);
     let chunk = config.data.chunk;
     let draw = |split, n| sample_rows(c, &target, t.seed, split, 0, n, chunk);
     let train = draw(Split::Train, t.n);

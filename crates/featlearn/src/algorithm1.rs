@@ -162,6 +162,12 @@ pub fn fit_head(c: &Compute, net: TwoLayer, train: &Dataset, val: &Dataset, opts
     let y_val = linear.residual(&val.x, &val.y);
     let phi = net.features(train.x.clone());
     let phi_val = net.features(val.x.clone());
+    let energy = scalar(phi.clone().powi_scalar(2).mean());
+    if !energy.is_finite() {
+        return Err(Error::Diverged(format!(
+            "the features relu(W x + b) overflow (mean square {energy}): is eta_1 too large?"
+        )));
+    }
     let head = ridge_head(c, &phi, &y, &phi_val, &y_val, &opts.lambdas, opts.solver)?;
     let net = TwoLayer { a: head.a.clone(), ..net };
     Ok((Predictor { linear, net }, head))
