@@ -193,3 +193,42 @@ fn a_killed_run_resumes_without_losing_or_repeating_trials() {
     assert_eq!(unique.len(), 64, "no duplicates");
     assert!(after.starts_with(before.lines().take(finished).collect::<Vec<_>>().join("\n").as_str()), "finished trials kept");
 }
+
+fn read_npy_f64(path: &Path) -> Vec<f64> {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + len..].chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+#[test]
+fn gram_exports_the_ntk_of_exported_data() {
+    let dir = scratch("gram");
+    let cfg = write(&dir, "tiny.toml", TINY);
+    let (x, y, k) = (dir.join("x.npy"), dir.join("y.npy"), dir.join("k.npy"));
+    let (n, d) = (20, 8);
+    let o = featlearn(&["data", cfg.to_str().unwrap(), "--n", "20", "--out-x", x.to_str().unwrap(), "--out-y", y.to_str().unwrap(), "--precision", "f64"]);
+    assert!(o.status.success());
+    let o = featlearn(&["gram", "--kernel", "ntk", "--x", x.to_str().unwrap(), "--out", k.to_str().unwrap(), "--precision", "f64", "--tile", "7"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (hk, _) = read_npy_header(&k);
+    assert!(hk.contains("'shape':(20,20,"), "{hk}");
+    let xs = read_npy_f64(&x);
+    let kk = read_npy_f64(&k);
+    // NTK with s_w = s_b = 1, written out independently of the library.
+    let ntk = |i: usize, j: usize| {
+        let dot = |a: usize, b: usize| (0..d).map(|t| xs[a * d + t] * xs[b * d + t]).sum::<f64>() / d as f64 + 1.0;
+        let (s, q) = (dot(i, j), (dot(i, i) * dot(j, j)).sqrt());
+        let th = (s / q).clamp(-1.0, 1.0).acos();
+        let pi = std::f64::consts::PI;
+        q * (th.sin() + (pi - th) * th.cos()) / (2.0 * pi) + s * (pi - th) / (2.0 * pi)
+    };
+    for i in 0..n {
+        for j in 0..n {
+            let want = ntk(i, j);
+            assert!((kk[i * n + j] - want).abs() < 1e-7 * want.abs(), "K[{i},{j}] = {} vs {want}", kk[i * n + j]);
+        }
+    }
+    let o = featlearn(&["gram", "--kernel", "ntk", "--x", x.to_str().unwrap(), "--out", k.to_str().unwrap(), "--mem-budget", "1e-9"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("memory budget"));
+}

@@ -1,15 +1,17 @@
 //! `featlearn`: the command line. It parses arguments and calls featlearn-lab.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use featlearn::compute::{list_devices, to_host, Compute};
+use featlearn::compute::{default_memory_budget, list_devices, to_host, Compute};
+use featlearn::kernels::{gram, Kernel};
+use featlearn::Precision;
 use featlearn::data::{sample_rows, Split};
 use featlearn::target::Target;
 use featlearn_lab::config::Config;
-use featlearn_lab::export::write_npy;
+use featlearn_lab::export::{read_npy_matrix, write_npy};
 use featlearn_lab::runner::{default_out_dir, run, RunOptions};
 
 #[derive(Parser)]
@@ -28,6 +30,9 @@ struct ComputeArgs {
     /// Float precision: f32 or f64; overrides run.precision.
     #[arg(long)]
     precision: Option<String>,
+    /// Memory budget of kernel jobs in GiB; overrides kernel.mem_budget_gb.
+    #[arg(long)]
+    mem_budget: Option<f64>,
     /// Override any config key, e.g. --set task.d=32 --set 'data.n=[2000,4000]'.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -41,6 +46,9 @@ impl ComputeArgs {
         }
         if let Some(p) = &self.precision {
             overrides.push(format!("run.precision={p}"));
+        }
+        if let Some(g) = self.mem_budget {
+            overrides.push(format!("kernel.mem_budget_gb={g}"));
         }
         Config::load(config, &overrides)
     }
@@ -78,6 +86,46 @@ enum Command {
         #[command(flatten)]
         compute: ComputeArgs,
     },
+    /// The Gram matrix K(X, Z) of a kernel between two .npy inputs (Z = X when absent), written
+    /// as .npy in the chosen precision.
+    Gram {
+        /// ntk, nngp, rbf, laplace or poly.
+        #[arg(long)]
+        kernel: String,
+        /// Rows x (n x d, .npy, float32 or float64).
+        #[arg(long)]
+        x: PathBuf,
+        /// Columns z (k x d); X when absent.
+        #[arg(long)]
+        z: Option<PathBuf>,
+        /// Weight scale s_w (ntk, nngp).
+        #[arg(long, default_value_t = 1.0)]
+        sw: f64,
+        /// Bias scale s_b (ntk, nngp).
+        #[arg(long, default_value_t = 1.0)]
+        sb: f64,
+        /// Length scale l of rbf, laplace and poly (default sqrt(d)).
+        #[arg(long)]
+        lengthscale: Option<f64>,
+        /// Degree of poly.
+        #[arg(long, default_value_t = 3)]
+        degree: u32,
+        /// Offset of poly.
+        #[arg(long, default_value_t = 1.0)]
+        offset: f64,
+        /// Rows and columns of one tile.
+        #[arg(long, default_value_t = 2048)]
+        tile: usize,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "ndarray")]
+        backend: String,
+        #[arg(long, default_value = "f32")]
+        precision: String,
+        /// Memory budget in GiB (default: half the free host memory for ndarray, 8 for wgpu).
+        #[arg(long)]
+        mem_budget: Option<f64>,
+    },
     /// List the devices this build can use.
     Devices,
 }
@@ -114,6 +162,43 @@ fn dispatch(cli: Cli) -> Result<()> {
                 write_npy(&u, &target.u, &[t.r, t.d], c.precision)?;
             }
             println!("wrote {n} samples (d = {}, r = {}, target {}, seed {})", t.d, t.r, t.target, t.seed);
+            Ok(())
+        }
+        Command::Gram { kernel, x, z, sw, sb, lengthscale, degree, offset, tile, out, backend, precision, mem_budget } => {
+            let c = Compute::open(backend.parse()?, precision.parse()?)?;
+            let (xs, n, d) = read_npy_matrix(&x)?;
+            let (zs, k, dz) = match &z {
+                Some(p) => read_npy_matrix(p)?,
+                None => (xs.clone(), n, d),
+            };
+            if dz != d {
+                bail!("--x has {d} columns but --z has {dz}");
+            }
+            let l = lengthscale.unwrap_or((d as f64).sqrt());
+            if !(l > 0.0) {
+                bail!("--lengthscale must be positive");
+            }
+            let kernel = match kernel.as_str() {
+                "ntk" => Kernel::Ntk { sw, sb },
+                "nngp" => Kernel::Nngp { sw, sb },
+                "rbf" => Kernel::Rbf { lengthscale: l },
+                "laplace" => Kernel::Laplace { lengthscale: l },
+                "poly" => Kernel::Poly { degree, offset, lengthscale: l },
+                other => bail!("--kernel {other}: expected ntk, nngp, rbf, laplace or poly"),
+            };
+            let bytes = if c.precision == Precision::F32 { 4 } else { 8 };
+            let need = (n * k + n * d + k * d + 2 * tile.min(n) * tile.min(k)) as u64 * bytes;
+            let budget = mem_budget.map_or(default_memory_budget(c.backend), |g| (g * (1u64 << 30) as f64) as u64);
+            if need > budget {
+                bail!(
+                    "the {n} x {k} Gram needs {:.2} GiB, over the memory budget of {:.2} GiB (--mem-budget)",
+                    need as f64 / (1u64 << 30) as f64,
+                    budget as f64 / (1u64 << 30) as f64
+                );
+            }
+            let g = gram(&kernel, &c.matrix(&xs, n, d), &c.matrix(&zs, k, d), tile);
+            write_npy(&out, &to_host(g), &[n, k], c.precision)?;
+            println!("wrote the {n} x {k} {} Gram matrix to {}", kernel.name(), out.display());
             Ok(())
         }
         Command::Devices => {

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 use featlearn::algorithm1::{Eta, HeadSolver};
+use featlearn::compute::default_memory_budget;
+use featlearn::kernels::Kernel;
+use featlearn::krr::{KrrOptions, KrrSolver};
 use featlearn::network::WInit;
 use featlearn::target::{Term, TargetSpec};
 use featlearn::{BackendKind, Precision};
@@ -36,6 +39,7 @@ pub struct Config {
     pub net: NetConfig,
     pub onestep: OneStepConfig,
     pub ridge: RidgeConfig,
+    pub kernel: KernelConfig,
     pub run: RunConfig,
 }
 
@@ -112,6 +116,31 @@ pub struct RidgeConfig {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct KernelConfig {
+    /// Weight scale s_w of the NTK/NNGP.
+    pub sw: f64,
+    /// Bias scale s_b of the NTK/NNGP.
+    pub sb: f64,
+    /// Length scale of rbf, laplace and poly; 0 means sqrt(d).
+    pub lengthscale: f64,
+    pub degree: u32,
+    pub offset: f64,
+    /// Kernel ridge grid: alpha = (K + n lambda I)^{-1} y.
+    pub lambdas: Vec<f64>,
+    /// auto | cholesky | pcg
+    pub solver: String,
+    pub tile: usize,
+    pub pcg_tol: f64,
+    pub pcg_max_iter: usize,
+    pub landmarks: usize,
+    /// Memory budget in GiB; 0 means the backend's default.
+    pub mem_budget_gb: f64,
+    /// Training points (a prefix) on which kernel-target alignment is measured.
+    pub kta_n: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     /// Number of seeds (0..seeds) or an explicit list.
     pub seeds: Axis<u64>,
@@ -128,6 +157,7 @@ impl Default for Config {
             net: NetConfig::default(),
             onestep: OneStepConfig::default(),
             ridge: RidgeConfig::default(),
+            kernel: KernelConfig::default(),
             run: RunConfig::default(),
         }
     }
@@ -177,6 +207,25 @@ impl Default for RidgeConfig {
         }
     }
 }
+impl Default for KernelConfig {
+    fn default() -> Self {
+        KernelConfig {
+            sw: 1.0,
+            sb: 1.0,
+            lengthscale: 0.0,
+            degree: 3,
+            offset: 1.0,
+            lambdas: vec![1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
+            solver: "auto".into(),
+            tile: 2048,
+            pcg_tol: 1e-6,
+            pcg_max_iter: 500,
+            landmarks: 1000,
+            mem_budget_gb: 0.0,
+            kta_n: 2000,
+        }
+    }
+}
 impl Default for RunConfig {
     fn default() -> Self {
         RunConfig { seeds: Axis::One(2), backend: "ndarray".into(), precision: "f32".into() }
@@ -184,7 +233,10 @@ impl Default for RunConfig {
 }
 
 /// The methods `featlearn run` knows.
-pub const METHODS: [&str; 2] = ["onestep", "rf"];
+pub const METHODS: [&str; 7] = ["onestep", "rf", "ntk", "nngp", "rbf", "laplace", "poly"];
+
+/// Methods that are kernel ridge regression with a closed-form kernel.
+pub const KERNEL_METHODS: [&str; 5] = ["ntk", "nngp", "rbf", "laplace", "poly"];
 
 /// One fully resolved trial: a point of the sweep grid, a method and a seed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -302,6 +354,42 @@ impl Config {
         }
     }
 
+    /// The kernel of a kernel method at input dimension d.
+    pub fn kernel(&self, method: &str, d: usize) -> Result<Kernel> {
+        let k = &self.kernel;
+        let l = if k.lengthscale > 0.0 { k.lengthscale } else { (d as f64).sqrt() };
+        Ok(match method {
+            "ntk" => Kernel::Ntk { sw: k.sw, sb: k.sb },
+            "nngp" => Kernel::Nngp { sw: k.sw, sb: k.sb },
+            "rbf" => Kernel::Rbf { lengthscale: l },
+            "laplace" => Kernel::Laplace { lengthscale: l },
+            "poly" => Kernel::Poly { degree: k.degree, offset: k.offset, lengthscale: l },
+            other => bail!("'{other}' is not a kernel method"),
+        })
+    }
+
+    /// Kernel ridge options for a backend (the default memory budget depends on it).
+    pub fn krr_options(&self, backend: BackendKind) -> KrrOptions {
+        let k = &self.kernel;
+        KrrOptions {
+            lambdas: k.lambdas.clone(),
+            solver: match k.solver.as_str() {
+                "cholesky" => KrrSolver::Cholesky,
+                "pcg" => KrrSolver::Pcg,
+                _ => KrrSolver::Auto,
+            },
+            tile: k.tile,
+            pcg_tol: k.pcg_tol,
+            pcg_max_iter: k.pcg_max_iter,
+            landmarks: k.landmarks,
+            mem_budget: if k.mem_budget_gb > 0.0 {
+                (k.mem_budget_gb * (1u64 << 30) as f64) as u64
+            } else {
+                default_memory_budget(backend)
+            },
+        }
+    }
+
     pub fn head_solver(&self) -> HeadSolver {
         match self.ridge.solver.as_str() {
             "cg" => HeadSolver::Cg { tol: self.ridge.cg_tol, max_iter: self.ridge.cg_max_iter },
@@ -415,6 +503,25 @@ impl Config {
         if self.ridge.gd_steps == 0 || !(self.ridge.gd_lr >= 0.0) {
             bail!("key `ridge.gd_steps`/`ridge.gd_lr`: steps must be positive, lr >= 0");
         }
+        let k = &self.kernel;
+        if !(k.sw >= 0.0 && k.sb >= 0.0 && k.sw.is_finite() && k.sb.is_finite()) || k.sw + k.sb == 0.0 {
+            bail!("key `kernel.sw`/`kernel.sb`: scales must be finite, >= 0 and not both 0");
+        }
+        if !(k.lengthscale >= 0.0 && k.lengthscale.is_finite()) {
+            bail!("key `kernel.lengthscale`: must be >= 0 (0 = sqrt(d))");
+        }
+        if k.lambdas.is_empty() || k.lambdas.iter().any(|l| !(*l > 0.0 && l.is_finite())) {
+            bail!("key `kernel.lambdas`: a non-empty grid of positive values is needed");
+        }
+        if !matches!(k.solver.as_str(), "auto" | "cholesky" | "pcg") {
+            bail!("key `kernel.solver`: '{}' (expected auto, cholesky or pcg)", k.solver);
+        }
+        if k.tile == 0 || k.landmarks == 0 || k.pcg_max_iter == 0 || !(k.pcg_tol > 0.0) || k.kta_n == 0 {
+            bail!("key `kernel`: tile, landmarks, pcg_max_iter, pcg_tol and kta_n must be positive");
+        }
+        if !(k.mem_budget_gb >= 0.0 && k.mem_budget_gb.is_finite()) {
+            bail!("key `kernel.mem_budget_gb`: must be >= 0 (0 = the backend's default)");
+        }
         if self.seeds().is_empty() {
             bail!("key `run.seeds`: no seed to run");
         }
@@ -491,6 +598,8 @@ mod tests {
         let again = Config::from_toml(&c.to_toml(), &[]).unwrap();
         assert_eq!(c.trials(), again.trials());
         assert_eq!(c.trials().len(), 2 * 2); // two methods x two seeds
+        let k = Config::from_toml("[kernel]\nsolver = \"pcg\"\n", &[]).unwrap();
+        assert_eq!(k.krr_options(BackendKind::NdArray).solver, KrrSolver::Pcg);
     }
 
     #[test]
@@ -511,6 +620,8 @@ mod tests {
             ("[net]\nm = 999\n", "net.m"),
             ("[data]\nn = 0\n", "data.n"),
             ("[bogus]\nx = 1\n", "bogus"),
+            ("[kernel]\nsolver = \"lu\"\n", "kernel.solver"),
+            ("[methods]\nlist = [\"svm\"]\n", "methods.list"),
         ];
         for (text, key) in cases {
             let err = format!("{:#}", Config::from_toml(text, &[]).unwrap_err());

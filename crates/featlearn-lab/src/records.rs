@@ -34,6 +34,11 @@ pub struct Record {
     /// The ridge lambda chosen on the validation split.
     pub lambda: Option<f64>,
     pub eta1: Option<f64>,
+    /// Kernel-target alignment y^T K y / (||K||_F ||y||^2) on the first `kta_n` training points
+    /// (kernel methods only).
+    pub kta: Option<f64>,
+    /// The Rayleigh quotient y^T K y / ||y||^2 on the same points.
+    pub kta_rayleigh: Option<f64>,
     pub solver: Option<String>,
     pub iterations: Option<usize>,
     pub relative_residual: Option<f64>,

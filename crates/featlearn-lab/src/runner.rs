@@ -7,13 +7,16 @@ use std::time::Instant;
 
 use featlearn::algorithm1::{fit_onestep, fit_random_features, Fit, HeadOptions};
 use featlearn::compute::Compute;
-use featlearn::data::{sample_rows, Split};
-use featlearn::metrics::{l1_excess, normalized_mse, principal_angles_deg, subspace_alignment};
+use burn::tensor::Tensor;
+use featlearn::data::{sample_rows, Dataset, Split};
+use featlearn::kernels::gram;
+use featlearn::krr::fit_krr;
+use featlearn::metrics::{kernel_target_alignment, l1_excess, normalized_mse, principal_angles_deg, subspace_alignment};
 use featlearn::network::TwoLayer;
 use featlearn::target::Target;
 use featlearn::Error;
 
-use crate::config::{eta_of, Config, Trial};
+use crate::config::{eta_of, Config, Trial, KERNEL_METHODS};
 use crate::records::{format_table, read_results, summarize, write_summary_csv, Record, ResultsWriter};
 
 /// Options of `featlearn run` beyond the config.
@@ -113,6 +116,8 @@ pub fn run_trial(c: &Compute, config: &Config, trial: &Trial) -> Record {
         hessian_condition: None,
         lambda: None,
         eta1: None,
+        kta: None,
+        kta_rayleigh: None,
         solver: None,
         iterations: None,
         relative_residual: None,
@@ -144,6 +149,9 @@ fn fit_and_measure(c: &Compute, config: &Config, t: &Trial, record: &mut Record)
     let train = draw(Split::Train, t.n);
     let val = draw(Split::Val, config.data.n_val);
     let net0 = TwoLayer::symmetric_init(c, t.d, t.m, config.w_init(), config.net.a_scale, t.seed)?;
+    if KERNEL_METHODS.contains(&t.method.as_str()) {
+        return fit_kernel(c, config, t, &target, &train, &val, record);
+    }
     let head = HeadOptions { bias_scale: config.net.bias_scale, lambdas: config.ridge.lambdas.clone(), solver: config.head_solver() };
     let fit: Fit = match t.method.as_str() {
         "onestep" => {
@@ -154,10 +162,7 @@ fn fit_and_measure(c: &Compute, config: &Config, t: &Trial, record: &mut Record)
         other => bail!("unknown method {other}"),
     };
     let test = draw(Split::Test, config.data.n_test);
-    let pred = fit.predictor.predict(&test.x);
-    let f_star = target.eval(c, test.x.clone());
-    record.test_mse = Some(normalized_mse(pred.clone(), f_star, &target));
-    record.test_l1_excess = Some(l1_excess(pred, test.y.clone(), &target));
+    measure_test(c, &target, &test, fit.predictor.predict(&test.x), record)?;
     if t.method == "onestep" {
         let w = fit.predictor.net.w.clone();
         record.alignment = Some(subspace_alignment(c, w.clone(), &target));
@@ -168,10 +173,41 @@ fn fit_and_measure(c: &Compute, config: &Config, t: &Trial, record: &mut Record)
     record.solver = Some(fit.head.solver.into());
     record.iterations = Some(fit.head.iterations);
     record.relative_residual = Some(fit.head.relative_residual);
-    for (name, v) in [("test_mse", record.test_mse), ("test_l1_excess", record.test_l1_excess)] {
-        if !v.is_some_and(f64::is_finite) {
+    Ok(())
+}
+
+/// Kernel ridge regression with a closed-form kernel, plus its kernel-target alignment.
+fn fit_kernel(c: &Compute, config: &Config, t: &Trial, target: &Target, train: &Dataset, val: &Dataset, record: &mut Record) -> Result<()> {
+    let kernel = config.kernel(&t.method, t.d)?;
+    let opts = config.krr_options(c.backend);
+    let (model, fit) = fit_krr(c, &kernel, train, val, &opts)?;
+    let test = sample_rows(c, target, t.seed, Split::Test, 0, config.data.n_test, config.data.chunk);
+    measure_test(c, target, &test, model.predict(&test.x), record)?;
+    let k = config.kernel.kta_n.min(t.n);
+    let xs = train.x.clone().slice([0..k, 0..t.d]);
+    let ys = train.y.clone().slice([0..k]);
+    let (kta, rayleigh) = kernel_target_alignment(gram(&kernel, &xs, &xs, opts.tile), ys);
+    record.kta = Some(kta);
+    record.kta_rayleigh = Some(rayleigh);
+    record.lambda = Some(fit.lambda);
+    record.solver = Some(fit.solver.into());
+    record.iterations = Some(fit.iterations);
+    record.relative_residual = Some(fit.relative_residual);
+    Ok(())
+}
+
+/// test_mse against the noiseless target and the L1 excess error on noisy labels; non-finite
+/// values are a divergence.
+fn measure_test(c: &Compute, target: &Target, test: &Dataset, pred: Tensor<1>, record: &mut Record) -> Result<()> {
+    let f_star = target.eval(c, test.x.clone());
+    let mse = normalized_mse(pred.clone(), f_star, target);
+    let l1 = l1_excess(pred, test.y.clone(), target);
+    for (name, v) in [("test_mse", mse), ("test_l1_excess", l1)] {
+        if !v.is_finite() {
             return Err(Error::Diverged(format!("{name} is not finite")).into());
         }
     }
+    record.test_mse = Some(mse);
+    record.test_l1_excess = Some(l1);
     Ok(())
 }

@@ -209,7 +209,12 @@ pub fn ridge_head(
         let (a, iterations) = match solver {
             HeadSolver::Direct => {
                 let g = gram.clone().unwrap() + c.eye(m) * lambda;
-                (Cholesky::factor(c, g, DEFAULT_BLOCK)?.solve(rhs.clone()), 0)
+                match Cholesky::factor(c, g, DEFAULT_BLOCK) {
+                    Ok(chol) => (chol.solve(rhs.clone()), 0),
+                    // positive definite in exact arithmetic; skip a lambda that rounding breaks
+                    Err(Error::NotPositiveDefinite { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
             }
             HeadSolver::Cg { tol, max_iter } => {
                 let sol = conjugate_gradient(

@@ -154,6 +154,23 @@ impl Compute {
     }
 }
 
+/// Default memory budget of a job on this backend: half of the host's available memory for
+/// ndarray; 8 GiB for wgpu, whose device memory burn does not report (set it explicitly for a
+/// larger GPU).
+pub fn default_memory_budget(backend: BackendKind) -> u64 {
+    match backend {
+        BackendKind::NdArray => host_available_memory().map_or(4 << 30, |b| b / 2),
+        BackendKind::Wgpu => 8 << 30,
+    }
+}
+
+fn host_available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Reads a tensor back to the host as f64 values (row-major).
 pub fn to_host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.into_data().try_into_vec_as::<f64>().expect("float tensor readback")

@@ -6,6 +6,7 @@
 //! - [`rng`], [`data`]: seeded, chunk-invariant sampling.
 //! - [`hermite`], [`target`]: multi-index polynomial targets f*(x) = g(Ux).
 //! - [`network`], [`algorithm1`]: the two-layer network, Algorithm 1 and random features.
+//! - [`kernels`], [`krr`]: NTK, NNGP and generic kernels, tiled Gram matrices, kernel ridge.
 //! - [`linalg`]: blocked Cholesky and conjugate gradient on the device.
 //! - [`metrics`]: test errors, subspace alignment, kernel-target alignment.
 
@@ -14,6 +15,8 @@ pub mod compute;
 pub mod data;
 pub mod hermite;
 pub mod host;
+pub mod kernels;
+pub mod krr;
 pub mod linalg;
 pub mod metrics;
 pub mod network;

@@ -1,0 +1,149 @@
+//! Closed-form kernels (SCIENCE.md section 4) as batched device ops, and Gram matrices built
+//! tile by tile.
+//!
+//! The infinite-width kernels are those of f(x) = sum_j a_j relu(z_j(x)) / sqrt(m),
+//! z_j(x) = (s_w / sqrt(d)) w_j . x + s_b b_j, all parameters standard normal (equal to
+//! neural-tangents' `stax.serial(Dense(W_std=s_w, b_std=s_b), Relu(), Dense(W_std=1, b_std=0))`).
+
+use burn::tensor::Tensor;
+use std::f64::consts::PI;
+
+/// A kernel k(x, z) on R^d.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Kernel {
+    /// Neural tangent kernel of the two-layer ReLU network.
+    Ntk { sw: f64, sb: f64 },
+    /// Neural-network Gaussian-process kernel (random features with m -> infinity).
+    Nngp { sw: f64, sb: f64 },
+    /// exp(-||x - z||^2 / (2 l^2)).
+    Rbf { lengthscale: f64 },
+    /// exp(-||x - z|| / l).
+    Laplace { lengthscale: f64 },
+    /// (x . z / l^2 + offset)^degree.
+    Poly { degree: u32, offset: f64, lengthscale: f64 },
+}
+
+impl Kernel {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kernel::Ntk { .. } => "ntk",
+            Kernel::Nngp { .. } => "nngp",
+            Kernel::Rbf { .. } => "rbf",
+            Kernel::Laplace { .. } => "laplace",
+            Kernel::Poly { .. } => "poly",
+        }
+    }
+
+    /// K(X, Z) for X (n x d) and Z (k x d), one block on the device: n x k.
+    pub fn block(&self, x: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
+        match *self {
+            Kernel::Ntk { sw, sb } => relu_kernels(x, z, sw, sb).1,
+            Kernel::Nngp { sw, sb } => relu_kernels(x, z, sw, sb).0,
+            Kernel::Rbf { lengthscale } => (squared_distances(x, z) / (-2.0 * lengthscale * lengthscale)).exp(),
+            Kernel::Laplace { lengthscale } => (squared_distances(x, z).sqrt() / (-lengthscale)).exp(),
+            Kernel::Poly { degree, offset, lengthscale } => {
+                (x.matmul(z.transpose()) / (lengthscale * lengthscale) + offset).powi_scalar(degree as i32)
+            }
+        }
+    }
+
+    /// k(x, z) for two points on the host, in f64: the reference the device code is tested against.
+    pub fn eval_host(&self, x: &[f64], z: &[f64]) -> f64 {
+        let d = x.len() as f64;
+        let dot: f64 = x.iter().zip(z).map(|(a, b)| a * b).sum();
+        let dist2: f64 = x.iter().zip(z).map(|(a, b)| (a - b).powi(2)).sum();
+        match *self {
+            Kernel::Ntk { sw, sb } | Kernel::Nngp { sw, sb } => {
+                let s = |a: &[f64], b: &[f64]| sw * sw * a.iter().zip(b).map(|(u, v)| u * v).sum::<f64>() / d + sb * sb;
+                let sxz = s(x, z);
+                let q = (s(x, x) * s(z, z)).sqrt();
+                let theta = (sxz / q).clamp(-1.0, 1.0).acos();
+                let nngp = q * (theta.sin() + (PI - theta) * theta.cos()) / (2.0 * PI);
+                match self {
+                    Kernel::Nngp { .. } => nngp,
+                    _ => nngp + sxz * (PI - theta) / (2.0 * PI),
+                }
+            }
+            Kernel::Rbf { lengthscale } => (-dist2 / (2.0 * lengthscale * lengthscale)).exp(),
+            Kernel::Laplace { lengthscale } => (-dist2.sqrt() / lengthscale).exp(),
+            Kernel::Poly { degree, offset, lengthscale } => (dot / (lengthscale * lengthscale) + offset).powi(degree as i32),
+        }
+    }
+
+    /// Matmul flops of one n x k block (2 n k d); the elementwise work is O(n k) besides.
+    pub fn block_flops(n: usize, k: usize, d: usize) -> f64 {
+        2.0 * n as f64 * k as f64 * d as f64
+    }
+}
+
+/// NNGP and NTK of the two-layer ReLU network, n x k each:
+///   S(x,z)  = s_w^2 x.z / d + s_b^2,   q = sqrt(S(x,x) S(z,z)),
+///   theta   = arccos(clamp(S(x,z) / q, -1, 1)),
+///   NNGP    = q (sin theta + (pi - theta) cos theta) / (2 pi),
+///   NTK     = NNGP + S(x,z) (pi - theta) / (2 pi).
+pub fn relu_kernels(x: Tensor<2>, z: Tensor<2>, sw: f64, sb: f64) -> (Tensor<2>, Tensor<2>) {
+    let [n, d] = x.dims();
+    let k = z.dims()[0];
+    let scale = sw * sw / d as f64;
+    let sxz = x.clone().matmul(z.clone().transpose()) * scale + sb * sb;
+    let sxx = x.powi_scalar(2).sum_dim(1) * scale + sb * sb; // n x 1
+    let szz = z.powi_scalar(2).sum_dim(1) * scale + sb * sb; // k x 1
+    let q = (sxx.reshape([n, 1]) * szz.reshape([1, k])).sqrt();
+    let cos = (sxz.clone() / q.clone()).clamp(-1.0, 1.0);
+    let theta = cos.clone().acos();
+    let pi_minus = theta.clone().neg() + PI;
+    let nngp = q * (theta.sin() + pi_minus.clone() * cos) / (2.0 * PI);
+    let ntk = nngp.clone() + sxz * pi_minus / (2.0 * PI);
+    (nngp, ntk)
+}
+
+/// ||x_i - z_j||^2, n x k, from the differences themselves (not ||x||^2 + ||z||^2 - 2 x.z, whose
+/// cancellation leaves ~eps ||x||^2 at zero distance, which a square root turns into ~sqrt(eps)).
+/// Rows are processed in chunks so the n x k x d temporary stays below 2^24 elements.
+fn squared_distances(x: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
+    let [n, d] = x.dims();
+    let k = z.dims()[0];
+    let rows = ((1usize << 24) / (k * d).max(1)).max(1);
+    let zb = z.reshape([1, k, d]);
+    let parts: Vec<Tensor<2>> = (0..n)
+        .step_by(rows)
+        .map(|i| {
+            let e = (i + rows).min(n);
+            let xi = x.clone().slice([i..e, 0..d]).reshape([e - i, 1, d]);
+            (xi - zb.clone()).powi_scalar(2).sum_dim(2).reshape([e - i, k])
+        })
+        .collect();
+    Tensor::cat(parts, 0)
+}
+
+/// K(X, Z) assembled from blocks of at most `tile` x `tile` entries, so the elementwise
+/// temporaries never exceed one tile (the result itself is n x k).
+pub fn gram(kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, tile: usize) -> Tensor<2> {
+    let tile = tile.max(1);
+    let [n, d] = x.dims();
+    let k = z.dims()[0];
+    let rows: Vec<Tensor<2>> = (0..n)
+        .step_by(tile)
+        .map(|i| {
+            let xi = x.clone().slice([i..(i + tile).min(n), 0..d]);
+            let cols: Vec<Tensor<2>> = (0..k)
+                .step_by(tile)
+                .map(|j| kernel.block(xi.clone(), z.clone().slice([j..(j + tile).min(k), 0..d])))
+                .collect();
+            Tensor::cat(cols, 1)
+        })
+        .collect();
+    Tensor::cat(rows, 0)
+}
+
+/// K(X, Z) v for a vector block v (k x c) without storing K: each row tile of K is built,
+/// multiplied and dropped. Memory O(tile * k).
+pub fn gram_matvec(kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, v: Tensor<2>, tile: usize) -> Tensor<2> {
+    let tile = tile.max(1);
+    let [n, d] = x.dims();
+    let parts: Vec<Tensor<2>> = (0..n)
+        .step_by(tile)
+        .map(|i| kernel.block(x.clone().slice([i..(i + tile).min(n), 0..d]), z.clone()).matmul(v.clone()))
+        .collect();
+    Tensor::cat(parts, 0)
+}
