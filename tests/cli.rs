@@ -232,3 +232,34 @@ fn gram_exports_the_ntk_of_exported_data() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("memory budget"));
 }
+
+#[test]
+fn gd_trials_write_curves_and_a_huge_learning_rate_diverges_without_stopping_the_run() {
+    let dir = scratch("gd");
+    let cfg = write(&dir, "tiny.toml", TINY);
+    let out = dir.join("out");
+    let o = featlearn(&[
+        "run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet",
+        "--set", "methods.list=[\"gd\"]", "--set", "data.n=300", "--set", "run.seeds=1",
+        "--set", "gd.lr=[0.05, 1e9]", "--set", "gd.steps=40", "--set", "gd.log_every=10", "--set", "gd.entk_n=50",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    let ok = lines.iter().find(|l| l["lr"] == 0.05).unwrap();
+    assert_eq!(ok["status"], "ok", "{ok}");
+    assert_eq!(ok["steps"], 40);
+    assert!(ok["final_train_loss"].as_f64().unwrap() < 0.5);
+    assert!(ok["entk_distance"].as_f64().unwrap() > 0.0);
+    let bad = lines.iter().find(|l| l["lr"] == 1e9).unwrap();
+    assert_eq!(bad["status"], "diverged");
+    assert!(bad["reason"].as_str().unwrap().contains("between steps"), "{bad}");
+    let curve: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("curves.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let steps: Vec<u64> = curve.iter().filter(|c| c["lr"] == 0.05).map(|c| c["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![0, 10, 20, 30, 40]);
+    let first = curve.iter().find(|c| c["lr"] == 0.05 && c["step"] == 0).unwrap();
+    assert!(first["entk_distance"].as_f64().unwrap().abs() < 1e-12, "the initial kernel is at distance 0 from itself");
+    assert!(first["entk_kta"].as_f64().is_some());
+}

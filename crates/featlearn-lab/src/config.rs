@@ -10,6 +10,7 @@ use featlearn::compute::default_memory_budget;
 use featlearn::kernels::Kernel;
 use featlearn::krr::{KrrOptions, KrrSolver};
 use featlearn::network::WInit;
+use featlearn::training::{GdOptions, Optimizer, Parameterization, Schedule};
 use featlearn::target::{Term, TargetSpec};
 use featlearn::{BackendKind, Precision};
 
@@ -40,6 +41,7 @@ pub struct Config {
     pub onestep: OneStepConfig,
     pub ridge: RidgeConfig,
     pub kernel: KernelConfig,
+    pub gd: GdConfig,
     pub run: RunConfig,
 }
 
@@ -141,6 +143,32 @@ pub struct KernelConfig {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct GdConfig {
+    /// mean-field | ntk
+    pub parameterization: Axis<String>,
+    /// sgd | adam
+    pub optimizer: String,
+    /// Base learning rate (times m in the mean-field scaling).
+    pub lr: Axis<f64>,
+    /// SGD momentum (0 = plain SGD).
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// constant | cosine
+    pub schedule: String,
+    pub steps: usize,
+    /// 0 = full batch.
+    pub batch_size: usize,
+    pub log_every: usize,
+    /// Test points used for the curves' test_mse.
+    pub curve_n: usize,
+    /// Training points on which the empirical NTK is computed (0 = never).
+    pub entk_n: usize,
+    /// Also compute the empirical NTK every this many steps (0 = at start and end only).
+    pub entk_every: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     /// Number of seeds (0..seeds) or an explicit list.
     pub seeds: Axis<u64>,
@@ -158,6 +186,7 @@ impl Default for Config {
             onestep: OneStepConfig::default(),
             ridge: RidgeConfig::default(),
             kernel: KernelConfig::default(),
+            gd: GdConfig::default(),
             run: RunConfig::default(),
         }
     }
@@ -226,6 +255,24 @@ impl Default for KernelConfig {
         }
     }
 }
+impl Default for GdConfig {
+    fn default() -> Self {
+        GdConfig {
+            parameterization: Axis::One("mean-field".into()),
+            optimizer: "sgd".into(),
+            lr: Axis::One(0.05),
+            momentum: 0.9,
+            weight_decay: 0.0,
+            schedule: "cosine".into(),
+            steps: 2000,
+            batch_size: 0,
+            log_every: 100,
+            curve_n: 1000,
+            entk_n: 500,
+            entk_every: 0,
+        }
+    }
+}
 impl Default for RunConfig {
     fn default() -> Self {
         RunConfig { seeds: Axis::One(2), backend: "ndarray".into(), precision: "f32".into() }
@@ -233,7 +280,7 @@ impl Default for RunConfig {
 }
 
 /// The methods `featlearn run` knows.
-pub const METHODS: [&str; 7] = ["onestep", "rf", "ntk", "nngp", "rbf", "laplace", "poly"];
+pub const METHODS: [&str; 8] = ["onestep", "rf", "gd", "ntk", "nngp", "rbf", "laplace", "poly"];
 
 /// Methods that are kernel ridge regression with a closed-form kernel.
 pub const KERNEL_METHODS: [&str; 5] = ["ntk", "nngp", "rbf", "laplace", "poly"];
@@ -250,6 +297,9 @@ pub struct Trial {
     pub n: usize,
     pub m: usize,
     pub eta: EtaValue,
+    /// gd's parameterisation and base learning rate (null for other methods).
+    pub parameterization: Option<String>,
+    pub lr: Option<f64>,
     pub seed: u64,
 }
 
@@ -305,19 +355,30 @@ impl Config {
                                 for eta in self.onestep.eta.values() {
                                     for n in self.data.n.values() {
                                         for method in &self.methods.list {
-                                            for seed in self.seeds() {
-                                                out.push(Trial {
-                                                    method: method.clone(),
-                                                    target: target.clone(),
-                                                    d,
-                                                    r,
-                                                    p,
-                                                    noise,
-                                                    n,
-                                                    m,
-                                                    eta: eta.clone(),
-                                                    seed,
-                                                });
+                                            // gd sweeps its own axes; other methods ignore them
+                                            let gd_axes: Vec<(Option<String>, Option<f64>)> = if method == "gd" {
+                                                let lrs = self.gd.lr.values();
+                                                self.gd.parameterization.values().into_iter().flat_map(|p| lrs.iter().map(move |&l| (Some(p.clone()), Some(l)))).collect()
+                                            } else {
+                                                vec![(None, None)]
+                                            };
+                                            for (parameterization, lr) in gd_axes {
+                                                for seed in self.seeds() {
+                                                    out.push(Trial {
+                                                        method: method.clone(),
+                                                        target: target.clone(),
+                                                        d,
+                                                        r,
+                                                        p,
+                                                        noise,
+                                                        n,
+                                                        m,
+                                                        eta: eta.clone(),
+                                                        parameterization: parameterization.clone(),
+                                                        lr,
+                                                        seed,
+                                                    });
+                                                }
                                             }
                                         }
                                     }
@@ -387,6 +448,27 @@ impl Config {
             } else {
                 default_memory_budget(backend)
             },
+        }
+    }
+
+    /// Training options of a `gd` trial.
+    pub fn gd_options(&self, t: &Trial) -> GdOptions {
+        let g = &self.gd;
+        GdOptions {
+            param: match t.parameterization.as_deref() {
+                Some("ntk") => Parameterization::Ntk,
+                _ => Parameterization::MeanField,
+            },
+            optimizer: match g.optimizer.as_str() {
+                "adam" => Optimizer::Adam,
+                _ => Optimizer::Sgd { momentum: g.momentum },
+            },
+            lr: t.lr.unwrap_or(0.05),
+            weight_decay: g.weight_decay,
+            schedule: if g.schedule == "constant" { Schedule::Constant } else { Schedule::Cosine },
+            steps: g.steps,
+            batch_size: g.batch_size,
+            log_every: g.log_every,
         }
     }
 
@@ -521,6 +603,29 @@ impl Config {
         }
         if !(k.mem_budget_gb >= 0.0 && k.mem_budget_gb.is_finite()) {
             bail!("key `kernel.mem_budget_gb`: must be >= 0 (0 = the backend's default)");
+        }
+        let g = &self.gd;
+        for p in g.parameterization.values() {
+            if !matches!(p.as_str(), "mean-field" | "ntk") {
+                bail!("key `gd.parameterization`: '{p}' (expected mean-field or ntk)");
+            }
+        }
+        for lr in g.lr.values() {
+            if !(lr > 0.0 && lr.is_finite()) {
+                bail!("key `gd.lr`: {lr} must be positive and finite");
+            }
+        }
+        if !matches!(g.optimizer.as_str(), "sgd" | "adam") {
+            bail!("key `gd.optimizer`: '{}' (expected sgd or adam)", g.optimizer);
+        }
+        if !matches!(g.schedule.as_str(), "constant" | "cosine") {
+            bail!("key `gd.schedule`: '{}' (expected constant or cosine)", g.schedule);
+        }
+        if !(0.0..1.0).contains(&g.momentum) || !(g.weight_decay >= 0.0) {
+            bail!("key `gd.momentum`/`gd.weight_decay`: momentum in [0, 1), weight decay >= 0");
+        }
+        if g.steps == 0 || g.log_every == 0 || g.curve_n == 0 {
+            bail!("key `gd.steps`/`gd.log_every`/`gd.curve_n`: must be positive");
         }
         if self.seeds().is_empty() {
             bail!("key `run.seeds`: no seed to run");

@@ -10,6 +10,24 @@ use std::path::Path;
 
 use crate::config::Trial;
 
+/// One logged step of a `gd` trial (a line of `curves.jsonl`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CurvePoint {
+    #[serde(flatten)]
+    pub trial: Trial,
+    pub step: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    /// test_mse on the first `gd.curve_n` test points.
+    pub test_mse: f64,
+    pub alignment: f64,
+    /// Empirical-NTK kernel-target alignment (both forms) and distance to the initial one, at the
+    /// steps where it is computed.
+    pub entk_kta: Option<f64>,
+    pub entk_rayleigh: Option<f64>,
+    pub entk_distance: Option<f64>,
+}
+
 /// One finished trial.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
@@ -34,6 +52,14 @@ pub struct Record {
     /// The ridge lambda chosen on the validation split.
     pub lambda: Option<f64>,
     pub eta1: Option<f64>,
+    /// Training steps of `gd`.
+    pub steps: Option<usize>,
+    /// (1/2n) sum (f - y)^2 on the training set at the end of `gd`.
+    pub final_train_loss: Option<f64>,
+    /// Kernel-target alignment of the trained network's empirical NTK (`gd`), and its distance
+    /// 1 - <K0, K1>_F / (||K0|| ||K1||) to the empirical NTK at initialisation.
+    pub entk_kta: Option<f64>,
+    pub entk_distance: Option<f64>,
     /// Kernel-target alignment y^T K y / (||K||_F ||y||^2) on the first `kta_n` training points
     /// (kernel methods only).
     pub kta: Option<f64>,
@@ -51,11 +77,11 @@ pub struct Record {
 
 /// Appends one JSON line per record; each line is written with a single write and flushed, so an
 /// interrupted run leaves only whole lines.
-pub struct ResultsWriter {
+pub struct JsonlWriter {
     file: File,
 }
 
-impl ResultsWriter {
+impl JsonlWriter {
     /// Opens for appending; a partial last line (a kill in the middle of a write) is cut off
     /// first, so the next record starts on a line of its own.
     pub fn open(path: &Path) -> Result<Self> {
@@ -67,13 +93,21 @@ impl ResultsWriter {
             }
         }
         let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(ResultsWriter { file })
+        Ok(JsonlWriter { file })
     }
 
-    pub fn append(&mut self, record: &Record) -> Result<()> {
-        let mut line = serde_json::to_string(record)?;
-        line.push('\n');
-        self.file.write_all(line.as_bytes())?;
+    pub fn append<T: Serialize>(&mut self, record: &T) -> Result<()> {
+        self.append_all(std::slice::from_ref(record))
+    }
+
+    /// Appends several records in one write (a trial's curve, say).
+    pub fn append_all<T: Serialize>(&mut self, records: &[T]) -> Result<()> {
+        let mut text = String::new();
+        for r in records {
+            text.push_str(&serde_json::to_string(r)?);
+            text.push('\n');
+        }
+        self.file.write_all(text.as_bytes())?;
         self.file.flush()?;
         self.file.sync_data().ok();
         Ok(())
@@ -124,11 +158,20 @@ pub struct SummaryRow {
     pub alignment: Option<(f64, f64)>,
 }
 
+/// The method as tables show it: `gd` carries its parameterisation and learning rate
+/// (`gd/mean-field/lr=0.05`), every other method its name.
+pub fn method_label(t: &Trial) -> String {
+    match (&t.parameterization, t.lr) {
+        (Some(p), Some(lr)) => format!("{}/{p}/lr={lr}", t.method),
+        _ => t.method.clone(),
+    }
+}
+
 pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
     let mut groups: BTreeMap<(String, String, usize, usize, usize), Vec<&Record>> = BTreeMap::new();
     for r in records {
         let t = &r.trial;
-        groups.entry((t.method.clone(), t.target.clone(), t.d, t.n, t.m)).or_default().push(r);
+        groups.entry((method_label(t), t.target.clone(), t.d, t.n, t.m)).or_default().push(r);
     }
     groups
         .into_iter()
@@ -184,13 +227,13 @@ pub fn write_summary_csv(path: &Path, rows: &[SummaryRow]) -> Result<()> {
 /// The results table printed at the end of a run.
 pub fn format_table(rows: &[SummaryRow]) -> String {
     let mut s = format!(
-        "{:<9} {:<16} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}\n",
+        "{:<24} {:<16} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}\n",
         "method", "target", "d", "n", "m", "seeds", "test_mse", "test_l1_excess", "alignment"
     );
     for r in rows {
         let pm = |(m, se): (f64, f64)| if m.is_finite() { format!("{m:.4} ± {se:.4}") } else { "-".into() };
         s.push_str(&format!(
-            "{:<9} {:<16} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}{}\n",
+            "{:<24} {:<16} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}{}\n",
             r.method,
             r.target,
             r.d,
@@ -216,7 +259,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("results.jsonl");
         std::fs::write(&path, "{\"a\":1}\n{\"b\":").unwrap();
-        let w = ResultsWriter::open(&path).unwrap();
+        let w = JsonlWriter::open(&path).unwrap();
         drop(w);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
     }

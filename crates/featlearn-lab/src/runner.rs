@@ -13,11 +13,12 @@ use featlearn::kernels::gram;
 use featlearn::krr::fit_krr;
 use featlearn::metrics::{kernel_target_alignment, l1_excess, normalized_mse, principal_angles_deg, subspace_alignment};
 use featlearn::network::TwoLayer;
+use featlearn::training::{empirical_ntk, kernel_distance, loss, train_gd, Net};
 use featlearn::target::Target;
 use featlearn::Error;
 
 use crate::config::{eta_of, Config, Trial, KERNEL_METHODS};
-use crate::records::{format_table, read_results, summarize, write_summary_csv, Record, ResultsWriter};
+use crate::records::{format_table, read_results, summarize, write_summary_csv, CurvePoint, JsonlWriter, Record};
 
 /// Options of `featlearn run` beyond the config.
 pub struct RunOptions {
@@ -52,7 +53,8 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     let todo: Vec<Trial> = config.trials().into_iter().filter(|t| !done.contains(t)).collect();
 
     let compute = Compute::open(config.backend()?, config.precision()?)?;
-    let mut writer = ResultsWriter::open(&results_path)?;
+    let mut writer = JsonlWriter::open(&results_path)?;
+    let mut curves = JsonlWriter::open(&opts.out.join("curves.jsonl"))?;
     let bar = if opts.progress { ProgressBar::new(todo.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} trials  {msg}")
@@ -63,11 +65,14 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
         bar.println(format!("resuming: {} trials already in {}", done.len(), results_path.display()));
     }
     for trial in &todo {
-        bar.set_message(format!("{} d={} n={} seed={}", trial.method, trial.d, trial.n, trial.seed));
-        let record = run_trial(&compute, config, trial);
+        let label = format!("{} d={} n={} seed={}", trial.method, trial.d, trial.n, trial.seed);
+        bar.set_message(label.clone());
+        let (record, curve) = run_trial(&compute, config, trial, &|status: String| bar.set_message(format!("{label} {status}")));
         if let Some(reason) = &record.reason {
             bar.println(format!("trial {} d={} n={} seed={}: {reason}", trial.method, trial.d, trial.n, trial.seed));
         }
+        // a trial's curve is written when the trial is, so an interrupted trial leaves neither
+        curves.append_all(&curve)?;
         writer.append(&record)?;
         bar.inc(1);
     }
@@ -102,7 +107,7 @@ fn utc_timestamp() -> String {
 
 /// Runs one trial; a failure (divergence, a non-finite value) becomes a record with
 /// `status = "diverged"` and the reason, so the run goes on.
-pub fn run_trial(c: &Compute, config: &Config, trial: &Trial) -> Record {
+pub fn run_trial(c: &Compute, config: &Config, trial: &Trial, status: &dyn Fn(String)) -> (Record, Vec<CurvePoint>) {
     let start = Instant::now();
     let mut record = Record {
         trial: trial.clone(),
@@ -116,6 +121,10 @@ pub fn run_trial(c: &Compute, config: &Config, trial: &Trial) -> Record {
         hessian_condition: None,
         lambda: None,
         eta1: None,
+        steps: None,
+        final_train_loss: None,
+        entk_kta: None,
+        entk_distance: None,
         kta: None,
         kta_rayleigh: None,
         solver: None,
@@ -127,18 +136,16 @@ pub fn run_trial(c: &Compute, config: &Config, trial: &Trial) -> Record {
         backend: c.backend.name().into(),
         precision: c.precision.name().into(),
     };
-    match fit_and_measure(c, config, trial, &mut record) {
-        Ok(()) => {}
-        Err(e) => {
-            record.status = "diverged".into();
-            record.reason = Some(format!("{e:#}"));
-        }
+    let mut curve = Vec::new();
+    if let Err(e) = fit_and_measure(c, config, trial, &mut record, &mut curve, status) {
+        record.status = "diverged".into();
+        record.reason = Some(format!("{e:#}"));
     }
     record.fit_seconds = start.elapsed().as_secs_f64();
-    record
+    (record, curve)
 }
 
-fn fit_and_measure(c: &Compute, config: &Config, t: &Trial, record: &mut Record) -> Result<()> {
+fn fit_and_measure(c: &Compute, config: &Config, t: &Trial, record: &mut Record, curve: &mut Vec<CurvePoint>, status: &dyn Fn(String)) -> Result<()> {
     let spec = config.target_spec(&t.target, t.p)?;
     let target = Target::new(&spec, t.d, t.r, t.seed, config.task.normalize, t.noise)?;
     let hessian = target.hessian_report();
@@ -151,6 +158,9 @@ fn fit_and_measure(c: &Compute, config: &Config, t: &Trial, record: &mut Record)
     let net0 = TwoLayer::symmetric_init(c, t.d, t.m, config.w_init(), config.net.a_scale, t.seed)?;
     if KERNEL_METHODS.contains(&t.method.as_str()) {
         return fit_kernel(c, config, t, &target, &train, &val, record);
+    }
+    if t.method == "gd" {
+        return fit_gd(c, config, t, &target, &train, &val, record, curve, status);
     }
     let head = HeadOptions { bias_scale: config.net.bias_scale, lambdas: config.ridge.lambdas.clone(), solver: config.head_solver() };
     let fit: Fit = match t.method.as_str() {
@@ -173,6 +183,74 @@ fn fit_and_measure(c: &Compute, config: &Config, t: &Trial, record: &mut Record)
     record.solver = Some(fit.head.solver.into());
     record.iterations = Some(fit.head.iterations);
     record.relative_residual = Some(fit.head.relative_residual);
+    Ok(())
+}
+
+/// Both layers trained by gradient descent; a curve point every `gd.log_every` steps, with the
+/// empirical NTK's alignment and movement at the start, the end and every `gd.entk_every` steps.
+#[allow(clippy::too_many_arguments)]
+fn fit_gd(
+    c: &Compute,
+    config: &Config,
+    t: &Trial,
+    target: &Target,
+    train: &Dataset,
+    val: &Dataset,
+    record: &mut Record,
+    curve: &mut Vec<CurvePoint>,
+    status: &dyn Fn(String),
+) -> Result<()> {
+    let opts = config.gd_options(t);
+    let g = &config.gd;
+    let net0 = Net::init(c, t.d, t.m, config.net.a_scale, config.net.bias_scale, t.seed)?;
+    let test = sample_rows(c, target, t.seed, Split::Test, 0, config.data.n_test, config.data.chunk);
+    let k = g.curve_n.min(config.data.n_test);
+    let probe = Dataset { x: test.x.clone().slice([0..k, 0..t.d]), y: test.y.clone().slice([0..k]) };
+    let probe_f = target.eval(c, probe.x.clone());
+    let e = g.entk_n.min(t.n);
+    let (ex, ey) = (train.x.clone().slice([0..e, 0..t.d]), train.y.clone().slice([0..e]));
+    let entk0 = (e > 0).then(|| empirical_ntk(&net0, &ex, &ex, opts.param));
+    let entk_point = |net: &Net| -> (Option<f64>, Option<f64>, Option<f64>) {
+        match &entk0 {
+            Some(k0) => {
+                let k1 = empirical_ntk(net, &ex, &ex, opts.param);
+                let (kta, rayleigh) = kernel_target_alignment(k1.clone(), ey.clone());
+                (Some(kta), Some(rayleigh), Some(kernel_distance(k0, &k1)))
+            }
+            None => (None, None, None),
+        }
+    };
+    let point = |step: usize, net: &Net, train_loss: f64, with_entk: bool| {
+        let (entk_kta, entk_rayleigh, entk_distance) = if with_entk { entk_point(net) } else { (None, None, None) };
+        CurvePoint {
+            trial: t.clone(),
+            step,
+            train_loss,
+            val_loss: loss(net, val, opts.param),
+            test_mse: normalized_mse(net.forward(probe.x.clone(), opts.param), probe_f.clone(), target),
+            alignment: subspace_alignment(c, net.w.val(), target),
+            entk_kta,
+            entk_rayleigh,
+            entk_distance,
+        }
+    };
+    curve.push(point(0, &net0, loss(&net0, train, opts.param), true));
+    let outcome = train_gd(c, net0, train, &opts, t.seed, |step, net, l| {
+        status(format!("step {step}/{} loss {l:.4}", opts.steps));
+        let with_entk = step == opts.steps || (g.entk_every > 0 && step % g.entk_every == 0);
+        curve.push(point(step, net, l, with_entk));
+        Ok(())
+    })?;
+    let net = outcome.net;
+    measure_test(c, target, &test, net.forward(test.x.clone(), opts.param), record)?;
+    record.alignment = Some(subspace_alignment(c, net.w.val(), target));
+    record.principal_angles_deg = Some(principal_angles_deg(net.w.val(), target));
+    record.steps = Some(outcome.steps);
+    record.final_train_loss = Some(outcome.final_train_loss);
+    if let Some(last) = curve.last() {
+        record.entk_kta = last.entk_kta;
+        record.entk_distance = last.entk_distance;
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 //! - [`network`], [`algorithm1`]: the two-layer network, Algorithm 1 and random features.
 //! - [`kernels`], [`krr`]: NTK, NNGP and generic kernels, tiled Gram matrices, kernel ridge.
 //! - [`linalg`]: blocked Cholesky and conjugate gradient on the device.
+//! - [`training`]: both layers trained by gradient descent, and the empirical NTK.
 //! - [`metrics`]: test errors, subspace alignment, kernel-target alignment.
 
 pub mod algorithm1;
@@ -20,6 +21,7 @@ pub mod krr;
 pub mod linalg;
 pub mod metrics;
 pub mod network;
+pub mod training;
 pub mod rng;
 pub mod target;
 
