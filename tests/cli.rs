@@ -263,3 +263,63 @@ fn gd_trials_write_curves_and_a_huge_learning_rate_diverges_without_stopping_the
     assert!(first["entk_distance"].as_f64().unwrap().abs() < 1e-12, "the initial kernel is at distance 0 from itself");
     assert!(first["entk_kta"].as_f64().is_some());
 }
+
+/// results.jsonl records keyed by trial, without the timing field (which differs run to run).
+fn records_by_trial(path: &Path) -> std::collections::BTreeMap<String, serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("fit_seconds");
+            (format!("{} {} {} {}", v["method"], v["n"], v["seed"], v["d"]), v)
+        })
+        .collect()
+}
+
+#[test]
+fn shards_merged_equal_the_unsharded_run_and_report_draws_figures() {
+    let dir = scratch("shards");
+    let cfg = write(&dir, "tiny.toml", TINY);
+    let whole = dir.join("whole");
+    let args = vec!["run", cfg.to_str().unwrap(), "--quiet", "--set", "report.plots=false", "--out"];
+    let o = featlearn(&[args.clone(), vec![whole.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let shard_dirs: Vec<PathBuf> = (1..=3).map(|i| dir.join(format!("shard{i}"))).collect();
+    for (i, s) in shard_dirs.iter().enumerate() {
+        let spec = format!("{}/3", i + 1);
+        let o = featlearn(&[args.clone(), vec![s.to_str().unwrap(), "--shard", &spec]].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let sizes: Vec<usize> = shard_dirs.iter().map(|s| std::fs::read_to_string(s.join("results.jsonl")).unwrap().lines().count()).collect();
+    assert_eq!(sizes, vec![3, 3, 2], "8 trials dealt round-robin");
+    let merged = dir.join("merged");
+    // the first shard twice: its trials are duplicates, reported and kept once
+    let mut margs = vec!["merge", "--out", merged.to_str().unwrap()];
+    margs.extend(shard_dirs.iter().map(|s| s.to_str().unwrap()));
+    margs.push(shard_dirs[0].to_str().unwrap());
+    let o = featlearn(&margs);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("3 duplicate"), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(records_by_trial(&merged.join("results.jsonl")), records_by_trial(&whole.join("results.jsonl")));
+    // a folder of another config is refused
+    let other = dir.join("other");
+    let o = featlearn(&["run", cfg.to_str().unwrap(), "--quiet", "--set", "net.m=32", "--out", other.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = featlearn(&["merge", "--out", dir.join("bad").to_str().unwrap(), whole.to_str().unwrap(), other.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("different config"));
+    // report on the merged folder: markdown, json and valid, non-empty figures
+    let o = featlearn(&["report", merged.to_str().unwrap(), "--eps", "0.5"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read_to_string(merged.join("report.md")).unwrap().contains("Fitted exponents"));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(merged.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["eps"], 0.5);
+    for stem in ["error_vs_n_d8", "alignment_vs_n_over_d2"] {
+        let svg = std::fs::read_to_string(merged.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>") && svg.contains("<text"), "{stem}.svg");
+        let png = std::fs::read(merged.join(format!("{stem}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}.png");
+        assert!(png.len() > 5000, "{stem}.png is {} bytes", png.len());
+    }
+}

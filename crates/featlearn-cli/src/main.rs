@@ -12,7 +12,11 @@ use featlearn::data::{sample_rows, Split};
 use featlearn::target::Target;
 use featlearn_lab::config::Config;
 use featlearn_lab::export::{read_npy_matrix, write_npy};
-use featlearn_lab::runner::{default_out_dir, run, RunOptions};
+use featlearn_lab::merge::merge;
+use featlearn_lab::plots::draw_all;
+use featlearn_lab::records::read_results;
+use featlearn_lab::report::{build_report, render_markdown, write_report};
+use featlearn_lab::runner::{default_out_dir, parse_shard, run, RunOptions};
 
 #[derive(Parser)]
 #[command(name = "featlearn", version, about = "Feature learning versus kernels: two-layer networks trained by gradient descent against their kernels (Damian, Lee, Soltanolkotabi 2022)")]
@@ -67,6 +71,10 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Run only the I-th of N deterministic slices of the trials (1-based), e.g. 3/8; merge
+        /// the shard folders with `featlearn merge`.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
         #[command(flatten)]
         compute: ComputeArgs,
     },
@@ -126,6 +134,24 @@ enum Command {
         #[arg(long)]
         mem_budget: Option<f64>,
     },
+    /// Merge shard folders of one config into one folder (refuses folders of different
+    /// configs; a trial found twice is kept once and reported).
+    Merge {
+        /// The merged folder (must not hold results yet).
+        #[arg(long)]
+        out: PathBuf,
+        /// Shard folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// Sample complexity n*(d), fitted exponents with bootstrap intervals, report.md,
+    /// report.json and the figures (SVG and PNG) of a results folder.
+    Report {
+        dir: PathBuf,
+        /// Error threshold for n* (default: the folder's report.eps).
+        #[arg(long)]
+        eps: Option<f64>,
+    },
     /// List the devices this build can use.
     Devices,
 }
@@ -142,10 +168,11 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { config, out, quiet, compute } => {
+        Command::Run { config, out, quiet, shard, compute } => {
             let cfg = compute.load(&config)?;
+            let shard = shard.as_deref().map(parse_shard).transpose()?;
             let out = out.unwrap_or_else(|| default_out_dir(&config));
-            let outcome = run(&cfg, &RunOptions { out: out.clone(), progress: !quiet })?;
+            let outcome = run(&cfg, &RunOptions { out: out.clone(), progress: !quiet, shard })?;
             print!("{}", outcome.table);
             println!("results in {}", out.display());
             Ok(())
@@ -199,6 +226,31 @@ fn dispatch(cli: Cli) -> Result<()> {
             let g = gram(&kernel, &c.matrix(&xs, n, d), &c.matrix(&zs, k, d), tile);
             write_npy(&out, &to_host(g), &[n, k], c.precision)?;
             println!("wrote the {n} x {k} {} Gram matrix to {}", kernel.name(), out.display());
+            Ok(())
+        }
+        Command::Merge { out, dirs } => {
+            let m = merge(&out, &dirs)?;
+            println!("merged {} trials into {}", m.trials, out.display());
+            if m.duplicates > 0 {
+                println!("{} duplicate trials were found in more than one folder and kept once", m.duplicates);
+            }
+            Ok(())
+        }
+        Command::Report { dir, eps } => {
+            let cfg = Config::load(&dir.join("config.toml"), &[])?;
+            let records = read_results(&dir.join("results.jsonl"))?;
+            if records.is_empty() {
+                bail!("{} has no finished trials", dir.display());
+            }
+            let eps = eps.unwrap_or(cfg.report.eps);
+            if !(eps > 0.0) {
+                bail!("--eps must be positive");
+            }
+            let report = build_report(&records, eps, cfg.report.bootstrap);
+            write_report(&dir, &report, &records)?;
+            let files = draw_all(&dir, &records, &report)?;
+            print!("{}", render_markdown(&report, &records));
+            println!("\nwrote report.md, report.json and {} figures in {}", files.len(), dir.display());
             Ok(())
         }
         Command::Devices => {

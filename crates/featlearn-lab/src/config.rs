@@ -42,6 +42,8 @@ pub struct Config {
     pub ridge: RidgeConfig,
     pub kernel: KernelConfig,
     pub gd: GdConfig,
+    pub transfer: TransferConfig,
+    pub report: ReportConfig,
     pub run: RunConfig,
 }
 
@@ -169,6 +171,31 @@ pub struct GdConfig {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct TransferConfig {
+    /// Source task of the `transfer` method (same U as the target task): a target name.
+    pub source: String,
+    /// Degree p of the source task.
+    pub source_p: usize,
+    /// Source samples on which the first layer is learned.
+    pub n_source: Axis<usize>,
+    /// When positive, n_source = ceil(n_source_per_d2 * d^2) instead (the source then learns U
+    /// equally well at every d, as the theory's n ~ d^2 asks).
+    pub n_source_per_d2: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportConfig {
+    /// Error threshold of the sample complexity n*(d).
+    pub eps: f64,
+    /// Bootstrap replicates over seeds for the exponent intervals.
+    pub bootstrap: usize,
+    /// Draw the figures at the end of `featlearn run`.
+    pub plots: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     /// Number of seeds (0..seeds) or an explicit list.
     pub seeds: Axis<u64>,
@@ -187,6 +214,8 @@ impl Default for Config {
             ridge: RidgeConfig::default(),
             kernel: KernelConfig::default(),
             gd: GdConfig::default(),
+            transfer: TransferConfig::default(),
+            report: ReportConfig::default(),
             run: RunConfig::default(),
         }
     }
@@ -273,6 +302,16 @@ impl Default for GdConfig {
         }
     }
 }
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig { source: "quadratic".into(), source_p: 2, n_source: Axis::One(4000), n_source_per_d2: 0.0 }
+    }
+}
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig { eps: 0.1, bootstrap: 200, plots: true }
+    }
+}
 impl Default for RunConfig {
     fn default() -> Self {
         RunConfig { seeds: Axis::One(2), backend: "ndarray".into(), precision: "f32".into() }
@@ -280,7 +319,7 @@ impl Default for RunConfig {
 }
 
 /// The methods `featlearn run` knows.
-pub const METHODS: [&str; 8] = ["onestep", "rf", "gd", "ntk", "nngp", "rbf", "laplace", "poly"];
+pub const METHODS: [&str; 9] = ["onestep", "rf", "gd", "transfer", "ntk", "nngp", "rbf", "laplace", "poly"];
 
 /// Methods that are kernel ridge regression with a closed-form kernel.
 pub const KERNEL_METHODS: [&str; 5] = ["ntk", "nngp", "rbf", "laplace", "poly"];
@@ -300,6 +339,8 @@ pub struct Trial {
     /// gd's parameterisation and base learning rate (null for other methods).
     pub parameterization: Option<String>,
     pub lr: Option<f64>,
+    /// Source samples of `transfer` (null for other methods); its n is n_target.
+    pub n_source: Option<usize>,
     pub seed: u64,
 }
 
@@ -356,13 +397,24 @@ impl Config {
                                     for n in self.data.n.values() {
                                         for method in &self.methods.list {
                                             // gd sweeps its own axes; other methods ignore them
-                                            let gd_axes: Vec<(Option<String>, Option<f64>)> = if method == "gd" {
-                                                let lrs = self.gd.lr.values();
-                                                self.gd.parameterization.values().into_iter().flat_map(|p| lrs.iter().map(move |&l| (Some(p.clone()), Some(l)))).collect()
-                                            } else {
-                                                vec![(None, None)]
+                                            // gd and transfer sweep their own axes; other methods ignore them
+                                            let own: Vec<(Option<String>, Option<f64>, Option<usize>)> = match method.as_str() {
+                                                "gd" => {
+                                                    let lrs = self.gd.lr.values();
+                                                    self.gd
+                                                        .parameterization
+                                                        .values()
+                                                        .into_iter()
+                                                        .flat_map(|p| lrs.iter().map(move |&l| (Some(p.clone()), Some(l), None)))
+                                                        .collect()
+                                                }
+                                                "transfer" if self.transfer.n_source_per_d2 > 0.0 => {
+                                                    vec![(None, None, Some((self.transfer.n_source_per_d2 * (d * d) as f64).ceil() as usize))]
+                                                }
+                                                "transfer" => self.transfer.n_source.values().into_iter().map(|s| (None, None, Some(s))).collect(),
+                                                _ => vec![(None, None, None)],
                                             };
-                                            for (parameterization, lr) in gd_axes {
+                                            for (parameterization, lr, n_source) in own {
                                                 for seed in self.seeds() {
                                                     out.push(Trial {
                                                         method: method.clone(),
@@ -376,6 +428,7 @@ impl Config {
                                                         eta: eta.clone(),
                                                         parameterization: parameterization.clone(),
                                                         lr,
+                                                        n_source,
                                                         seed,
                                                     });
                                                 }
@@ -604,6 +657,24 @@ impl Config {
         if !(k.mem_budget_gb >= 0.0 && k.mem_budget_gb.is_finite()) {
             bail!("key `kernel.mem_budget_gb`: must be >= 0 (0 = the backend's default)");
         }
+        if self.methods.list.iter().any(|m| m == "transfer") {
+            let tr = &self.transfer;
+            for r in t.r.values() {
+                self.target_spec(&tr.source, tr.source_p).map_err(|e| anyhow!("key `transfer.source`: {e}"))?;
+                if tr.source == "single-index-hek" && r != 1 {
+                    bail!("key `transfer.source`: single-index-hek needs r = 1");
+                }
+            }
+            if matches!(tr.source.as_str(), "he2-plus-hep" | "random") && tr.source_p < 2 {
+                bail!("key `transfer.source_p`: {} needs p >= 2", tr.source);
+            }
+            if !(tr.n_source_per_d2 >= 0.0 && tr.n_source_per_d2.is_finite()) {
+                bail!("key `transfer.n_source_per_d2`: must be finite and >= 0");
+            }
+            if tr.n_source.values().contains(&0) {
+                bail!("key `transfer.n_source`: must be positive");
+            }
+        }
         let g = &self.gd;
         for p in g.parameterization.values() {
             if !matches!(p.as_str(), "mean-field" | "ntk") {
@@ -626,6 +697,9 @@ impl Config {
         }
         if g.steps == 0 || g.log_every == 0 || g.curve_n == 0 {
             bail!("key `gd.steps`/`gd.log_every`/`gd.curve_n`: must be positive");
+        }
+        if !(self.report.eps > 0.0 && self.report.eps.is_finite()) {
+            bail!("key `report.eps`: must be positive");
         }
         if self.seeds().is_empty() {
             bail!("key `run.seeds`: no seed to run");

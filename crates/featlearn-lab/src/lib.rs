@@ -1,7 +1,11 @@
 //! featlearn-lab: experiments over the `featlearn` science crate: configuration, the trial
-//! runner, records and summaries, and `.npy` export.
+//! runner (sweeps, resume, shards), records and summaries, merge, reports, plots and `.npy`
+//! export.
 
 pub mod config;
 pub mod export;
+pub mod merge;
+pub mod plots;
 pub mod records;
+pub mod report;
 pub mod runner;

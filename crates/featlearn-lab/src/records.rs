@@ -49,6 +49,8 @@ pub struct Record {
     pub hessian_rank: Option<usize>,
     /// Condition number kappa of H on span U; null when H is singular there.
     pub hessian_condition: Option<f64>,
+    /// Target samples of `transfer` (its n); null for other methods.
+    pub n_target: Option<usize>,
     /// The ridge lambda chosen on the validation split.
     pub lambda: Option<f64>,
     pub eta1: Option<f64>,
@@ -159,10 +161,11 @@ pub struct SummaryRow {
 }
 
 /// The method as tables show it: `gd` carries its parameterisation and learning rate
-/// (`gd/mean-field/lr=0.05`), every other method its name.
+/// (`gd/mean-field/lr=0.05`), `transfer` its source sample size, every other method its name.
 pub fn method_label(t: &Trial) -> String {
-    match (&t.parameterization, t.lr) {
-        (Some(p), Some(lr)) => format!("{}/{p}/lr={lr}", t.method),
+    match (&t.parameterization, t.lr, t.n_source) {
+        (Some(p), Some(lr), _) => format!("{}/{p}/lr={lr}", t.method),
+        (_, _, Some(ns)) => format!("{}/n_source={ns}", t.method),
         _ => t.method.clone(),
     }
 }

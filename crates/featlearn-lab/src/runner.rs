@@ -18,12 +18,33 @@ use featlearn::target::Target;
 use featlearn::Error;
 
 use crate::config::{eta_of, Config, Trial, KERNEL_METHODS};
+use crate::plots::draw_all;
+use crate::report::{build_report, write_report};
 use crate::records::{format_table, read_results, summarize, write_summary_csv, CurvePoint, JsonlWriter, Record};
 
 /// Options of `featlearn run` beyond the config.
 pub struct RunOptions {
     pub out: PathBuf,
     pub progress: bool,
+    /// Run only the I-th of N deterministic slices of the trial list (1-based I).
+    pub shard: Option<(usize, usize)>,
+}
+
+/// The trials of shard I of N: every N-th trial of the config's fixed order, starting at I-1.
+pub fn shard_trials(trials: Vec<Trial>, shard: Option<(usize, usize)>) -> Vec<Trial> {
+    match shard {
+        None => trials,
+        Some((i, n)) => trials.into_iter().enumerate().filter(|(k, _)| k % n == i - 1).map(|(_, t)| t).collect(),
+    }
+}
+
+/// Parses `I/N` with 1 <= I <= N.
+pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let parsed = s.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+    match parsed {
+        Some((i, n)) if n >= 1 && (1..=n).contains(&i) => Ok((i, n)),
+        _ => bail!("--shard {s}: expected I/N with 1 <= I <= N, e.g. 2/8"),
+    }
 }
 
 /// What a run produced.
@@ -38,8 +59,10 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     let config_path = opts.out.join("config.toml");
     let resolved = config.to_toml();
     if config_path.exists() {
+        // compare resolved configs, so a folder written before new keys existed still resumes
         let before = std::fs::read_to_string(&config_path)?;
-        if before != resolved {
+        let same = Config::from_toml(&before, &[]).map(|c| c.to_toml() == resolved).unwrap_or(false);
+        if !same {
             bail!(
                 "{} holds results of a different config; choose another --out folder",
                 opts.out.display()
@@ -50,7 +73,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     }
     let results_path = opts.out.join("results.jsonl");
     let done: Vec<Trial> = read_results(&results_path)?.into_iter().map(|r| r.trial).collect();
-    let todo: Vec<Trial> = config.trials().into_iter().filter(|t| !done.contains(t)).collect();
+    let todo: Vec<Trial> = shard_trials(config.trials(), opts.shard).into_iter().filter(|t| !done.contains(t)).collect();
 
     let compute = Compute::open(config.backend()?, config.precision()?)?;
     let mut writer = JsonlWriter::open(&results_path)?;
@@ -80,6 +103,11 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     let records = read_results(&results_path)?;
     let rows = summarize(&records);
     write_summary_csv(&opts.out.join("summary.csv"), &rows)?;
+    let report = build_report(&records, config.report.eps, config.report.bootstrap);
+    write_report(&opts.out, &report, &records)?;
+    if config.report.plots {
+        draw_all(&opts.out, &records, &report)?;
+    }
     Ok(RunOutcome { table: format_table(&rows), records })
 }
 
@@ -119,6 +147,7 @@ pub fn run_trial(c: &Compute, config: &Config, trial: &Trial, status: &dyn Fn(St
         principal_angles_deg: None,
         hessian_rank: None,
         hessian_condition: None,
+        n_target: (trial.method == "transfer").then_some(trial.n),
         lambda: None,
         eta1: None,
         steps: None,
@@ -169,11 +198,19 @@ fn fit_and_measure(c: &Compute, config: &Config, t: &Trial, record: &mut Record,
             fit_onestep(c, &net0, &train, &head_train, &val, eta_of(&t.eta)?, &head, t.seed)?
         }
         "rf" => fit_random_features(c, &net0, &train, &val, &head, t.seed)?,
+        "transfer" => {
+            // the first layer is learned on n_source samples of the source task g_s(Ux), same U
+            let tr = &config.transfer;
+            let source_spec = config.target_spec(&tr.source, tr.source_p)?;
+            let source = Target::with_projection(&source_spec, t.d, t.r, target.u.clone(), t.seed, config.task.normalize, t.noise)?;
+            let source_train = sample_rows(c, &source, t.seed, Split::Fresh, 0, t.n_source.unwrap_or(t.n), chunk);
+            fit_onestep(c, &net0, &source_train, &train, &val, eta_of(&t.eta)?, &head, t.seed)?
+        }
         other => bail!("unknown method {other}"),
     };
     let test = draw(Split::Test, config.data.n_test);
     measure_test(c, &target, &test, fit.predictor.predict(&test.x), record)?;
-    if t.method == "onestep" {
+    if t.method == "onestep" || t.method == "transfer" {
         let w = fit.predictor.net.w.clone();
         record.alignment = Some(subspace_alignment(c, w.clone(), &target));
         record.principal_angles_deg = Some(principal_angles_deg(w, &target));

@@ -129,6 +129,10 @@ pub fn first_step(net: &TwoLayer, x: &Tensor<2>, y_resid: &Tensor<1>, eta: Eta) 
 /// Algorithm 1: preprocessing, one large step on W from the symmetric initialisation `net0`,
 /// fresh biases N(0, bias_scale^2), then the ridge head on `head_train` (the same samples as
 /// `train` in the paper, or a fresh split), lambda_2 chosen on `val`.
+///
+/// Transfer learning (section 3) is this same function with `train` drawn from a source task
+/// g_s(Ux) and `head_train`, `val` from a target task g_t(Ux) on the same U: the first layer is
+/// learned on the source, only alpha, beta and the head on the target.
 pub fn fit_onestep(
     c: &Compute,
     net0: &TwoLayer,

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Regenerates the figures shown in README.md from the CPU-sized paper configs:
+# runs each into runs/paper-cpu/NAME (resuming if interrupted) and copies its PNGs into
+# docs/figures/NAME/. About 10-20 minutes per config on 2 CPU cores.
+#
+#   scripts/figures.sh [scaling-cpu transfer-cpu negative-control-cpu]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p featlearn-cli
+bin=${CARGO_TARGET_DIR:-target}/release/featlearn
+names=${*:-scaling-cpu transfer-cpu negative-control-cpu}
+for name in $names; do
+  out=runs/paper-cpu/$name
+  "$bin" run "configs/paper/$name.toml" --out "$out"
+  mkdir -p "docs/figures/$name"
+  cp "$out"/*.png "docs/figures/$name/"
+  cp "$out/report.md" "docs/figures/$name/report.md"
+done
