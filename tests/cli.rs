@@ -323,3 +323,22 @@ fn shards_merged_equal_the_unsharded_run_and_report_draws_figures() {
         assert!(png.len() > 5000, "{stem}.png is {} bytes", png.len());
     }
 }
+
+#[test]
+fn bench_small_writes_json_with_every_key() {
+    let dir = scratch("bench");
+    let out = dir.join("bench.json");
+    let o = featlearn(&["bench", "--sizes", "small", "--repeats", "1", "--backend", "ndarray", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let rows = v.as_array().unwrap();
+    let cases: Vec<&str> = rows.iter().map(|r| r["case"].as_str().unwrap()).collect();
+    assert_eq!(cases, ["matmul", "first_step", "gd_step", "ntk_gram", "cholesky_solve", "pcg_krr", "quick_experiment"]);
+    for r in rows {
+        for key in ["backend", "precision", "case", "params", "repeats", "median_s", "min_s", "max_s", "throughput", "unit", "gflops", "roof_fraction"] {
+            assert!(r.get(key).is_some(), "{key} missing in {r}");
+        }
+        let (lo, med, hi) = (r["min_s"].as_f64().unwrap(), r["median_s"].as_f64().unwrap(), r["max_s"].as_f64().unwrap());
+        assert!(0.0 < lo && lo <= med && med <= hi, "{r}");
+    }
+}

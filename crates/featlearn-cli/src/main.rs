@@ -12,6 +12,8 @@ use featlearn::data::{sample_rows, Split};
 use featlearn::target::Target;
 use featlearn_lab::config::Config;
 use featlearn_lab::export::{read_npy_matrix, write_npy};
+use featlearn::BackendKind;
+use featlearn_lab::bench::{bench, Sizes};
 use featlearn_lab::merge::merge;
 use featlearn_lab::plots::draw_all;
 use featlearn_lab::records::read_results;
@@ -152,6 +154,28 @@ enum Command {
         #[arg(long)]
         eps: Option<f64>,
     },
+    /// Time the hot paths (first step, gd step, NTK Gram, Cholesky and PCG solves, the quick
+    /// experiment) on each backend, with the backend's matmul as the roof; prints a table and
+    /// writes JSON.
+    Bench {
+        /// Backend to time (default ndarray).
+        #[arg(long, conflicts_with = "all_backends")]
+        backend: Option<String>,
+        /// Time every backend that opens here.
+        #[arg(long)]
+        all_backends: bool,
+        #[arg(long, default_value = "f32")]
+        precision: String,
+        /// small (CI), medium or large.
+        #[arg(long, default_value = "medium")]
+        sizes: String,
+        /// Timed repetitions after the warm-up.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// JSON output file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// List the devices this build can use.
     Devices,
 }
@@ -251,6 +275,20 @@ fn dispatch(cli: Cli) -> Result<()> {
             let files = draw_all(&dir, &records, &report)?;
             print!("{}", render_markdown(&report, &records));
             println!("\nwrote report.md, report.json and {} figures in {}", files.len(), dir.display());
+            Ok(())
+        }
+        Command::Bench { backend, all_backends, precision, sizes, repeats, out } => {
+            let backends: Vec<BackendKind> = if all_backends {
+                BackendKind::ALL.into_iter().filter(|b| Compute::open(*b, featlearn::Precision::F32).is_ok()).collect()
+            } else {
+                vec![backend.as_deref().unwrap_or("ndarray").parse()?]
+            };
+            let (results, table) = bench(&backends, precision.parse()?, Sizes::parse(&sizes)?, repeats)?;
+            print!("{table}");
+            if let Some(path) = out {
+                std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+                println!("wrote {}", path.display());
+            }
             Ok(())
         }
         Command::Devices => {

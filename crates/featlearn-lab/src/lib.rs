@@ -2,6 +2,7 @@
 //! runner (sweeps, resume, shards), records and summaries, merge, reports, plots and `.npy`
 //! export.
 
+pub mod bench;
 pub mod config;
 pub mod export;
 pub mod merge;

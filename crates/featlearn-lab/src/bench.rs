@@ -1,0 +1,214 @@
+//! `featlearn bench`: throughput of the hot paths on each backend, after a warm-up and with
+//! device synchronisation, as median and spread of repeated runs; the backend's own large
+//! matmul is measured as the practical roof.
+
+use anyhow::Result;
+use serde::Serialize;
+use std::time::Instant;
+
+use featlearn::compute::{to_host, BackendKind, Compute};
+use featlearn::data::{sample, Split};
+use featlearn::kernels::{gram, Kernel};
+use featlearn::krr::{fit_krr, KrrOptions, KrrSolver};
+use featlearn::linalg::{Cholesky, DEFAULT_BLOCK};
+use featlearn::network::{TwoLayer, WInit};
+use featlearn::target::{Target, TargetSpec};
+use featlearn::training::{train_gd, GdOptions, Net, Optimizer, Parameterization, Schedule};
+
+use crate::config::Config;
+use crate::runner::run_trial;
+
+/// Problem sizes of the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sizes {
+    Small,
+    Medium,
+    Large,
+}
+
+impl Sizes {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "small" => Ok(Sizes::Small),
+            "medium" => Ok(Sizes::Medium),
+            "large" => Ok(Sizes::Large),
+            _ => anyhow::bail!("--sizes {s}: expected small, medium or large"),
+        }
+    }
+    fn pick<T>(self, small: T, medium: T, large: T) -> T {
+        match self {
+            Sizes::Small => small,
+            Sizes::Medium => medium,
+            Sizes::Large => large,
+        }
+    }
+}
+
+/// One benchmark case on one backend.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub backend: String,
+    pub precision: String,
+    pub case: String,
+    /// The sizes, e.g. "n=8000 d=64".
+    pub params: String,
+    pub repeats: usize,
+    pub median_s: f64,
+    pub min_s: f64,
+    pub max_s: f64,
+    /// Work per second in `unit` at the median time.
+    pub throughput: f64,
+    pub unit: String,
+    /// Matmul GFLOP/s at the median time (None where the case has no matmul count).
+    pub gflops: Option<f64>,
+    /// gflops / the backend's measured matmul roof.
+    pub roof_fraction: Option<f64>,
+}
+
+fn time_it(c: &Compute, repeats: usize, mut work: impl FnMut()) -> (f64, f64, f64) {
+    work(); // warm-up: kernel compilation, autotuning, allocations
+    c.sync();
+    let mut times: Vec<f64> = (0..repeats.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            work();
+            c.sync();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[0], times[times.len() - 1])
+}
+
+/// Runs every case on one backend.
+pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize) -> Result<Vec<BenchResult>> {
+    let mut out = Vec::new();
+    let mut push = |case: &str, params: String, t: (f64, f64, f64), work: f64, unit: &str, flops: Option<f64>, roof: Option<f64>, reps: usize| {
+        let gflops = flops.map(|f| f / t.0 / 1e9);
+        out.push(BenchResult {
+            backend: c.backend.name().into(),
+            precision: c.precision.name().into(),
+            case: case.into(),
+            params,
+            repeats: reps,
+            median_s: t.0,
+            min_s: t.1,
+            max_s: t.2,
+            throughput: work / t.0,
+            unit: unit.into(),
+            gflops,
+            roof_fraction: gflops.zip(roof).map(|(g, r)| g / r),
+        });
+        gflops
+    };
+
+    // the roof: a large square matmul
+    let k = sizes.pick(1024, 2048, 4096);
+    let a = c.matrix(&featlearn::rng::normal_rows(1, featlearn::rng::Stream::TestX, 0, k, k), k, k);
+    let t = time_it(c, repeats, || {
+        let _ = a.clone().matmul(a.clone()).slice([0..1, 0..1]).into_data();
+    });
+    let f = 2.0 * (k as f64).powi(3);
+    let roof = push("matmul", format!("{k}x{k}x{k}"), t, f / 1e9, "GFLOP/s", Some(f), None, repeats);
+
+    // first step of Algorithm 1: forward + the W gradient
+    let (n, d, m) = sizes.pick((4000, 32, 1000), (20000, 64, 2000), (100000, 64, 4000));
+    let target = Target::new(&TargetSpec::He2PlusHep { p: 3 }, d, 2, 0, true, 0.0)?;
+    let data = sample(c, &target, 0, Split::Train, n);
+    let net = TwoLayer::symmetric_init(c, d, m, WInit::Sphere, 1.0, 0)?;
+    let t = time_it(c, repeats, || {
+        let _ = net.loss_grad_w(data.x.clone(), data.y.clone()).slice([0..1, 0..1]).into_data();
+    });
+    let f = 6.0 * (n * m * d) as f64; // forward x W^T, gradient (mask*r)^T x, plus phi a
+    push("first_step", format!("n={n} d={d} m={m}"), t, n as f64, "samples/s", Some(f), roof, repeats);
+
+    // a gd step (forward + backward + SGD update), full batch
+    let steps = 10;
+    let gd_data = sample(c, &target, 0, Split::Train, n.min(20000));
+    let opts = GdOptions {
+        param: Parameterization::MeanField,
+        optimizer: Optimizer::Sgd { momentum: 0.9 },
+        lr: 0.05,
+        weight_decay: 0.0,
+        schedule: Schedule::Constant,
+        steps,
+        batch_size: 0,
+        log_every: steps,
+    };
+    let t = time_it(c, repeats, || {
+        let net = Net::init(c, d, m, 1.0, 1.0, 0).expect("even width");
+        let _ = train_gd(c, net, &gd_data, &opts, 0, |_, _, _| Ok(()));
+    });
+    let per_step = (t.0 / steps as f64, t.1 / steps as f64, t.2 / steps as f64);
+    let gd_n = gd_data.n();
+    let f = 12.0 * (gd_n * m * d) as f64;
+    push("gd_step", format!("n={gd_n} d={d} m={m} (full batch, incl. one loss evaluation per {steps} steps)"), per_step, 1.0, "steps/s", Some(f), roof, repeats);
+
+    // NTK Gram build, and the ridge solves on it
+    let (gn, gd_) = sizes.pick((2000, 64), (8000, 64), (20000, 64));
+    let gt = Target::new(&TargetSpec::He2PlusHep { p: 3 }, gd_, 2, 0, true, 0.0)?;
+    let gdata = sample(c, &gt, 0, Split::Train, gn);
+    let kernel = Kernel::Ntk { sw: 1.0, sb: 1.0 };
+    let mut kmat = None;
+    let t = time_it(c, repeats, || {
+        let g = gram(&kernel, &gdata.x, &gdata.x, 2048);
+        let _ = g.clone().slice([0..1, 0..1]).into_data();
+        kmat = Some(g);
+    });
+    let f = Kernel::block_flops(gn, gn, gd_);
+    push("ntk_gram", format!("n={gn} d={gd_} (matmul flops 2n^2d; ~20 elementwise ops per entry besides)"), t, (gn * gn) as f64, "entries/s", Some(f), roof, repeats);
+    let kmat = kmat.expect("gram ran");
+    let sys = kmat + c.eye(gn) * (gn as f64 * 1e-3);
+    let rhs = gdata.y.clone().reshape([gn, 1]);
+    let t = time_it(c, repeats, || {
+        let chol = Cholesky::factor(c, sys.clone(), DEFAULT_BLOCK).expect("positive definite");
+        let _ = to_host(chol.solve(rhs.clone()).slice([0..1, 0..1]));
+    });
+    let f = (gn as f64).powi(3) / 3.0 + 2.0 * (gn as f64).powi(2);
+    push("cholesky_solve", format!("n={gn}"), t, 1.0, "solves/s", Some(f), roof, repeats);
+    let val = sample(c, &gt, 0, Split::Val, 500);
+    let pcg = KrrOptions { lambdas: vec![1e-3], solver: KrrSolver::Pcg, tile: 2048, pcg_tol: 1e-6, pcg_max_iter: 500, landmarks: 500, mem_budget: u64::MAX };
+    let t = time_it(c, repeats, || {
+        let _ = fit_krr(c, &kernel, &gdata, &val, &pcg).expect("pcg");
+    });
+    push("pcg_krr", format!("n={gn} landmarks=500 tol=1e-6 (Gram build included)"), t, 1.0, "fits/s", None, roof, repeats);
+
+    // the README's main job, end to end (no files written)
+    let quick = Config::from_toml(include_str!("../../../configs/quick.toml"), &[])?;
+    let trials = quick.trials();
+    let reps = if sizes == Sizes::Small { 1 } else { repeats.min(3) };
+    let t = time_it(c, reps, || {
+        for trial in &trials {
+            let _ = run_trial(c, &quick, trial, &|_| {});
+        }
+    });
+    push("quick_experiment", format!("configs/quick.toml, {} trials", trials.len()), t, trials.len() as f64, "trials/s", None, roof, reps);
+    Ok(out)
+}
+
+/// Benchmarks on the given backends and formats the table.
+pub fn bench(backends: &[BackendKind], precision: featlearn::Precision, sizes: Sizes, repeats: usize) -> Result<(Vec<BenchResult>, String)> {
+    let mut all = Vec::new();
+    for &b in backends {
+        let c = Compute::open(b, precision)?;
+        all.extend(bench_backend(&c, sizes, repeats)?);
+    }
+    let mut table = format!("{:<8} {:<5} {:<17} {:>10} {:>10} {:>10} {:>14} {:<11} {:>9} {:>6}  {}\n", "backend", "prec", "case", "median_s", "min_s", "max_s", "throughput", "unit", "GFLOP/s", "roof", "params");
+    for r in &all {
+        table.push_str(&format!(
+            "{:<8} {:<5} {:<17} {:>10.4} {:>10.4} {:>10.4} {:>14.4e} {:<11} {:>9} {:>6}  {}\n",
+            r.backend,
+            r.precision,
+            r.case,
+            r.median_s,
+            r.min_s,
+            r.max_s,
+            r.throughput,
+            r.unit,
+            r.gflops.map_or("-".into(), |g| format!("{g:.1}")),
+            r.roof_fraction.map_or("-".into(), |f| format!("{:.0}%", 100.0 * f)),
+            r.params
+        ));
+    }
+    Ok((all, table))
+}

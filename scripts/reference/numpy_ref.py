@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""NumPy/SciPy reference for `featlearn bench`: the same work on the same sizes, the same JSON
+keys. For comparison only; featlearn does not depend on Python.
+
+    python3 scripts/reference/numpy_ref.py --sizes medium --out numpy.json
+"""
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import scipy.linalg
+
+SIZES = {
+    "small": dict(k=1024, first=(4000, 32, 1000), gram=(2000, 64)),
+    "medium": dict(k=2048, first=(20000, 64, 2000), gram=(8000, 64)),
+    "large": dict(k=4096, first=(100000, 64, 4000), gram=(20000, 64)),
+}
+
+
+def timed(work, repeats):
+    work()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return statistics.median(times), times[0], times[-1]
+
+
+def row(case, params, t, work, unit, flops, roof, repeats):
+    gflops = None if flops is None else flops / t[0] / 1e9
+    return dict(backend="numpy", precision="f32", case=case, params=params, repeats=repeats,
+                median_s=t[0], min_s=t[1], max_s=t[2], throughput=work / t[0], unit=unit,
+                gflops=gflops, roof_fraction=None if gflops is None or roof is None else gflops / roof)
+
+
+def ntk(x, z, sw=1.0, sb=1.0):
+    d = x.shape[1]
+    s = sw * sw * (x @ z.T) / d + sb * sb
+    sx = sw * sw * (x * x).sum(1) / d + sb * sb
+    sz = sw * sw * (z * z).sum(1) / d + sb * sb
+    q = np.sqrt(np.outer(sx, sz))
+    cos = np.clip(s / q, -1.0, 1.0)
+    th = np.arccos(cos)
+    nngp = q * (np.sin(th) + (np.pi - th) * cos) / (2 * np.pi)
+    return nngp + s * (np.pi - th) / (2 * np.pi)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="medium", choices=SIZES)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    s, r, rng = SIZES[a.sizes], a.repeats, np.random.default_rng(0)
+    out = []
+    k = s["k"]
+    m1 = rng.standard_normal((k, k), dtype=np.float32)
+    t = timed(lambda: m1 @ m1, r)
+    roof = 2 * k**3 / t[0] / 1e9
+    out.append(row("matmul", f"{k}x{k}x{k}", t, 2 * k**3 / 1e9, "GFLOP/s", 2.0 * k**3, None, r))
+    n, d, m = s["first"]
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    y = rng.standard_normal(n, dtype=np.float32)
+    w = rng.standard_normal((m, d), dtype=np.float32) / np.sqrt(d)
+    a_ = np.sign(rng.standard_normal(m)).astype(np.float32)
+
+    def first_step():
+        z = x @ w.T
+        f = np.maximum(z, 0) @ a_
+        g = ((z > 0) * (f - y)[:, None]).T @ x
+        return g * a_[:, None] / n
+
+    t = timed(first_step, r)
+    out.append(row("first_step", f"n={n} d={d} m={m}", t, n, "samples/s", 6.0 * n * m * d, roof, r))
+    gn, gd = s["gram"]
+    xg = rng.standard_normal((gn, gd), dtype=np.float32)
+    holder = {}
+    t = timed(lambda: holder.__setitem__("k", ntk(xg, xg)), r)
+    out.append(row("ntk_gram", f"n={gn} d={gd}", t, gn * gn, "entries/s", 2.0 * gn * gn * gd, roof, r))
+    sys_ = holder["k"] + np.eye(gn, dtype=np.float32) * (gn * 1e-3)
+    yg = rng.standard_normal(gn, dtype=np.float32)
+    t = timed(lambda: scipy.linalg.cho_solve(scipy.linalg.cho_factor(sys_, lower=True), yg), r)
+    out.append(row("cholesky_solve", f"n={gn}", t, 1, "solves/s", gn**3 / 3 + 2 * gn**2, roof, r))
+    print(json.dumps(out, indent=1))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
