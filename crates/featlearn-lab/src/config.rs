@@ -341,6 +341,8 @@ pub struct Trial {
     pub lr: Option<f64>,
     /// Source samples of `transfer` (null for other methods); its n is n_target.
     pub n_source: Option<usize>,
+    /// `transfer.n_source_per_d2` when n_source was derived from it (so tables group the d's).
+    pub n_source_per_d2: Option<f64>,
     pub seed: u64,
 }
 
@@ -398,23 +400,24 @@ impl Config {
                                         for method in &self.methods.list {
                                             // gd sweeps its own axes; other methods ignore them
                                             // gd and transfer sweep their own axes; other methods ignore them
-                                            let own: Vec<(Option<String>, Option<f64>, Option<usize>)> = match method.as_str() {
+                                            let own: Vec<(Option<String>, Option<f64>, Option<usize>, Option<f64>)> = match method.as_str() {
                                                 "gd" => {
                                                     let lrs = self.gd.lr.values();
                                                     self.gd
                                                         .parameterization
                                                         .values()
                                                         .into_iter()
-                                                        .flat_map(|p| lrs.iter().map(move |&l| (Some(p.clone()), Some(l), None)))
+                                                        .flat_map(|p| lrs.iter().map(move |&l| (Some(p.clone()), Some(l), None, None)))
                                                         .collect()
                                                 }
                                                 "transfer" if self.transfer.n_source_per_d2 > 0.0 => {
-                                                    vec![(None, None, Some((self.transfer.n_source_per_d2 * (d * d) as f64).ceil() as usize))]
+                                                    let c = self.transfer.n_source_per_d2;
+                                                    vec![(None, None, Some((c * (d * d) as f64).ceil() as usize), Some(c))]
                                                 }
-                                                "transfer" => self.transfer.n_source.values().into_iter().map(|s| (None, None, Some(s))).collect(),
-                                                _ => vec![(None, None, None)],
+                                                "transfer" => self.transfer.n_source.values().into_iter().map(|s| (None, None, Some(s), None)).collect(),
+                                                _ => vec![(None, None, None, None)],
                                             };
-                                            for (parameterization, lr, n_source) in own {
+                                            for (parameterization, lr, n_source, n_source_per_d2) in own {
                                                 for seed in self.seeds() {
                                                     out.push(Trial {
                                                         method: method.clone(),
@@ -429,6 +432,7 @@ impl Config {
                                                         parameterization: parameterization.clone(),
                                                         lr,
                                                         n_source,
+                                                        n_source_per_d2,
                                                         seed,
                                                     });
                                                 }

@@ -163,9 +163,10 @@ pub struct SummaryRow {
 /// The method as tables show it: `gd` carries its parameterisation and learning rate
 /// (`gd/mean-field/lr=0.05`), `transfer` its source sample size, every other method its name.
 pub fn method_label(t: &Trial) -> String {
-    match (&t.parameterization, t.lr, t.n_source) {
-        (Some(p), Some(lr), _) => format!("{}/{p}/lr={lr}", t.method),
-        (_, _, Some(ns)) => format!("{}/n_source={ns}", t.method),
+    match (&t.parameterization, t.lr, t.n_source, t.n_source_per_d2) {
+        (Some(p), Some(lr), _, _) => format!("{}/{p}/lr={lr}", t.method),
+        (_, _, _, Some(c)) => format!("{}/n_source={c}d^2", t.method),
+        (_, _, Some(ns), None) => format!("{}/n_source={ns}", t.method),
         _ => t.method.clone(),
     }
 }

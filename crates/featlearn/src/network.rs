@@ -42,11 +42,8 @@ impl TwoLayer {
             };
             row.iter_mut().for_each(|v| *v *= scale);
         }
-        let mut rng = stream_rng(seed, Stream::NetSigns);
-        let mut a: Vec<f64> = (0..half).map(|_| if rng.random::<bool>() { a_scale } else { -a_scale }).collect();
-        a.extend(a.clone().iter().map(|v| -v));
         w.extend_from_within(..);
-        Ok(TwoLayer { w: c.matrix(&w, m, d), b: c.zeros([m]), a: c.vector(&a) })
+        Ok(TwoLayer { w: c.matrix(&w, m, d), b: c.zeros([m]), a: c.vector(&mirrored_signs(m, a_scale, seed)) })
     }
 
     pub fn width(&self) -> usize {
@@ -94,6 +91,15 @@ impl TwoLayer {
         let weighted = active * residual; // n x m
         weighted.transpose().matmul(x) * self.a.clone().reshape([m, 1]) / n as f64
     }
+}
+
+/// Second-layer weights of the symmetric initialisation: a_j = ±scale with a seeded random sign
+/// for j < m/2, and a_{j+m/2} = -a_j.
+pub fn mirrored_signs(m: usize, scale: f64, seed: u64) -> Vec<f64> {
+    let mut rng = stream_rng(seed, Stream::NetSigns);
+    let mut a: Vec<f64> = (0..m / 2).map(|_| if rng.random::<bool>() { scale } else { -scale }).collect();
+    a.extend(a.clone().iter().map(|v| -v));
+    a
 }
 
 /// Fresh biases b_j ~ N(0, scale^2), one per neuron.

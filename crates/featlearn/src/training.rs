@@ -15,6 +15,7 @@ use rand::seq::SliceRandom;
 
 use crate::compute::{scalar, Compute};
 use crate::data::Dataset;
+use crate::network::mirrored_signs;
 use crate::rng::{normal_rows, normals, stream_rng, Stream};
 use crate::Error;
 
@@ -77,13 +78,10 @@ impl Net {
         w.extend_from_within(..);
         let mut b: Vec<f64> = normals(seed, Stream::Biases, 0, half).iter().map(|v| v * bias_scale).collect();
         b.extend_from_within(..);
-        let mut rng = stream_rng(seed, Stream::NetSigns);
-        let mut a: Vec<f64> = (0..half).map(|_| if rand::Rng::random::<bool>(&mut rng) { a_scale } else { -a_scale }).collect();
-        a.extend(a.clone().iter().map(|v| -v));
         Ok(Net {
             w: Param::from_tensor(c.matrix(&w, m, d)),
             b: Param::from_tensor(c.vector(&b)),
-            a: Param::from_tensor(c.vector(&a)),
+            a: Param::from_tensor(c.vector(&mirrored_signs(m, a_scale, seed))),
         })
     }
 
