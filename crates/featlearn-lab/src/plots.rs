@@ -152,12 +152,17 @@ fn tick(v: f64) -> String {
     if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
 }
 
-/// mean ± se of a record field per (label, d, x), x chosen by `key`.
+/// mean ± se of a record field per (d, series label, x); the label is the method, and the
+/// target too when the records hold more than one.
 fn grouped(records: &[Record], keep: impl Fn(&Record) -> bool, x: impl Fn(&Record) -> f64, y: impl Fn(&Record) -> Option<f64>) -> BTreeMap<(usize, String), Vec<(f64, f64, f64)>> {
+    let several_targets = records.iter().any(|r| r.trial.target != records[0].trial.target);
+    let label = |r: &Record| {
+        if several_targets { format!("{} on {}", method_label(&r.trial), r.trial.target) } else { method_label(&r.trial) }
+    };
     let mut acc: BTreeMap<(usize, String), BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
     for r in records.iter().filter(|r| r.status == "ok" && keep(r)) {
         if let Some(v) = y(r) {
-            acc.entry((r.trial.d, method_label(&r.trial))).or_default().entry(x(r).to_bits()).or_default().push(v);
+            acc.entry((r.trial.d, label(r))).or_default().entry(x(r).to_bits()).or_default().push(v);
         }
     }
     acc.into_iter()
@@ -191,13 +196,15 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
     // n*(d) with fitted power laws
     let mut nstar: Vec<Series> = Vec::new();
     let mut by_method: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
+    let several_targets = report.n_star.iter().any(|r| r.target != report.n_star[0].target);
+    let name = |method: &str, target: &str| if several_targets { format!("{method} on {target}") } else { method.to_string() };
     for r in report.n_star.iter() {
         if let Some(v) = r.n_star {
-            by_method.entry(r.method.clone()).or_default().push((r.d as f64, v, 0.0));
+            by_method.entry(name(&r.method, &r.target)).or_default().push((r.d as f64, v, 0.0));
         }
     }
     for (m, pts) in by_method {
-        if let Some(fit) = report.exponents.iter().find(|e| e.method == m) {
+        if let Some(fit) = report.exponents.iter().find(|e| name(&e.method, &e.target) == m) {
             let c = pts.iter().map(|p| p.1.ln() - fit.exponent * p.0.ln()).sum::<f64>() / pts.len() as f64;
             let (a, b) = (pts.first().unwrap().0, pts.last().unwrap().0);
             let line = (0..=20).map(|i| a * (b / a).powf(i as f64 / 20.0)).map(|d| (d, (c + fit.exponent * d.ln()).exp(), 0.0)).collect();
@@ -209,7 +216,7 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
     // alignment vs n / d^2 (onestep): curves of different d should collapse
     let align = grouped(records, |r| r.trial.method == "onestep", |r| r.trial.n as f64 / (r.trial.d * r.trial.d) as f64, |r| r.alignment);
     let series: Vec<Series> = align.iter().map(|(k, pts)| Series { name: format!("{} d = {}", k.1, k.0), points: pts.clone(), fitted: false }).collect();
-    files.extend(line_plot(&dir.join("alignment_vs_n_over_d2"), "first-layer alignment vs n / d^2", "n / d^2", "||W P_U||^2 / ||W||^2", &series, false)?);
+    files.extend(line_plot(&dir.join("alignment_vs_n_over_d2"), "first-layer alignment vs n / d^2 (onestep)", "n / d^2", "||W P_U||^2 / ||W||^2", &series, false)?);
     // transfer error vs n_target per d
     let tr = grouped(records, |r| r.trial.method == "transfer", |r| r.trial.n as f64, |r| r.test_mse);
     let series: Vec<Series> = tr.iter().map(|(k, pts)| Series { name: format!("{} d = {}", k.1, k.0), points: pts.clone(), fitted: false }).collect();
