@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use featlearn::compute::{default_memory_budget, list_devices, to_host, Compute};
 use featlearn::kernels::{gram, Kernel};
-use featlearn::Precision;
 use featlearn::data::{sample_rows, Split};
 use featlearn::target::Target;
 use featlearn_lab::config::Config;
@@ -237,8 +236,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 "poly" => Kernel::Poly { degree, offset, lengthscale: l },
                 other => bail!("--kernel {other}: expected ntk, nngp, rbf, laplace or poly"),
             };
-            let bytes = if c.precision == Precision::F32 { 4 } else { 8 };
-            let need = (n * k + n * d + k * d + 2 * tile.min(n) * tile.min(k)) as u64 * bytes;
+            let need = ((n * k + n * d + k * d + 2 * tile.min(n) * tile.min(k)) * c.precision.bytes()) as u64;
             let budget = mem_budget.map_or(default_memory_budget(c.backend), |g| (g * (1u64 << 30) as f64) as u64);
             if need > budget {
                 bail!(

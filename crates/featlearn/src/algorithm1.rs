@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 
-use crate::compute::{scalar, to_host, Compute};
+use crate::compute::{scalar, Compute};
 use crate::data::Dataset;
 use crate::linalg::{conjugate_gradient, largest_eigenvalue, Cholesky, DEFAULT_BLOCK};
 use crate::network::{random_biases, TwoLayer};
@@ -267,9 +267,4 @@ pub fn ridge_head(
         }
     }
     best.ok_or_else(|| Error::Diverged("no lambda of the grid gave a finite validation error".into()))
-}
-
-/// Host copy of a head's weights (for reports).
-pub fn head_weights(fit: &HeadFit) -> Vec<f64> {
-    to_host(fit.a.clone())
 }

@@ -1,7 +1,7 @@
 //! Where tensors live: the backend (ndarray on the CPU, wgpu on a GPU) and the float precision,
 //! both chosen at run time, plus the few host <-> device conversions the rest of the crate uses.
 
-use burn::tensor::{DType, Device, DeviceType, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Device, DeviceType, Tensor, TensorData};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -45,6 +45,13 @@ impl Precision {
         match self {
             Precision::F32 => DType::F32,
             Precision::F64 => DType::F64,
+        }
+    }
+    /// Bytes of one element.
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::F64 => 8,
         }
     }
 }
@@ -138,12 +145,11 @@ impl Compute {
         Tensor::zeros(shape, (&self.device, self.dtype()))
     }
 
+    /// The n x n identity, built on the device (the ridge solves add it to n x n Grams, so it
+    /// must not cost an n^2 host buffer and upload).
     pub fn eye(&self, n: usize) -> Tensor<2> {
-        let mut v = vec![0.0; n * n];
-        for i in 0..n {
-            v[i * n + i] = 1.0;
-        }
-        self.matrix(&v, n, n)
+        let off_diagonal = Tensor::<2, Bool>::diag_mask([n, n], 0, &self.device);
+        Tensor::ones([n, n], (&self.device, self.dtype())).mask_fill(off_diagonal, 0.0)
     }
 
     fn host_data(&self, values: &[f64], shape: Vec<usize>) -> TensorData {

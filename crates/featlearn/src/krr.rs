@@ -127,11 +127,7 @@ pub struct KrrFit {
 /// smallest validation MSE.
 pub fn fit_krr(c: &Compute, kernel: &Kernel, train: &Dataset, val: &Dataset, opts: &KrrOptions) -> Result<(KrrModel, KrrFit), Error> {
     let n = train.n();
-    let bytes = match c.precision {
-        crate::Precision::F32 => 4,
-        crate::Precision::F64 => 8,
-    };
-    let plan = choose_plan(n, opts, bytes)?;
+    let plan = choose_plan(n, opts, c.precision.bytes())?;
     let y = train.y.clone().reshape([n, 1]);
     let y_norm = scalar(y.clone().powi_scalar(2).sum()).sqrt().max(1e-300);
     let stored = match plan {
