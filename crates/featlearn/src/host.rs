@@ -109,16 +109,22 @@ pub fn cholesky(a: &[f64], n: usize) -> Result<Vec<f64>, usize> {
 }
 
 /// Inverse of a lower-triangular `n x n` matrix (row-major), lower-triangular again.
+/// Column c of the inverse solves L x = e_c by forward substitution; it is kept as row c of a
+/// scratch matrix so the inner products run over contiguous memory.
 pub fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
+    let mut inv_t = vec![0.0; n * n]; // inv_t[c * n + i] = inv[i][c]
+    for c in 0..n {
+        let x = &mut inv_t[c * n..(c + 1) * n];
+        for i in c..n {
+            let row = &l[i * n..i * n + i];
+            let s = if i == c { 1.0 } else { 0.0 } - row[c..].iter().zip(&x[c..i]).map(|(a, b)| a * b).sum::<f64>();
+            x[i] = s / l[i * n + i];
+        }
+    }
     let mut inv = vec![0.0; n * n];
-    for col in 0..n {
-        // solve L x = e_col by forward substitution
-        for i in col..n {
-            let mut s = if i == col { 1.0 } else { 0.0 };
-            for k in col..i {
-                s -= l[i * n + k] * inv[k * n + col];
-            }
-            inv[i * n + col] = s / l[i * n + i];
+    for i in 0..n {
+        for c in 0..=i {
+            inv[i * n + c] = inv_t[c * n + i];
         }
     }
     inv

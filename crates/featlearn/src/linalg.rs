@@ -1,5 +1,5 @@
 //! Linear solvers on the device, built from tensor ops: a blocked Cholesky factorisation (the
-//! small diagonal blocks on the host, every panel and trailing update a device matmul), its
+//! small diagonal blocks on the host, every block-column update and panel a device matmul), its
 //! triangular solves, and a (preconditioned) conjugate gradient.
 
 use burn::tensor::Tensor;
@@ -8,8 +8,10 @@ use crate::compute::{scalar, to_host, Compute};
 use crate::host;
 use crate::Error;
 
-/// L of A = L L^T, stored as column panels: panel k covers columns `start..start+nb` and rows
-/// `start..n`, with the inverse of its nb x nb diagonal block kept for the solves.
+/// L of A = L L^T, stored as column panels: panel k covers columns `start..start+nb`, with its
+/// diagonal block L11 (nb x nb), the rows below it L21 (rows start+nb..n), and L11^{-1} for the
+/// solves. The parts are kept apart, never concatenated: a concatenation is a full copy (and a
+/// slow one on burn-ndarray).
 pub struct Cholesky {
     n: usize,
     panels: Vec<Panel>,
@@ -17,45 +19,53 @@ pub struct Cholesky {
 
 struct Panel {
     start: usize,
-    /// Rows start..n of the panel's columns: [L11; L21].
-    l: Tensor<2>,
-    /// L11^{-1}, nb x nb.
+    l11: Tensor<2>,
+    /// None for the last panel, which has no rows below its diagonal block.
+    l21: Option<Tensor<2>>,
     l11_inv: Tensor<2>,
+}
+
+impl Panel {
+    fn width(&self) -> usize {
+        self.l11.dims()[0]
+    }
 }
 
 /// Default Cholesky block size.
 pub const DEFAULT_BLOCK: usize = 256;
 
 impl Cholesky {
-    /// Factorises a symmetric positive-definite `n x n` matrix. A non-positive pivot is reported
-    /// as [`Error::NotPositiveDefinite`] with its row, never silently solved.
+    /// Factorises a symmetric positive-definite `n x n` matrix (only its lower triangle is read).
+    /// A non-positive pivot is reported as [`Error::NotPositiveDefinite`] with its row, never
+    /// silently solved.
     ///
-    /// Right-looking blocked algorithm: for each diagonal block, A11 = L11 L11^T on the host,
-    /// L21 = A21 L11^{-T}, then the trailing matrix A22 - L21 L21^T on the device.
+    /// Left-looking blocked algorithm, one block column [A11; A21] (rows start..n) at a time:
+    ///   [A11; A21] -= sum over the panels p found so far of L_p[start..n] L_p[start..start+nb]^T,
+    ///   A11 = L11 L11^T on the host,   L21 = A21 L11^{-T} on the device.
+    /// n^3/3 matmul flops (a right-looking update of the whole trailing square does twice that),
+    /// and no pass over an n x n temporary: the trailing matrix is never rewritten.
     pub fn factor(c: &Compute, a: Tensor<2>, block: usize) -> Result<Self, Error> {
         let [n, n2] = a.dims();
         assert_eq!(n, n2, "Cholesky of a non-square {n}x{n2} matrix");
         let block = block.max(1);
-        let mut trailing = a;
-        let mut panels = Vec::new();
+        let mut panels: Vec<Panel> = Vec::new();
         let mut start = 0;
         while start < n {
             let nb = block.min(n - start);
             let rest = n - start;
-            let a11 = to_host(trailing.clone().slice([0..nb, 0..nb]));
+            let mut col = a.clone().slice([start..n, start..start + nb]);
+            for p in &panels {
+                let below = p.l21.as_ref().expect("a panel left of `start` has rows below it");
+                let first = start - p.start - p.width(); // row `start` within p.l21
+                let rows = below.clone().slice([first..first + rest, 0..p.width()]);
+                let top = rows.clone().slice([0..nb, 0..p.width()]);
+                col = col - rows.matmul(top.transpose());
+            }
+            let a11 = to_host(col.clone().slice([0..nb, 0..nb]));
             let l11 = host::cholesky(&a11, nb).map_err(|j| Error::NotPositiveDefinite { row: start + j })?;
             let l11_inv = c.matrix(&host::lower_inverse(&l11, nb), nb, nb);
-            let l11_t = c.matrix(&l11, nb, nb);
-            let panel = if nb < rest {
-                let a21 = trailing.clone().slice([nb..rest, 0..nb]);
-                let l21 = a21.matmul(l11_inv.clone().transpose());
-                let a22 = trailing.slice([nb..rest, nb..rest]);
-                trailing = a22 - l21.clone().matmul(l21.clone().transpose());
-                Tensor::cat(vec![l11_t, l21], 0)
-            } else {
-                l11_t
-            };
-            panels.push(Panel { start, l: panel, l11_inv });
+            let l21 = (nb < rest).then(|| col.slice([nb..rest, 0..nb]).matmul(l11_inv.clone().transpose()));
+            panels.push(Panel { start, l11: c.matrix(&l11, nb, nb), l21, l11_inv });
             start += nb;
         }
         Ok(Cholesky { n, panels })
@@ -71,12 +81,12 @@ impl Cholesky {
             .panels
             .iter()
             .map(|p| {
-                let nb = p.l11_inv.dims()[0];
-                if p.start == 0 {
-                    p.l.clone()
-                } else {
-                    Tensor::cat(vec![c.zeros([p.start, nb]), p.l.clone()], 0)
+                let mut parts = vec![p.l11.clone()];
+                if p.start > 0 {
+                    parts.insert(0, c.zeros([p.start, p.width()]));
                 }
+                parts.extend(p.l21.clone());
+                Tensor::cat(parts, 0)
             })
             .collect();
         Tensor::cat(cols, 1)
@@ -84,37 +94,33 @@ impl Cholesky {
 
     /// Solves A X = B for B of shape n x k: forward substitution L Z = B, then L^T X = Z.
     pub fn solve(&self, b: Tensor<2>) -> Tensor<2> {
-        let n = self.n;
-        // Forward: z_k = L11^{-1} b_k; the remaining right-hand side loses L21 z_k.
+        let k = b.dims()[1];
+        // Forward: z_p = L11^{-1} b_p; the rows below lose L21 z_p.
         let mut rest = b;
         let mut z = Vec::with_capacity(self.panels.len());
         for p in &self.panels {
-            let nb = p.l11_inv.dims()[0];
-            let rows = n - p.start;
-            let k = rest.dims()[1];
-            let zk = p.l11_inv.clone().matmul(rest.clone().slice([0..nb, 0..k]));
-            if nb < rows {
-                let l21 = p.l.clone().slice([nb..rows, 0..nb]);
-                rest = rest.slice([nb..rows, 0..k]) - l21.matmul(zk.clone());
+            let (nb, rows) = (p.width(), self.n - p.start);
+            let zp = p.l11_inv.clone().matmul(rest.clone().slice([0..nb, 0..k]));
+            if let Some(l21) = &p.l21 {
+                rest = rest.slice([nb..rows, 0..k]) - l21.clone().matmul(zp.clone());
             }
-            z.push(zk);
+            z.push(zp);
         }
-        // Backward: x_k = L11^{-T} (z_k - L21^T x_after).
-        let mut after: Option<Tensor<2>> = None;
-        for (p, zk) in self.panels.iter().zip(z).rev() {
-            let nb = p.l11_inv.dims()[0];
-            let rows = n - p.start;
-            let rhs = match &after {
-                Some(x) => zk - p.l.clone().slice([nb..rows, 0..nb]).transpose().matmul(x.clone()),
-                None => zk,
+        // Backward: x_p = L11^{-T} (z_p - L21^T x_below), x_below the rows after the panel.
+        // x of the rows below the panel, start+nb..n (n x k at most: small next to L)
+        let mut below: Option<Tensor<2>> = None;
+        for (p, zp) in self.panels.iter().zip(z).rev() {
+            let rhs = match (&p.l21, &below) {
+                (Some(l21), Some(xb)) => zp - l21.clone().transpose().matmul(xb.clone()),
+                _ => zp,
             };
-            let xk = p.l11_inv.clone().transpose().matmul(rhs);
-            after = Some(match after {
-                Some(x) => Tensor::cat(vec![xk, x], 0),
-                None => xk,
+            let xp = p.l11_inv.clone().transpose().matmul(rhs);
+            below = Some(match below {
+                Some(xb) => Tensor::cat(vec![xp, xb], 0),
+                None => xp,
             });
         }
-        after.expect("at least one panel")
+        below.expect("at least one panel")
     }
 }
 

@@ -227,6 +227,11 @@ fn blocked_cholesky_reproduces_and_solves() {
         let resid = scalar((a.clone().matmul(x) - b.clone()).abs().max());
         assert!(resid < 1e-11, "block {block}: residual {resid}");
     }
+    // only the lower triangle is read: a garbage upper triangle gives the same factor
+    let garbage = a.clone().tril(0) + a.clone().triu(1) * 1e3;
+    let same = Cholesky::factor(&c, garbage, 8).unwrap().to_dense(&c);
+    let reference = Cholesky::factor(&c, a.clone(), 8).unwrap().to_dense(&c);
+    assert_eq!(to_host(same), to_host(reference));
     // a non-positive-definite matrix is reported with its row
     let bad = a.clone() - c.eye(n) * 100.0;
     assert!(matches!(Cholesky::factor(&c, bad, 8), Err(Error::NotPositiveDefinite { row: 0 })));
