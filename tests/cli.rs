@@ -333,7 +333,7 @@ fn bench_small_writes_json_with_every_key() {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let rows = v.as_array().unwrap();
     let cases: Vec<&str> = rows.iter().map(|r| r["case"].as_str().unwrap()).collect();
-    assert_eq!(cases, ["matmul", "first_step", "gd_step", "ntk_gram", "cholesky_solve", "pcg_krr", "quick_experiment"]);
+    assert_eq!(cases, ["matmul", "first_step", "gd_step", "ntk_gram", "ntk_gram_unfused", "cholesky_solve", "pcg_krr", "quick_experiment"]);
     for r in rows {
         for key in ["backend", "precision", "case", "params", "repeats", "median_s", "min_s", "max_s", "throughput", "unit", "gflops", "roof_fraction"] {
             assert!(r.get(key).is_some(), "{key} missing in {r}");
@@ -341,4 +341,14 @@ fn bench_small_writes_json_with_every_key() {
         let (lo, med, hi) = (r["min_s"].as_f64().unwrap(), r["median_s"].as_f64().unwrap(), r["max_s"].as_f64().unwrap());
         assert!(0.0 < lo && lo <= med && med <= hi, "{r}");
     }
+    // --cases picks cases (the matmul roof always runs); an unknown case is a one-line error
+    let o = featlearn(&["bench", "--sizes", "small", "--repeats", "1", "--cases", "cholesky_solve", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let cases: Vec<&str> = v.as_array().unwrap().iter().map(|r| r["case"].as_str().unwrap()).collect();
+    assert_eq!(cases, ["matmul", "cholesky_solve"]);
+    let o = featlearn(&["bench", "--sizes", "small", "--cases", "gram"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--cases gram") && !err.contains("panicked"), "{err}");
 }

@@ -19,6 +19,9 @@ use featlearn_lab::records::read_results;
 use featlearn_lab::report::{build_report, render_markdown, write_report};
 use featlearn_lab::runner::{default_out_dir, parse_shard, run, RunOptions};
 
+#[cfg(all(feature = "blas", target_os = "linux", target_arch = "x86_64"))]
+mod openblas;
+
 #[derive(Parser)]
 #[command(name = "featlearn", version, about = "Feature learning versus kernels: two-layer networks trained by gradient descent against their kernels (Damian, Lee, Soltanolkotabi 2022)")]
 struct Cli {
@@ -171,6 +174,10 @@ enum Command {
         /// Timed repetitions after the warm-up.
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Only these cases, comma-separated (matmul always runs: it is the roof): first_step,
+        /// gd_step, ntk_gram, ntk_gram_unfused, cholesky_solve, pcg_krr, quick_experiment.
+        #[arg(long, value_delimiter = ',')]
+        cases: Vec<String>,
         /// JSON output file.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -180,6 +187,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    #[cfg(all(feature = "blas", target_os = "linux", target_arch = "x86_64"))]
+    openblas::use_the_cpus_kernels();
     match dispatch(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -275,13 +284,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("\nwrote report.md, report.json and {} figures in {}", files.len(), dir.display());
             Ok(())
         }
-        Command::Bench { backend, all_backends, precision, sizes, repeats, out } => {
+        Command::Bench { backend, all_backends, precision, sizes, repeats, cases, out } => {
             let backends: Vec<BackendKind> = if all_backends {
                 BackendKind::ALL.into_iter().filter(|b| Compute::open(*b, featlearn::Precision::F32).is_ok()).collect()
             } else {
                 vec![backend.as_deref().unwrap_or("ndarray").parse()?]
             };
-            let (results, table) = bench(&backends, precision.parse()?, Sizes::parse(&sizes)?, repeats)?;
+            let (results, table) = bench(&backends, precision.parse()?, Sizes::parse(&sizes)?, repeats, &cases)?;
             print!("{table}");
             if let Some(path) = out {
                 std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
@@ -293,6 +302,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             for line in list_devices() {
                 println!("{line}");
             }
+            #[cfg(all(feature = "blas", target_os = "linux", target_arch = "x86_64"))]
+            println!("ndarray matmuls: system OpenBLAS, {} kernels", openblas::core_name());
             Ok(())
         }
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use featlearn::compute::{to_host, BackendKind, Compute};
 use featlearn::data::{sample, Split};
-use featlearn::kernels::{gram, Kernel};
+use featlearn::kernels::{gram, gram_unfused, Kernel};
 use featlearn::krr::{fit_krr, KrrOptions, KrrSolver};
 use featlearn::linalg::{Cholesky, DEFAULT_BLOCK};
 use featlearn::network::{TwoLayer, WInit};
@@ -17,6 +17,9 @@ use featlearn::training::{train_gd, GdOptions, Net, Optimizer, Parameterization,
 
 use crate::config::Config;
 use crate::runner::run_trial;
+
+/// Tile of the Gram builds timed here (the config default, kernel.tile).
+const GRAM_TILE: usize = 2048;
 
 /// Problem sizes of the benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,8 +83,12 @@ fn time_it(c: &Compute, repeats: usize, mut work: impl FnMut()) -> (f64, f64, f6
     (times[times.len() / 2], times[0], times[times.len() - 1])
 }
 
-/// Runs every case on one backend.
-pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize) -> Result<Vec<BenchResult>> {
+/// The cases `featlearn bench` knows, in the order they run. `matmul` always runs: it is the roof.
+pub const CASES: [&str; 8] = ["matmul", "first_step", "gd_step", "ntk_gram", "ntk_gram_unfused", "cholesky_solve", "pcg_krr", "quick_experiment"];
+
+/// Runs the selected cases (all when `cases` is empty) on one backend.
+pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]) -> Result<Vec<BenchResult>> {
+    let wanted = |case: &str| cases.is_empty() || cases.iter().any(|w| w == case);
     let mut out = Vec::new();
     let mut push = |case: &str, params: String, t: (f64, f64, f64), work: f64, unit: &str, flops: Option<f64>, roof: Option<f64>, reps: usize| {
         let gflops = flops.map(|f| f / t.0 / 1e9);
@@ -114,15 +121,18 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize) -> Result<Vec<Be
     // first step of Algorithm 1: forward + the W gradient
     let (n, d, m) = sizes.pick((4000, 32, 1000), (20000, 64, 2000), (100000, 64, 4000));
     let target = Target::new(&TargetSpec::He2PlusHep { p: 3 }, d, 2, 0, true, 0.0)?;
-    let data = sample(c, &target, 0, Split::Train, n);
-    let net = TwoLayer::symmetric_init(c, d, m, WInit::Sphere, 1.0, 0)?;
-    let t = time_it(c, repeats, || {
-        let _ = net.loss_grad_w(data.x.clone(), data.y.clone()).slice([0..1, 0..1]).into_data();
-    });
-    let f = 6.0 * (n * m * d) as f64; // forward x W^T, gradient (mask*r)^T x, plus phi a
-    push("first_step", format!("n={n} d={d} m={m}"), t, n as f64, "samples/s", Some(f), roof, repeats);
+    if wanted("first_step") {
+        let data = sample(c, &target, 0, Split::Train, n);
+        let net = TwoLayer::symmetric_init(c, d, m, WInit::Sphere, 1.0, 0)?;
+        let t = time_it(c, repeats, || {
+            let _ = net.loss_grad_w(data.x.clone(), data.y.clone()).slice([0..1, 0..1]).into_data();
+        });
+        let f = 6.0 * (n * m * d) as f64; // forward x W^T, gradient (mask*r)^T x, plus phi a
+        push("first_step", format!("n={n} d={d} m={m}"), t, n as f64, "samples/s", Some(f), roof, repeats);
+    }
 
     // a gd step (forward + backward + SGD update), full batch
+    if wanted("gd_step") {
     let steps = 10;
     let gd_data = sample(c, &target, 0, Split::Train, n.min(20000));
     let opts = GdOptions {
@@ -143,37 +153,47 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize) -> Result<Vec<Be
     let gd_n = gd_data.n();
     let f = 12.0 * (gd_n * m * d) as f64;
     push("gd_step", format!("n={gd_n} d={d} m={m} (full batch, incl. one loss evaluation per {steps} steps)"), per_step, 1.0, "steps/s", Some(f), roof, repeats);
+    }
 
     // NTK Gram build, and the ridge solves on it
     let (gn, gd_) = sizes.pick((2000, 64), (8000, 64), (20000, 64));
     let gt = Target::new(&TargetSpec::He2PlusHep { p: 3 }, gd_, 2, 0, true, 0.0)?;
     let gdata = sample(c, &gt, 0, Split::Train, gn);
     let kernel = Kernel::Ntk { sw: 1.0, sb: 1.0 };
-    let mut kmat = None;
-    let t = time_it(c, repeats, || {
-        let g = gram(&kernel, &gdata.x, &gdata.x, 2048);
-        let _ = g.clone().slice([0..1, 0..1]).into_data();
-        kmat = Some(g);
-    });
     let f = Kernel::block_flops(gn, gn, gd_);
-    push("ntk_gram", format!("n={gn} d={gd_} (matmul flops 2n^2d; ~20 elementwise ops per entry besides)"), t, (gn * gn) as f64, "entries/s", Some(f), roof, repeats);
-    let kmat = kmat.expect("gram ran");
-    let sys = kmat + c.eye(gn) * (gn as f64 * 1e-3);
-    let rhs = gdata.y.clone().reshape([gn, 1]);
-    let t = time_it(c, repeats, || {
-        let chol = Cholesky::factor(c, sys.clone(), DEFAULT_BLOCK).expect("positive definite");
-        let _ = to_host(chol.solve(rhs.clone()).slice([0..1, 0..1]));
-    });
-    let f = (gn as f64).powi(3) / 3.0 + 2.0 * (gn as f64).powi(2);
-    push("cholesky_solve", format!("n={gn}"), t, 1.0, "solves/s", Some(f), roof, repeats);
-    let val = sample(c, &gt, 0, Split::Val, 500);
-    let pcg = KrrOptions { lambdas: vec![1e-3], solver: KrrSolver::Pcg, tile: 2048, pcg_tol: 1e-6, pcg_max_iter: 500, landmarks: 500, mem_budget: u64::MAX };
-    let t = time_it(c, repeats, || {
-        let _ = fit_krr(c, &kernel, &gdata, &val, &pcg).expect("pcg");
-    });
-    push("pcg_krr", format!("n={gn} landmarks=500 tol=1e-6 (Gram build included)"), t, 1.0, "fits/s", None, roof, repeats);
+    for (case, fused) in [("ntk_gram", true), ("ntk_gram_unfused", false)] {
+        if wanted(case) {
+            let t = time_it(c, repeats, || {
+                let g = if fused { gram(&kernel, &gdata.x, &gdata.x, GRAM_TILE) } else { gram_unfused(&kernel, &gdata.x, &gdata.x, GRAM_TILE) };
+                let _ = g.slice([0..1, 0..1]).into_data();
+            });
+            let how = if fused { "as featlearn builds it" } else { "the same formula as a chain of tensor ops, one full pass each" };
+            push(case, format!("n={gn} d={gd_}, {how} (GFLOP/s counts the 2n^2d matmul flops only)"), t, (gn * gn) as f64, "entries/s", Some(f), roof, repeats);
+        }
+    }
+    if wanted("cholesky_solve") {
+        let sys = gram(&kernel, &gdata.x, &gdata.x, GRAM_TILE) + c.eye(gn) * (gn as f64 * 1e-3);
+        let rhs = gdata.y.clone().reshape([gn, 1]);
+        let t = time_it(c, repeats, || {
+            let chol = Cholesky::factor(c, sys.clone(), DEFAULT_BLOCK).expect("positive definite");
+            let _ = to_host(chol.solve(rhs.clone()).slice([0..1, 0..1]));
+        });
+        let f = (gn as f64).powi(3) / 3.0 + 2.0 * (gn as f64).powi(2);
+        push("cholesky_solve", format!("n={gn}"), t, 1.0, "solves/s", Some(f), roof, repeats);
+    }
+    if wanted("pcg_krr") {
+        let val = sample(c, &gt, 0, Split::Val, 500);
+        let pcg = KrrOptions { lambdas: vec![1e-3], solver: KrrSolver::Pcg, tile: GRAM_TILE, pcg_tol: 1e-6, pcg_max_iter: 500, landmarks: 500, mem_budget: u64::MAX };
+        let t = time_it(c, repeats, || {
+            let _ = fit_krr(c, &kernel, &gdata, &val, &pcg).expect("pcg");
+        });
+        push("pcg_krr", format!("n={gn} landmarks=500 tol=1e-6 (Gram build included)"), t, 1.0, "fits/s", None, roof, repeats);
+    }
 
     // the README's main job, end to end (no files written)
+    if !wanted("quick_experiment") {
+        return Ok(out);
+    }
     let quick = Config::from_toml(include_str!("../../../configs/quick.toml"), &[])?;
     let trials = quick.trials();
     let reps = if sizes == Sizes::Small { 1 } else { repeats.min(3) };
@@ -187,11 +207,14 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize) -> Result<Vec<Be
 }
 
 /// Benchmarks on the given backends and formats the table.
-pub fn bench(backends: &[BackendKind], precision: featlearn::Precision, sizes: Sizes, repeats: usize) -> Result<(Vec<BenchResult>, String)> {
+pub fn bench(backends: &[BackendKind], precision: featlearn::Precision, sizes: Sizes, repeats: usize, cases: &[String]) -> Result<(Vec<BenchResult>, String)> {
+    if let Some(bad) = cases.iter().find(|w| !CASES.contains(&w.as_str())) {
+        anyhow::bail!("--cases {bad}: expected some of {}", CASES.join(", "));
+    }
     let mut all = Vec::new();
     for &b in backends {
         let c = Compute::open(b, precision)?;
-        all.extend(bench_backend(&c, sizes, repeats)?);
+        all.extend(bench_backend(&c, sizes, repeats, cases)?);
     }
     let mut table = format!("{:<8} {:<5} {:<17} {:>10} {:>10} {:>10} {:>14} {:<11} {:>9} {:>6}  {}\n", "backend", "prec", "case", "median_s", "min_s", "max_s", "throughput", "unit", "GFLOP/s", "roof", "params");
     for r in &all {

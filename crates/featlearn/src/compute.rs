@@ -177,6 +177,14 @@ fn host_available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Whether the device is burn-ndarray's (the host CPU, without autodiff), where every tensor op
+/// is its own pass over memory.
+pub fn is_ndarray(device: &Device) -> bool {
+    #[allow(deprecated)]
+    let ndarray = Device::ndarray();
+    *device == ndarray
+}
+
 /// Reads a tensor back to the host as f64 values (row-major).
 pub fn to_host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.into_data().try_into_vec_as::<f64>().expect("float tensor readback")

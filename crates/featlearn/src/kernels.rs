@@ -5,8 +5,11 @@
 //! z_j(x) = (s_w / sqrt(d)) w_j . x + s_b b_j, all parameters standard normal (equal to
 //! neural-tangents' `stax.serial(Dense(W_std=s_w, b_std=s_b), Relu(), Dense(W_std=1, b_std=0))`).
 
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
+use rayon::prelude::*;
 use std::f64::consts::PI;
+
+use crate::compute::{is_ndarray, to_host};
 
 /// A kernel k(x, z) on R^d.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -35,8 +38,14 @@ impl Kernel {
     }
 
     /// K(X, Z) for X (n x d) and Z (k x d), one block on the device: n x k.
+    ///
+    /// The NTK and NNGP take one fused pass over the block: on wgpu burn's fusion compiles the
+    /// tensor ops of [`relu_kernels`] into one kernel; burn-ndarray does not fuse, so there the
+    /// elementwise part runs as one multi-threaded CPU pass ([`relu_kernel_cpu`]).
     pub fn block(&self, x: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
         match *self {
+            Kernel::Ntk { sw, sb } if is_ndarray(&x.device()) => relu_kernel_cpu(x, z, sw, sb, Relu::Ntk),
+            Kernel::Nngp { sw, sb } if is_ndarray(&x.device()) => relu_kernel_cpu(x, z, sw, sb, Relu::Nngp),
             Kernel::Ntk { sw, sb } => relu_kernels(x, z, sw, sb).1,
             Kernel::Nngp { sw, sb } => relu_kernels(x, z, sw, sb).0,
             Kernel::Rbf { lengthscale } => (squared_distances(x, z) / (-2.0 * lengthscale * lengthscale)).exp(),
@@ -97,6 +106,56 @@ pub fn relu_kernels(x: Tensor<2>, z: Tensor<2>, sw: f64, sb: f64) -> (Tensor<2>,
     (nngp, ntk)
 }
 
+/// Which of the two ReLU kernels [`relu_kernel_cpu`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relu {
+    Nngp,
+    Ntk,
+}
+
+/// The NNGP or NTK of [`relu_kernels`] for burn-ndarray, which runs every tensor op as its own
+/// full pass over memory: the n x k matrix S(x,z) comes from one matmul of the inputs with
+/// s_b appended as a column, [s_w x / sqrt(d), s_b] . [s_w z / sqrt(d), s_b], and everything
+/// after it (cos theta, arccos, sin theta = sqrt(1 - cos^2), the products) is one pass over the
+/// entries, rows split across the CPU's threads. Evaluated in f64 whatever the tensor's dtype.
+pub fn relu_kernel_cpu(x: Tensor<2>, z: Tensor<2>, sw: f64, sb: f64, which: Relu) -> Tensor<2> {
+    let d = x.dims()[1];
+    let k = z.dims()[0];
+    let (device, dtype) = (x.device(), x.dtype());
+    let with_bias = |t: Tensor<2>| {
+        let rows = t.dims()[0];
+        Tensor::cat(vec![t * (sw / (d as f64).sqrt()), Tensor::ones([rows, 1], (&device, dtype)) * sb], 1)
+    };
+    let (xb, zb) = (with_bias(x), with_bias(z));
+    let sxx = to_host(xb.clone().powi_scalar(2).sum_dim(1)); // S(x,x), n
+    let szz = to_host(zb.clone().powi_scalar(2).sum_dim(1)); // S(z,z), k
+    let mut entries = xb.matmul(zb.transpose()).into_data(); // S(x,z), n x k
+    let entry = |i: usize, j: usize, s: f64| {
+        let q = (sxx[i] * szz[j]).sqrt();
+        let cos = if q > 0.0 { (s / q).clamp(-1.0, 1.0) } else { 1.0 };
+        let pi_minus = PI - cos.acos();
+        let nngp = q * ((1.0 - cos * cos).sqrt() + pi_minus * cos) / (2.0 * PI);
+        match which {
+            Relu::Nngp => nngp,
+            Relu::Ntk => nngp + s * pi_minus / (2.0 * PI),
+        }
+    };
+    match dtype {
+        DType::F64 => map_rows(entries.as_mut_slice::<f64>().expect("f64 Gram"), k, |i, j, s| entry(i, j, s)),
+        _ => map_rows(entries.as_mut_slice::<f32>().expect("f32 Gram"), k, |i, j, s| entry(i, j, s as f64) as f32),
+    }
+    Tensor::from_data(entries, (&device, dtype))
+}
+
+/// values[i * k + j] = f(i, j, values[i * k + j]), rows in parallel.
+fn map_rows<E: Copy + Send>(values: &mut [E], k: usize, f: impl Fn(usize, usize, E) -> E + Sync) {
+    values.par_chunks_mut(k.max(1)).enumerate().for_each(|(i, row)| {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = f(i, j, *v);
+        }
+    });
+}
+
 /// ||x_i - z_j||^2, n x k, from the differences themselves (not ||x||^2 + ||z||^2 - 2 x.z, whose
 /// cancellation leaves ~eps ||x||^2 at zero distance, which a square root turns into ~sqrt(eps)).
 /// Rows are processed in chunks so the n x k x d temporary stays below 2^24 elements.
@@ -116,9 +175,28 @@ fn squared_distances(x: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
     Tensor::cat(parts, 0)
 }
 
-/// K(X, Z) assembled from blocks of at most `tile` x `tile` entries, so the elementwise
-/// temporaries never exceed one tile (the result itself is n x k).
+/// K(X, Z), n x k, assembled from blocks of at most `tile` x `tile` entries, so the elementwise
+/// temporaries never exceed one tile. On ndarray the NTK and NNGP need no temporaries beyond
+/// the result ([`relu_kernel_cpu`]) and are built in one block.
 pub fn gram(kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, tile: usize) -> Tensor<2> {
+    let relu = matches!(kernel, Kernel::Ntk { .. } | Kernel::Nngp { .. });
+    if relu && is_ndarray(&x.device()) {
+        return kernel.block(x.clone(), z.clone());
+    }
+    tiled(x, z, tile, |xi, zj| kernel.block(xi, zj))
+}
+
+/// The NTK or NNGP Gram through the tensor ops of [`relu_kernels`] on every backend, tiled as
+/// [`gram`] does: on ndarray one full pass per op. Kept as the "before" of `featlearn bench`.
+pub fn gram_unfused(kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, tile: usize) -> Tensor<2> {
+    match *kernel {
+        Kernel::Ntk { sw, sb } => tiled(x, z, tile, |xi, zj| relu_kernels(xi, zj, sw, sb).1),
+        Kernel::Nngp { sw, sb } => tiled(x, z, tile, |xi, zj| relu_kernels(xi, zj, sw, sb).0),
+        _ => gram(kernel, x, z, tile),
+    }
+}
+
+fn tiled(x: &Tensor<2>, z: &Tensor<2>, tile: usize, block: impl Fn(Tensor<2>, Tensor<2>) -> Tensor<2>) -> Tensor<2> {
     let tile = tile.max(1);
     let [n, d] = x.dims();
     let k = z.dims()[0];
@@ -128,7 +206,7 @@ pub fn gram(kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, tile: usize) -> Tenso
             let xi = x.clone().slice([i..(i + tile).min(n), 0..d]);
             let cols: Vec<Tensor<2>> = (0..k)
                 .step_by(tile)
-                .map(|j| kernel.block(xi.clone(), z.clone().slice([j..(j + tile).min(k), 0..d])))
+                .map(|j| block(xi.clone(), z.clone().slice([j..(j + tile).min(k), 0..d])))
                 .collect();
             Tensor::cat(cols, 1)
         })

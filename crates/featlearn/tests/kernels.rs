@@ -5,7 +5,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::Tensor;
 use featlearn::compute::{scalar, to_host, BackendKind, Compute, Precision};
 use featlearn::data::{sample, Split};
-use featlearn::kernels::{gram, gram_matvec, Kernel};
+use featlearn::kernels::{gram, gram_matvec, gram_unfused, Kernel};
 use featlearn::krr::{choose_plan, fit_krr, KrrOptions, KrrSolver, Plan};
 use featlearn::rng::{normal_rows, normals, Stream};
 use featlearn::target::{Target, TargetSpec};
@@ -117,6 +117,35 @@ fn tiled_gram_equals_untiled_for_awkward_tiles() {
             let tiled = to_host(gram_matvec(&kernel, &x, &z, v.clone(), tile));
             for (a, b) in tiled.iter().zip(&mv) {
                 assert!((a - b).abs() < 1e-12 * (1.0 + b.abs()), "{kernel:?} matvec tile {tile}");
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_relu_kernels_equal_the_tensor_op_chain() {
+    // On ndarray the NTK/NNGP Gram is one fused CPU pass (S from a matmul with s_b appended,
+    // sin theta = sqrt(1 - cos^2)); the tensor-op chain of `relu_kernels` is the reference.
+    for (p, tol, tol_degenerate) in [(Precision::F64, 1e-13, 1e-7), (Precision::F32, 1e-6, 3e-3)] {
+        let c = cpu(p);
+        let (n, k, d) = (31, 19, 7);
+        let mut xs = points(n, d, 11);
+        let zs = points(k, d, 12);
+        xs[d..2 * d].copy_from_slice(&zs[3 * d..4 * d]); // x_1 = z_3: theta = 0
+        for (i, v) in zs[5 * d..6 * d].iter().enumerate() {
+            xs[2 * d + i] = -v; // x_2 = -z_5: theta = pi when s_b = 0
+        }
+        let (x, z) = (c.matrix(&xs, n, d), c.matrix(&zs, k, d));
+        for kernel in [Kernel::Ntk { sw: 1.0, sb: 1.0 }, Kernel::Ntk { sw: 1.7, sb: 0.0 }, Kernel::Nngp { sw: 0.8, sb: 0.5 }, Kernel::Nngp { sw: 1.0, sb: 0.0 }] {
+            let fused = to_host(gram(&kernel, &x, &z, 8));
+            let chain = to_host(gram_unfused(&kernel, &x, &z, 8));
+            let scale = chain.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            for (idx, (a, b)) in fused.iter().zip(&chain).enumerate() {
+                // at theta = 0 or pi, arccos turns a rounding of cos theta into ~sqrt(eps):
+                // both forms are exact only to that there
+                let degenerate = [(1, 3), (2, 5)].contains(&(idx / k, idx % k));
+                let tol = if degenerate { tol_degenerate } else { tol };
+                assert!((a - b).abs() <= tol * scale, "{p:?} {kernel:?}[{}, {}]: fused {a} vs chain {b}", idx / k, idx % k);
             }
         }
     }
