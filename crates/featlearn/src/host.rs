@@ -84,28 +84,37 @@ pub fn orthonormal_rows(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
 }
 
 /// Cholesky factor L (lower, row-major) of a symmetric positive-definite `n x n` matrix,
-/// or the index of the first non-positive pivot.
+/// or the index of the first non-positive pivot. Reads the lower triangle of `a` only.
 pub fn cholesky(a: &[f64], n: usize) -> Result<Vec<f64>, usize> {
     let mut l = vec![0.0; n * n];
     for j in 0..n {
-        let mut diag = a[j * n + j];
-        for k in 0..j {
-            diag -= l[j * n + k] * l[j * n + k];
-        }
+        let (done, below) = l.split_at_mut((j + 1) * n);
+        let row_j = &mut done[j * n..];
+        let diag = a[j * n + j] - dot(&row_j[..j], &row_j[..j]);
         if !(diag > 0.0) || !diag.is_finite() {
             return Err(j);
         }
         let ljj = diag.sqrt();
-        l[j * n + j] = ljj;
-        for i in j + 1..n {
-            let mut s = a[i * n + j];
-            for k in 0..j {
-                s -= l[i * n + k] * l[j * n + k];
-            }
-            l[i * n + j] = s / ljj;
+        row_j[j] = ljj;
+        for (i, row_i) in (j + 1..n).zip(below.chunks_exact_mut(n)) {
+            row_i[j] = (a[i * n + j] - dot(&row_i[..j], &row_j[..j])) / ljj;
         }
     }
     Ok(l)
+}
+
+/// sum_k a_k b_k over eight interleaved partial sums, so the compiler can keep them in SIMD
+/// registers (a single running sum must be added in order and does not vectorise).
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let mut acc = [0.0; 8];
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 /// Inverse of a lower-triangular `n x n` matrix (row-major), lower-triangular again.
@@ -117,7 +126,7 @@ pub fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
         let x = &mut inv_t[c * n..(c + 1) * n];
         for i in c..n {
             let row = &l[i * n..i * n + i];
-            let s = if i == c { 1.0 } else { 0.0 } - row[c..].iter().zip(&x[c..i]).map(|(a, b)| a * b).sum::<f64>();
+            let s = if i == c { 1.0 } else { 0.0 } - dot(&row[c..], &x[c..i]);
             x[i] = s / l[i * n + i];
         }
     }
@@ -133,6 +142,16 @@ pub fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_equals_the_plain_sum_for_every_length() {
+        for n in 0..27 {
+            let a: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
+            let b: Vec<f64> = (0..n).map(|i| 1.0 / (1.0 + i as f64)).collect();
+            let plain: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - plain).abs() <= 1e-14, "n = {n}: {} vs {plain}", dot(&a, &b));
+        }
+    }
 
     #[test]
     fn eigen_reconstructs() {
