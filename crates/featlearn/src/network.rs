@@ -67,9 +67,12 @@ impl TwoLayer {
     /// that at the symmetric initialisation (second half mirroring the first) the halves cancel
     /// exactly and f is exactly 0, not merely up to rounding.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<1> {
-        let n = x.dims()[0];
-        let m = self.width();
-        let phi = self.features(x);
+        self.output(self.features(x))
+    }
+
+    /// phi a for features phi (n x m), summed by halves as [`TwoLayer::forward`] says.
+    fn output(&self, phi: Tensor<2>) -> Tensor<1> {
+        let [n, m] = phi.dims();
         let a = self.a.clone().reshape([m, 1]);
         if m % 2 != 0 {
             return phi.matmul(a).reshape([n]);
@@ -82,14 +85,17 @@ impl TwoLayer {
 
     /// Gradient of L = (1/2n) sum_i (f(x_i) - y_i)^2 with respect to W, m x d:
     /// grad_W L = (1/n) sum_i (f(x_i) - y_i) a_j 1[w_j . x_i + b_j > 0] x_i.
+    /// The pre-activations are computed once and the n-sum is the matmul x^T (d x n) times the
+    /// n x m weights, transposed at the end (with the n x m operand transposed instead,
+    /// burn-ndarray's matmul is about 5x slower).
     pub fn loss_grad_w(&self, x: Tensor<2>, y: Tensor<1>) -> Tensor<2> {
         let [n, _] = x.dims();
         let m = self.width();
-        let residual = (self.forward(x.clone()) - y).reshape([n, 1]);
-        let z = self.preactivations(x.clone());
-        let active = z.ones_like().mask_fill(z.lower_equal_elem(0.0), 0.0); // sigma'(z) for ReLU
-        let weighted = active * residual; // n x m
-        weighted.transpose().matmul(x) * self.a.clone().reshape([m, 1]) / n as f64
+        let phi = self.features(x.clone());
+        let residual = (self.output(phi.clone()) - y).reshape([n, 1]);
+        // (f - y)_i sigma'(z_ij), sigma'(z) = 1[z > 0] = sign(relu(z)) for ReLU
+        let weighted = phi.sign() * residual;
+        x.transpose().matmul(weighted).transpose() * self.a.clone().reshape([m, 1]) / n as f64
     }
 }
 
