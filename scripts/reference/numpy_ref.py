@@ -7,6 +7,7 @@ keys. For comparison only; featlearn does not depend on Python.
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -49,6 +50,69 @@ def ntk(x, z, sw=1.0, sb=1.0):
     return nngp + s * (np.pi - th) / (2 * np.pi)
 
 
+def he2_plus_hep(z, p=3):
+    """g(z) = (sum_i h_2(z_i) + sqrt(r) h_p(z_1)) / sqrt(2 r), h_k the orthonormal Hermite."""
+    r = z.shape[1]
+    he = [np.ones_like(z[:, :1]), z[:, :1]]
+    for k in range(1, p):
+        he.append(z[:, :1] * he[k] - k * he[k - 1])  # probabilists' He_{k+1}
+    h2 = (z * z - 1) / np.sqrt(2.0)
+    hp = he[p][:, 0] / np.sqrt(float(np.prod(np.arange(1, p + 1))))
+    return (h2.sum(1) + np.sqrt(r) * hp) / np.sqrt(2.0 * r)
+
+
+def quick_trial(rng, method, n, d=16, r=2, m=1000, n_val=1000, n_test=5000,
+                lambdas=(1e-4, 1e-3, 1e-2, 1e-1, 1.0)):
+    """One trial of configs/quick.toml as featlearn runs it: data, Algorithm 1 (onestep) or random
+    features (rf), the ridge head by Cholesky over the grid, test MSE and subspace alignment."""
+    u = np.linalg.qr(rng.standard_normal((d, r)))[0].T.astype(np.float32)  # r x d, orthonormal rows
+
+    def draw(k):
+        x = rng.standard_normal((k, d), dtype=np.float32)
+        return x, he2_plus_hep(x @ u.T).astype(np.float32)
+
+    (x, y), (xv, yv) = draw(n), draw(n_val)
+    w = rng.standard_normal((m // 2, d), dtype=np.float32)
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    w = np.vstack([w, w])
+    a = np.sign(rng.standard_normal(m // 2)).astype(np.float32)
+    a = np.concatenate([a, -a])
+    alpha, beta = y.mean(), x.T @ y / n
+    resid = lambda xs, ys: ys - alpha - xs @ beta
+    yr = resid(x, y)
+    if method == "onestep":
+        z = x @ w.T
+        f = np.maximum(z[:, : m // 2], 0) @ a[: m // 2] + np.maximum(z[:, m // 2 :], 0) @ a[m // 2 :]
+        grad = ((z > 0) * (f - yr)[:, None]).T @ x * a[:, None] / n
+        w = grad * (-np.sqrt(m) / np.linalg.norm(grad))
+    b = rng.standard_normal(m).astype(np.float32)
+    phi = np.maximum(x @ w.T + b, 0)
+    phi_v = np.maximum(xv @ w.T + b, 0)
+    g = phi.T @ phi / n
+    rhs = phi.T @ yr / n
+    best = None
+    for lam in sorted(lambdas, reverse=True):
+        head = scipy.linalg.cho_solve(scipy.linalg.cho_factor(g + lam * np.eye(m, dtype=np.float32), lower=True), rhs)
+        val = float(np.mean((phi_v @ head - resid(xv, yv)) ** 2))
+        if best is None or val < best[0]:
+            best = (val, head)
+    xt, _ = draw(n_test)
+    pred = alpha + xt @ beta + np.maximum(xt @ w.T + b, 0) @ best[1]
+    test_mse = float(np.mean((pred - he2_plus_hep(xt @ u.T)) ** 2))
+    alignment = float(np.sum((w @ u.T) ** 2) / np.sum(w * w))
+    return test_mse, alignment
+
+
+def quick_experiment(seeds=2, ns=(500, 1000, 2000), methods=("onestep", "rf")):
+    results = {}
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        for n in ns:
+            for method in methods:
+                results.setdefault((method, n), []).append(quick_trial(rng, method, n))
+    return results
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="medium", choices=SIZES)
@@ -85,6 +149,14 @@ def main():
     yg = rng.standard_normal(gn, dtype=np.float32)
     t = timed(lambda: scipy.linalg.cho_solve(scipy.linalg.cho_factor(sys_, lower=True), yg), r)
     out.append(row("cholesky_solve", f"n={gn}", t, 1, "solves/s", gn**3 / 3 + 2 * gn**2, roof, r))
+    holder = {}
+    reps = 1 if a.sizes == "small" else min(r, 3)
+    t = timed(lambda: holder.__setitem__("q", quick_experiment()), reps)
+    out.append(row("quick_experiment", "configs/quick.toml, 12 trials", t, 12, "trials/s", None, roof, reps))
+    for (method, n), vals in sorted(holder["q"].items()):
+        mse = np.mean([v[0] for v in vals])
+        align = np.mean([v[1] for v in vals])
+        print(f"quick {method:<8} n={n:<5} test_mse {mse:.3f}  alignment {align:.2f}", file=sys.stderr)
     print(json.dumps(out, indent=1))
     if a.out:
         with open(a.out, "w") as f:
