@@ -98,14 +98,18 @@ impl Net {
 
     /// f(x) = s_out sum_j a_j relu(z_j), summing the two halves separately so that the
     /// symmetric initialisation gives exactly 0.
+    ///
+    /// The pre-activations are formed transposed, W x^T / sqrt(d) + b (m x n), so that autodiff's
+    /// gradient in W is the untransposed product dZ^T x: on burn-ndarray the backward pass of
+    /// x W^T is about 1.6x slower.
     pub fn forward(&self, x: Tensor<2>, param: Parameterization) -> Tensor<1> {
-        let n = x.dims()[0];
+        let [n, d] = x.dims();
         let m = self.width();
-        let phi = relu(self.preactivations(x));
-        let a = self.a.val().reshape([m, 1]);
+        let phi_t = relu(self.w.val().matmul(x.transpose()) / (d as f64).sqrt() + self.b.val().reshape([m, 1]));
+        let a = self.a.val().reshape([1, m]);
         let h = m / 2;
-        let f = phi.clone().slice([0..n, 0..h]).matmul(a.clone().slice([0..h, 0..1]))
-            + phi.slice([0..n, h..m]).matmul(a.slice([h..m, 0..1]));
+        let f = a.clone().slice([0..1, 0..h]).matmul(phi_t.clone().slice([0..h, 0..n]))
+            + a.slice([0..1, h..m]).matmul(phi_t.slice([h..m, 0..n]));
         f.reshape([n]) * param.output_scale(m)
     }
 
