@@ -167,7 +167,11 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
                 let g = if fused { gram(&kernel, &gdata.x, &gdata.x, GRAM_TILE) } else { gram_unfused(&kernel, &gdata.x, &gdata.x, GRAM_TILE) };
                 let _ = g.slice([0..1, 0..1]).into_data();
             });
-            let how = if fused { "as featlearn builds it" } else { "the same formula as a chain of tensor ops, one full pass each" };
+            let how = match (fused, c.backend) {
+                (true, BackendKind::NdArray) => "one fused CPU pass after the matmul",
+                (true, BackendKind::Wgpu) => "tensor ops fused by burn's fusion (the same code as ntk_gram_unfused on wgpu)",
+                (false, _) => "the formula as a chain of tensor ops, unfused on ndarray",
+            };
             push(case, format!("n={gn} d={gd_}, {how} (GFLOP/s counts the 2n^2d matmul flops only)"), t, (gn * gn) as f64, "entries/s", Some(f), roof, repeats);
         }
     }
