@@ -8,6 +8,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 
 import torch
@@ -51,6 +52,70 @@ def ntk(x, z):
     cos = torch.clamp(s / q, -1, 1)
     th = torch.arccos(cos)
     return q * (torch.sin(th) + (math.pi - th) * cos) / (2 * math.pi) + s * (math.pi - th) / (2 * math.pi)
+
+
+def he2_plus_hep(z, p=3):
+    """g(z) = (sum_i h_2(z_i) + sqrt(r) h_p(z_1)) / sqrt(2 r), h_k the orthonormal Hermite."""
+    r = z.shape[1]
+    he = [torch.ones_like(z[:, 0]), z[:, 0]]
+    for k in range(1, p):
+        he.append(z[:, 0] * he[k] - k * he[k - 1])  # probabilists' He_{k+1}
+    h2 = (z * z - 1) / math.sqrt(2.0)
+    return (h2.sum(1) + math.sqrt(r) * he[p] / math.sqrt(math.factorial(p))) / math.sqrt(2.0 * r)
+
+
+def quick_trial(g, dev, method, n, d=16, r=2, m=1000, n_val=1000, n_test=5000,
+                lambdas=(1e-4, 1e-3, 1e-2, 1e-1, 1.0)):
+    """One trial of configs/quick.toml as featlearn runs it (see numpy_ref.quick_trial)."""
+    rand = lambda *shape: torch.randn(*shape, generator=g).to(dev)
+    u = torch.linalg.qr(rand(d, r))[0].T  # r x d
+
+    def draw(k):
+        x = rand(k, d)
+        return x, he2_plus_hep(x @ u.T)
+
+    (x, y), (xv, yv) = draw(n), draw(n_val)
+    w = rand(m // 2, d)
+    w = w / w.norm(dim=1, keepdim=True)
+    w = torch.cat([w, w])
+    a = torch.sign(rand(m // 2))
+    a = torch.cat([a, -a])
+    alpha, beta = y.mean(), x.T @ y / n
+    resid = lambda xs, ys: ys - alpha - xs @ beta
+    yr = resid(x, y)
+    if method == "onestep":
+        w = w.clone().requires_grad_()
+        h = m // 2
+        z = x @ w.T
+        f = torch.relu(z[:, :h]) @ a[:h] + torch.relu(z[:, h:]) @ a[h:]
+        (grad,) = torch.autograd.grad(((f - yr) ** 2).mean() / 2, w)
+        w = (grad * (-math.sqrt(m) / grad.norm())).detach()
+    b = rand(m)
+    phi = torch.relu(x @ w.T + b)
+    phi_v = torch.relu(xv @ w.T + b)
+    gram = phi.T @ phi / n
+    rhs = (phi.T @ yr / n)[:, None]
+    best = None
+    for lam in sorted(lambdas, reverse=True):
+        head = torch.cholesky_solve(rhs, torch.linalg.cholesky(gram + lam * torch.eye(m, device=dev)))[:, 0]
+        val = float(((phi_v @ head - resid(xv, yv)) ** 2).mean())
+        if best is None or val < best[0]:
+            best = (val, head)
+    xt, _ = draw(n_test)
+    pred = alpha + xt @ beta + torch.relu(xt @ w.T + b) @ best[1]
+    test_mse = float(((pred - he2_plus_hep(xt @ u.T)) ** 2).mean())
+    alignment = float(((w @ u.T) ** 2).sum() / (w * w).sum())
+    return test_mse, alignment
+
+
+def quick_experiment(dev, seeds=2, ns=(500, 1000, 2000), methods=("onestep", "rf")):
+    results = {}
+    for seed in range(seeds):
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        for n in ns:
+            for method in methods:
+                results.setdefault((method, n), []).append(quick_trial(g, dev, method, n))
+    return results
 
 
 def main():
@@ -103,6 +168,14 @@ def main():
     yg = rand(gn, 1)
     t = timed(lambda: torch.cholesky_solve(yg, torch.linalg.cholesky(sys_)), r, dev)
     out.append(row("cholesky_solve", f"n={gn}", t, 1, "solves/s", gn**3 / 3 + 2 * gn**2, roof, r))
+    holder = {}
+    reps = 1 if a.sizes == "small" else min(r, 3)
+    t = timed(lambda: holder.__setitem__("q", quick_experiment(dev)), reps, dev)
+    out.append(row("quick_experiment", "configs/quick.toml, 12 trials", t, 12, "trials/s", None, roof, reps))
+    for (method, n), vals in sorted(holder["q"].items()):
+        mse = sum(v[0] for v in vals) / len(vals)
+        align = sum(v[1] for v in vals) / len(vals)
+        print(f"quick {method:<8} n={n:<5} test_mse {mse:.3f}  alignment {align:.2f}", file=sys.stderr)
     print(json.dumps(out, indent=1))
     if a.out:
         with open(a.out, "w") as f:
