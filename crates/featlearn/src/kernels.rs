@@ -176,12 +176,15 @@ fn squared_distances(x: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
 }
 
 /// K(X, Z), n x k, assembled from blocks of at most `tile` x `tile` entries, so the elementwise
-/// temporaries never exceed one tile. On ndarray the NTK and NNGP need no temporaries beyond
-/// the result ([`relu_kernel_cpu`]) and are built in one block.
+/// temporaries never exceed one tile. On ndarray the NTK and NNGP ([`relu_kernel_cpu`]) have no
+/// elementwise temporaries and are built in blocks of `tile` whole rows (joining blocks along
+/// columns is a slow strided copy on burn-ndarray; along rows it is a memcpy).
 pub fn gram(kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, tile: usize) -> Tensor<2> {
     let relu = matches!(kernel, Kernel::Ntk { .. } | Kernel::Nngp { .. });
     if relu && is_ndarray(&x.device()) {
-        return kernel.block(x.clone(), z.clone());
+        let [n, d] = x.dims();
+        let rows = (0..n).step_by(tile.max(1)).map(|i| kernel.block(x.clone().slice([i..(i + tile).min(n), 0..d]), z.clone()));
+        return Tensor::cat(rows.collect(), 0);
     }
     tiled(x, z, tile, |xi, zj| kernel.block(xi, zj))
 }
