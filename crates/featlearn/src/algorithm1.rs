@@ -196,9 +196,9 @@ pub fn ridge_head(
     let rhs = phi.clone().transpose().matmul(y.clone().reshape([n, 1])) / n as f64; // m x 1
     let rhs_norm = scalar(rhs.clone().powi_scalar(2).sum()).sqrt().max(1e-300);
     let gram_apply = |v: Tensor<2>| phi.clone().transpose().matmul(phi.clone().matmul(v)) / n as f64;
-    let gram = match solver {
-        HeadSolver::Direct => Some(phi.clone().transpose().matmul(phi.clone()) / n as f64),
-        _ => None,
+    let (gram, eye) = match solver {
+        HeadSolver::Direct => (Some(phi.clone().transpose().matmul(phi.clone()) / n as f64), Some(c.eye(m))),
+        _ => (None, None),
     };
     let top = match solver {
         HeadSolver::Gd { lr: None, .. } => largest_eigenvalue(c, &gram_apply, m, 50) * 1.05,
@@ -212,7 +212,7 @@ pub fn ridge_head(
     for &lambda in &order {
         let (a, iterations) = match solver {
             HeadSolver::Direct => {
-                let g = gram.clone().unwrap() + c.eye(m) * lambda;
+                let g = gram.clone().unwrap() + eye.clone().unwrap() * lambda;
                 match Cholesky::factor(c, g, DEFAULT_BLOCK) {
                     Ok(chol) => (chol.solve(rhs.clone()), 0),
                     // positive definite in exact arithmetic; skip a lambda that rounding breaks

@@ -32,7 +32,7 @@ impl Panel {
 }
 
 /// Default Cholesky block size.
-pub const DEFAULT_BLOCK: usize = 256;
+pub const DEFAULT_BLOCK: usize = 128;
 
 impl Cholesky {
     /// Factorises a symmetric positive-definite `n x n` matrix (only its lower triangle is read).
