@@ -10,7 +10,7 @@ use featlearn::compute::{to_host, BackendKind, Compute};
 use featlearn::data::{sample, Split};
 use featlearn::kernels::{gram, gram_unfused, Kernel};
 use featlearn::krr::{fit_krr, KrrOptions, KrrSolver};
-use featlearn::linalg::{Cholesky, DEFAULT_BLOCK};
+use featlearn::linalg::{Cholesky, default_block};
 use featlearn::network::{TwoLayer, WInit};
 use featlearn::target::{Target, TargetSpec};
 use featlearn::training::{train_gd, GdOptions, Net, Optimizer, Parameterization, Schedule};
@@ -179,7 +179,7 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
         let sys = gram(&kernel, &gdata.x, &gdata.x, GRAM_TILE) + c.eye(gn) * (gn as f64 * 1e-3);
         let rhs = gdata.y.clone().reshape([gn, 1]);
         let t = time_it(c, repeats, || {
-            let chol = Cholesky::factor(c, sys.clone(), DEFAULT_BLOCK).expect("positive definite");
+            let chol = Cholesky::factor(c, sys.clone(), default_block(gn)).expect("positive definite");
             let _ = to_host(chol.solve(rhs.clone()).slice([0..1, 0..1]));
         });
         let f = (gn as f64).powi(3) / 3.0 + 2.0 * (gn as f64).powi(2);

@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 
 use crate::compute::{scalar, Compute};
 use crate::data::Dataset;
-use crate::linalg::{conjugate_gradient, largest_eigenvalue, Cholesky, DEFAULT_BLOCK};
+use crate::linalg::{conjugate_gradient, largest_eigenvalue, Cholesky, default_block};
 use crate::network::{random_biases, TwoLayer};
 use crate::Error;
 
@@ -213,7 +213,7 @@ pub fn ridge_head(
         let (a, iterations) = match solver {
             HeadSolver::Direct => {
                 let g = gram.clone().unwrap() + eye.clone().unwrap() * lambda;
-                match Cholesky::factor(c, g, DEFAULT_BLOCK) {
+                match Cholesky::factor(c, g, default_block(m)) {
                     Ok(chol) => (chol.solve(rhs.clone()), 0),
                     // positive definite in exact arithmetic; skip a lambda that rounding breaks
                     Err(Error::NotPositiveDefinite { .. }) => continue,

@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use crate::compute::{scalar, Compute};
 use crate::data::Dataset;
 use crate::kernels::{gram, gram_matvec, Kernel};
-use crate::linalg::{conjugate_gradient, Cholesky, DEFAULT_BLOCK};
+use crate::linalg::{conjugate_gradient, Cholesky, default_block};
 use crate::Error;
 
 /// Which solver to use.
@@ -157,7 +157,7 @@ pub fn fit_krr(c: &Compute, kernel: &Kernel, train: &Dataset, val: &Dataset, opt
         let (alpha, iterations) = match plan {
             Plan::Cholesky => {
                 let a = stored.clone().unwrap() + c.eye(n) * mu;
-                match Cholesky::factor(c, a, DEFAULT_BLOCK) {
+                match Cholesky::factor(c, a, default_block(n)) {
                     Ok(chol) => (chol.solve(y.clone()), 0),
                     // K + n lambda I is positive definite in exact arithmetic; a tiny lambda can
                     // lose that in rounding: skip that lambda, keep the rest of the grid.
@@ -171,7 +171,7 @@ pub fn fit_krr(c: &Compute, kernel: &Kernel, train: &Dataset, val: &Dataset, opt
                 // P = C W^{-1} C^T + mu I;  P^{-1} v = (v - C (mu W + C^T C)^{-1} C^T v) / mu.
                 let inner = w * mu + cn.clone().transpose().matmul(cn.clone());
                 let jitter = scalar(inner.clone().abs().max()) * 1e-7;
-                let inner = Cholesky::factor(c, inner + c.eye(k) * jitter, DEFAULT_BLOCK)?;
+                let inner = Cholesky::factor(c, inner + c.eye(k) * jitter, default_block(k))?;
                 let pre = |v: Tensor<2>| (v.clone() - cn.clone().matmul(inner.solve(cn.clone().transpose().matmul(v)))) / mu;
                 let sol = conjugate_gradient(
                     |v: Tensor<2>| apply_k(v.clone()) + v * mu,

@@ -31,8 +31,17 @@ impl Panel {
     }
 }
 
-/// Default Cholesky block size.
-pub const DEFAULT_BLOCK: usize = 128;
+/// Block size for an n x n Cholesky. The diagonal blocks are factorised on the host, whose work
+/// grows as n * block^2; every panel update subtracts one rest x block product, whose memory
+/// traffic grows as n^3 / block. Measured on the 2-core CPU (f32): 128 is faster at n = 1000
+/// (11 against 15 ms), 256 at n = 8000 with OpenBLAS (1.9 against 2.4 s).
+pub fn default_block(n: usize) -> usize {
+    if n <= 2048 {
+        128
+    } else {
+        256
+    }
+}
 
 impl Cholesky {
     /// Factorises a symmetric positive-definite `n x n` matrix (only its lower triangle is read).
