@@ -114,23 +114,19 @@ pub enum Relu {
 }
 
 /// The NNGP or NTK of [`relu_kernels`] for burn-ndarray, which runs every tensor op as its own
-/// full pass over memory: the n x k matrix S(x,z) comes from one matmul of the inputs with
-/// s_b appended as a column, [s_w x / sqrt(d), s_b] . [s_w z / sqrt(d), s_b], and everything
-/// after it (cos theta, arccos, sin theta = sqrt(1 - cos^2), the products) is one pass over the
-/// entries, rows split across the CPU's threads. Evaluated in f64 whatever the tensor's dtype.
+/// full pass over memory: after the one matmul x z^T (n x k), everything (S = s_w^2 x.z/d + s_b^2,
+/// cos theta, arccos, sin theta = sqrt(1 - cos^2), the products) is one pass over the entries,
+/// rows split across the CPU's threads, evaluated in f64 whatever the tensor's dtype.
 pub fn relu_kernel_cpu(x: Tensor<2>, z: Tensor<2>, sw: f64, sb: f64, which: Relu) -> Tensor<2> {
     let d = x.dims()[1];
     let k = z.dims()[0];
     let (device, dtype) = (x.device(), x.dtype());
-    let with_bias = |t: Tensor<2>| {
-        let rows = t.dims()[0];
-        Tensor::cat(vec![t * (sw / (d as f64).sqrt()), Tensor::ones([rows, 1], (&device, dtype)) * sb], 1)
-    };
-    let (xb, zb) = (with_bias(x), with_bias(z));
-    let sxx = to_host(xb.clone().powi_scalar(2).sum_dim(1)); // S(x,x), n
-    let szz = to_host(zb.clone().powi_scalar(2).sum_dim(1)); // S(z,z), k
-    let mut entries = xb.matmul(zb.transpose()).into_data(); // S(x,z), n x k
-    let entry = |i: usize, j: usize, s: f64| {
+    let scale = sw * sw / d as f64;
+    let self_s = |t: &Tensor<2>| -> Vec<f64> { to_host(t.clone().powi_scalar(2).sum_dim(1)).iter().map(|v| scale * v + sb * sb).collect() };
+    let (sxx, szz) = (self_s(&x), self_s(&z)); // S(x,x): n, S(z,z): k
+    let mut entries = x.matmul(z.transpose()).into_data(); // x.z, n x k
+    let entry = |i: usize, j: usize, dot: f64| {
+        let s = scale * dot + sb * sb;
         let q = (sxx[i] * szz[j]).sqrt();
         let cos = if q > 0.0 { (s / q).clamp(-1.0, 1.0) } else { 1.0 };
         let pi_minus = PI - cos.acos();
@@ -141,8 +137,8 @@ pub fn relu_kernel_cpu(x: Tensor<2>, z: Tensor<2>, sw: f64, sb: f64, which: Relu
         }
     };
     match dtype {
-        DType::F64 => map_rows(entries.as_mut_slice::<f64>().expect("f64 Gram"), k, |i, j, s| entry(i, j, s)),
-        _ => map_rows(entries.as_mut_slice::<f32>().expect("f32 Gram"), k, |i, j, s| entry(i, j, s as f64) as f32),
+        DType::F64 => map_rows(entries.as_mut_slice::<f64>().expect("f64 Gram"), k, |i, j, v| entry(i, j, v)),
+        _ => map_rows(entries.as_mut_slice::<f32>().expect("f32 Gram"), k, |i, j, v| entry(i, j, v as f64) as f32),
     }
     Tensor::from_data(entries, (&device, dtype))
 }
@@ -182,8 +178,8 @@ fn squared_distances(x: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
 pub fn gram(kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, tile: usize) -> Tensor<2> {
     let relu = matches!(kernel, Kernel::Ntk { .. } | Kernel::Nngp { .. });
     if relu && is_ndarray(&x.device()) {
-        let [n, d] = x.dims();
-        let rows = (0..n).step_by(tile.max(1)).map(|i| kernel.block(x.clone().slice([i..(i + tile).min(n), 0..d]), z.clone()));
+        let ([n, d], tile) = (x.dims(), tile.max(1));
+        let rows = (0..n).step_by(tile).map(|i| kernel.block(x.clone().slice([i..(i + tile).min(n), 0..d]), z.clone()));
         return Tensor::cat(rows.collect(), 0);
     }
     tiled(x, z, tile, |xi, zj| kernel.block(xi, zj))
