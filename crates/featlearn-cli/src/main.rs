@@ -19,6 +19,8 @@ use featlearn_lab::records::read_results;
 use featlearn_lab::report::{build_report, render_markdown, write_report};
 use featlearn_lab::runner::{default_out_dir, parse_shard, run, RunOptions};
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod malloc;
 #[cfg(all(feature = "blas", target_os = "linux", target_arch = "x86_64"))]
 mod openblas;
 
@@ -187,6 +189,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    malloc::keep_freed_memory();
     #[cfg(all(feature = "blas", target_os = "linux", target_arch = "x86_64"))]
     openblas::use_the_cpus_kernels();
     match dispatch(Cli::parse()) {
