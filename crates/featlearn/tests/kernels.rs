@@ -113,7 +113,10 @@ fn tiled_gram_equals_untiled_for_awkward_tiles() {
         let whole = to_host(kernel.block(x.clone(), z.clone()));
         let mv = to_host(kernel.block(x.clone(), z.clone()).matmul(v.clone()));
         for tile in [1, 2, 5, 13, 23, 100] {
-            assert_eq!(to_host(gram(&kernel, &x, &z, tile)), whole, "{kernel:?} tile {tile}");
+            // equal up to rounding: a BLAS may take another kernel for a one-row product
+            for (a, b) in to_host(gram(&kernel, &x, &z, tile)).iter().zip(&whole) {
+                assert!((a - b).abs() <= 1e-14 * (1.0 + b.abs()), "{kernel:?} tile {tile}: {a} vs {b}");
+            }
             let tiled = to_host(gram_matvec(&kernel, &x, &z, v.clone(), tile));
             for (a, b) in tiled.iter().zip(&mv) {
                 assert!((a - b).abs() < 1e-12 * (1.0 + b.abs()), "{kernel:?} matvec tile {tile}");

@@ -94,8 +94,11 @@ fn sampling_has_the_right_moments_and_is_deterministic() {
     assert_eq!(to_host(a.x.clone()), to_host(b.x), "same seed, same numbers");
     let chunked = sample_rows(&c, &t, 3, Split::Train, 0, 1000, 7);
     let whole = sample_rows(&c, &t, 3, Split::Train, 0, 1000, 1_000_000);
-    assert_eq!(to_host(chunked.x), to_host(whole.x));
-    assert_eq!(to_host(chunked.y), to_host(whole.y));
+    assert_eq!(to_host(chunked.x), to_host(whole.x), "inputs come from the host streams: exact");
+    // labels are computed on the device; a BLAS may round a 7-row product differently
+    for (a, b) in to_host(chunked.y).iter().zip(to_host(whole.y)) {
+        assert!((a - b).abs() <= 1e-14 * (1.0 + b.abs()), "chunked label {a} vs {b}");
+    }
     let other = sample(&c, &t, 4, Split::Train, 10);
     assert_ne!(to_host(other.x), to_host(a.x.slice([0..10, 0..d])));
 }
