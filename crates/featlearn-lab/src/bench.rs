@@ -133,26 +133,26 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
 
     // a gd step (forward + backward + SGD update), full batch
     if wanted("gd_step") {
-    let steps = 10;
-    let gd_data = sample(c, &target, 0, Split::Train, n.min(20000));
-    let opts = GdOptions {
-        param: Parameterization::MeanField,
-        optimizer: Optimizer::Sgd { momentum: 0.9 },
-        lr: 0.05,
-        weight_decay: 0.0,
-        schedule: Schedule::Constant,
-        steps,
-        batch_size: 0,
-        log_every: steps,
-    };
-    let t = time_it(c, repeats, || {
-        let net = Net::init(c, d, m, 1.0, 1.0, 0).expect("even width");
-        let _ = train_gd(c, net, &gd_data, &opts, 0, |_, _, _| Ok(()));
-    });
-    let per_step = (t.0 / steps as f64, t.1 / steps as f64, t.2 / steps as f64);
-    let gd_n = gd_data.n();
-    let f = 12.0 * (gd_n * m * d) as f64;
-    push("gd_step", format!("n={gd_n} d={d} m={m} (full batch, incl. one loss evaluation per {steps} steps)"), per_step, 1.0, "steps/s", Some(f), roof, repeats);
+        let steps = 10;
+        let gd_data = sample(c, &target, 0, Split::Train, n.min(20000));
+        let opts = GdOptions {
+            param: Parameterization::MeanField,
+            optimizer: Optimizer::Sgd { momentum: 0.9 },
+            lr: 0.05,
+            weight_decay: 0.0,
+            schedule: Schedule::Constant,
+            steps,
+            batch_size: 0,
+            log_every: steps,
+        };
+        let t = time_it(c, repeats, || {
+            let net = Net::init(c, d, m, 1.0, 1.0, 0).expect("even width");
+            let _ = train_gd(c, net, &gd_data, &opts, 0, |_, _, _| Ok(()));
+        });
+        let per_step = (t.0 / steps as f64, t.1 / steps as f64, t.2 / steps as f64);
+        let gd_n = gd_data.n();
+        let f = 12.0 * (gd_n * m * d) as f64;
+        push("gd_step", format!("n={gd_n} d={d} m={m} (full batch, incl. one loss evaluation per {steps} steps)"), per_step, 1.0, "steps/s", Some(f), roof, repeats);
     }
 
     // NTK Gram build, and the ridge solves on it

@@ -115,8 +115,8 @@ impl Cholesky {
             }
             z.push(zp);
         }
-        // Backward: x_p = L11^{-T} (z_p - L21^T x_below), x_below the rows after the panel.
-        // x of the rows below the panel, start+nb..n (n x k at most: small next to L)
+        // Backward: x_p = L11^{-T} (z_p - L21^T x_below), x_below the solution's rows
+        // start+nb..n (at most n x k: small next to L).
         let mut below: Option<Tensor<2>> = None;
         for (p, zp) in self.panels.iter().zip(z).rev() {
             let rhs = match (&p.l21, &below) {
