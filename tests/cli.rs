@@ -3,8 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The binary under test: `FEATLEARN_BIN` when set (prebuilt test binaries run on a machine
+/// without the build tree, see scripts/gpu-check.sh), else the one cargo built beside this test.
+fn binary() -> std::ffi::OsString {
+    std::env::var_os("FEATLEARN_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_featlearn").into())
+}
+
 fn featlearn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_featlearn")).args(args).output().expect("spawn featlearn")
+    Command::new(binary()).args(args).output().expect("spawn featlearn")
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -168,7 +174,7 @@ fn a_killed_run_resumes_without_losing_or_repeating_trials() {
     let cfg = write(&dir, "sweep.toml", &TINY.replace("n = [200, 400]", "n = [300, 400, 500, 600, 700, 800, 900, 1000]").replace("seeds = 2", "seeds = 4").replace("m = 64", "m = 400"));
     let out = dir.join("out");
     let args = ["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_featlearn")).args(args).spawn().unwrap();
+    let mut child = Command::new(binary()).args(args).spawn().unwrap();
     let results = out.join("results.jsonl");
     let start = std::time::Instant::now();
     while std::fs::read_to_string(&results).map(|t| t.lines().count()).unwrap_or(0) < 3 {
@@ -228,9 +234,96 @@ fn gram_exports_the_ntk_of_exported_data() {
             assert!((kk[i * n + j] - want).abs() < 1e-7 * want.abs(), "K[{i},{j}] = {} vs {want}", kk[i * n + j]);
         }
     }
-    let o = featlearn(&["gram", "--kernel", "ntk", "--x", x.to_str().unwrap(), "--out", k.to_str().unwrap(), "--mem-budget", "1e-9"]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("memory budget"));
+    // a buffer limit below the input: one line naming the size and the limit, exit 1, no panic
+    let o = featlearn(&["gram", "--kernel", "ntk", "--x", x.to_str().unwrap(), "--out", k.to_str().unwrap(), "--max-buffer-mb", "0.0001"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("640 B") && err.contains("104 B") && !err.contains("panicked"), "{err}");
+}
+
+/// A .npy file of `rows` x `cols` float32 zeros, written by hand (the format's version 1.0).
+fn npy_f32(path: &Path, rows: usize, cols: usize) {
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(vec![0u8; rows * cols * 4]);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn gram_refuses_an_empty_input_with_a_message() {
+    let dir = scratch("gram-empty");
+    let x = dir.join("empty.npy");
+    npy_f32(&x, 0, 8);
+    let o = featlearn(&["gram", "--kernel", "ntk", "--x", x.to_str().unwrap(), "--out", dir.join("k.npy").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("empty") && !err.contains("panicked"), "{err}");
+}
+
+fn read_npy_f32(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + len..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+/// n = 6000: the 144 MB Gram is over lavapipe's 128 MiB buffer. wgpu streams it out in tiles
+/// and writes the matrix ndarray writes.
+#[test]
+fn gram_on_wgpu_past_the_buffer_limit_writes_what_ndarray_writes() {
+    let dir = scratch("gram-wgpu");
+    let cfg = write(&dir, "tiny.toml", TINY);
+    let (x, y) = (dir.join("x.npy"), dir.join("y.npy"));
+    let n = 6000;
+    let o = featlearn(&["data", cfg.to_str().unwrap(), "--n", "6000", "--out-x", x.to_str().unwrap(), "--out-y", y.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let gram = |backend: &str| {
+        let k = dir.join(format!("k-{backend}.npy"));
+        let o = featlearn(&["gram", "--kernel", "ntk", "--x", x.to_str().unwrap(), "--out", k.to_str().unwrap(), "--backend", backend]);
+        assert!(o.status.success(), "{backend}: {}", String::from_utf8_lossy(&o.stderr));
+        let (header, bytes) = read_npy_header(&k);
+        assert!(header.contains("'shape':(6000,6000,") && bytes == n * n * 4, "{header}");
+        read_npy_f32(&k)
+    };
+    let (cpu, gpu) = (gram("ndarray"), gram("wgpu"));
+    let scale = cpu.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for i in 0..n {
+        for j in 0..n {
+            let (a, b) = (cpu[i * n + j], gpu[i * n + j]);
+            // as in the library's cross-backend test: f32 rounding off the diagonal; on it, arccos
+            // of a cosine within an ulp of 1 differs by ~sqrt(eps) between the backends
+            let tol = if i == j { 1e-4 } else { 1e-5 };
+            assert!((a - b).abs() <= tol * scale, "K[{i},{j}]: ndarray {a} vs wgpu {b}");
+        }
+    }
+}
+
+/// A trial that needs a tensor larger than the device's largest buffer (here forced below one
+/// 3000 x 8 input matrix) is recorded as failed with the reason, and the next trial runs.
+#[test]
+fn a_trial_over_the_buffer_limit_is_recorded_as_failed_and_the_run_goes_on() {
+    let dir = scratch("failed");
+    let config = TINY.replace("n = [200, 400]", "n = [3000, 200]").replace(r#"list = ["onestep", "rf"]"#, r#"list = ["ntk"]"#);
+    let cfg = write(&dir, "limit.toml", &config);
+    let out = dir.join("out");
+    let o = featlearn(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--max-buffer-mb", "0.05", "--set", "run.seeds=1"]);
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    let records: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 2);
+    let (big, small) = (&records[0], &records[1]);
+    assert_eq!((big["n"].as_u64(), small["n"].as_u64()), (Some(3000), Some(200)), "trial order");
+    assert_eq!(big["status"], "failed", "{big}");
+    let reason = big["reason"].as_str().unwrap();
+    assert!(reason.contains("3000 x 8") && reason.contains("93.8 KiB") && reason.contains("51.2 KiB"), "{reason}");
+    assert_eq!(small["status"], "ok", "{small}");
+    assert!(small["test_mse"].as_f64().unwrap() < 1.0);
 }
 
 #[test]

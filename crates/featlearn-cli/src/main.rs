@@ -5,12 +5,12 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use featlearn::compute::{default_memory_budget, list_devices, to_host, Compute};
-use featlearn::kernels::{gram, Kernel};
+use featlearn::compute::{human_bytes, list_devices, to_host, Compute};
+use featlearn::kernels::Kernel;
 use featlearn::data::{sample_rows, Split};
 use featlearn::target::Target;
 use featlearn_lab::config::Config;
-use featlearn_lab::export::{read_npy_matrix, write_npy};
+use featlearn_lab::export::{read_npy_matrix, write_gram_npy, write_npy};
 use featlearn::BackendKind;
 use featlearn_lab::bench::{bench, Sizes};
 use featlearn_lab::merge::merge;
@@ -43,6 +43,10 @@ struct ComputeArgs {
     /// Memory budget of kernel jobs in GiB; overrides kernel.mem_budget_gb.
     #[arg(long)]
     mem_budget: Option<f64>,
+    /// Largest single device buffer in MiB (n x n matrices are split into tiles below it);
+    /// overrides kernel.max_buffer_mb. Default: what the device reports.
+    #[arg(long)]
+    max_buffer_mb: Option<f64>,
     /// Override any config key, e.g. --set task.d=32 --set 'data.n=[2000,4000]'.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -59,6 +63,9 @@ impl ComputeArgs {
         }
         if let Some(g) = self.mem_budget {
             overrides.push(format!("kernel.mem_budget_gb={g}"));
+        }
+        if let Some(mb) = self.max_buffer_mb {
+            overrides.push(format!("kernel.max_buffer_mb={mb}"));
         }
         Config::load(config, &overrides)
     }
@@ -101,7 +108,8 @@ enum Command {
         compute: ComputeArgs,
     },
     /// The Gram matrix K(X, Z) of a kernel between two .npy inputs (Z = X when absent), written
-    /// as .npy in the chosen precision.
+    /// as .npy in the chosen precision, streamed a row panel at a time (the whole matrix is never
+    /// held on the device or the host).
     Gram {
         /// ntk, nngp, rbf, laplace or poly.
         #[arg(long)]
@@ -127,18 +135,19 @@ enum Command {
         /// Offset of poly.
         #[arg(long, default_value_t = 1.0)]
         offset: f64,
-        /// Rows and columns of one tile.
-        #[arg(long, default_value_t = 2048)]
-        tile: usize,
+        /// Rows and columns of one tile (default: 512 on ndarray, 2048 on wgpu), capped by the
+        /// device's largest buffer.
+        #[arg(long)]
+        tile: Option<usize>,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value = "ndarray")]
         backend: String,
         #[arg(long, default_value = "f32")]
         precision: String,
-        /// Memory budget in GiB (default: half the free host memory for ndarray, 8 for wgpu).
+        /// Largest single device buffer in MiB (default: what the device reports).
         #[arg(long)]
-        mem_budget: Option<f64>,
+        max_buffer_mb: Option<f64>,
     },
     /// Merge shard folders of one config into one folder (refuses folders of different
     /// configs; a trial found twice is kept once and reported).
@@ -215,20 +224,29 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Data { config, n, out_x, out_y, out_u, compute } => {
             let cfg = compute.load(&config)?;
-            let c = Compute::open(cfg.backend()?, cfg.precision()?)?;
+            if n == 0 {
+                bail!("--n must be at least 1");
+            }
+            let c = cfg.open_compute()?;
             let t = cfg.trials().into_iter().next().context("the config has no trial")?;
             let target = Target::new(&cfg.target_spec(&t.target, t.p)?, t.d, t.r, t.seed, cfg.task.normalize, t.noise)?;
-            let data = sample_rows(&c, &target, t.seed, Split::Train, 0, n, cfg.data.chunk);
-            write_npy(&out_x, &to_host(data.x), &[n, t.d], c.precision)?;
-            write_npy(&out_y, &to_host(data.y), &[n], c.precision)?;
+            let data = sample_rows(&c, &target, t.seed, Split::Train, 0, n, cfg.data.chunk)?;
+            write_npy(&out_x, &to_host(data.x)?, &[n, t.d], c.precision)?;
+            write_npy(&out_y, &to_host(data.y)?, &[n], c.precision)?;
             if let Some(u) = out_u {
                 write_npy(&u, &target.u, &[t.r, t.d], c.precision)?;
             }
             println!("wrote {n} samples (d = {}, r = {}, target {}, seed {})", t.d, t.r, t.target, t.seed);
             Ok(())
         }
-        Command::Gram { kernel, x, z, sw, sb, lengthscale, degree, offset, tile, out, backend, precision, mem_budget } => {
-            let c = Compute::open(backend.parse()?, precision.parse()?)?;
+        Command::Gram { kernel, x, z, sw, sb, lengthscale, degree, offset, tile, out, backend, precision, max_buffer_mb } => {
+            let mut c = Compute::open(backend.parse()?, precision.parse()?)?;
+            if let Some(mb) = max_buffer_mb {
+                if !(mb > 0.0 && mb.is_finite()) {
+                    bail!("--max-buffer-mb must be positive");
+                }
+                c = c.with_max_buffer((mb * (1u64 << 20) as f64) as u64);
+            }
             let (xs, n, d) = read_npy_matrix(&x)?;
             let (zs, k, dz) = match &z {
                 Some(p) => read_npy_matrix(p)?,
@@ -249,18 +267,16 @@ fn dispatch(cli: Cli) -> Result<()> {
                 "poly" => Kernel::Poly { degree, offset, lengthscale: l },
                 other => bail!("--kernel {other}: expected ntk, nngp, rbf, laplace or poly"),
             };
-            let need = ((n * k + n * d + k * d + 2 * tile.min(n) * tile.min(k)) * c.precision.bytes()) as u64;
-            let budget = mem_budget.map_or(default_memory_budget(c.backend), |g| (g * (1u64 << 30) as f64) as u64);
-            if need > budget {
-                bail!(
-                    "the {n} x {k} Gram needs {:.2} GiB, over the memory budget of {:.2} GiB (--mem-budget)",
-                    need as f64 / (1u64 << 30) as f64,
-                    budget as f64 / (1u64 << 30) as f64
-                );
-            }
-            let g = gram(&kernel, &c.matrix(&xs, n, d), &c.matrix(&zs, k, d), tile);
-            write_npy(&out, &to_host(g), &[n, k], c.precision)?;
-            println!("wrote the {n} x {k} {} Gram matrix to {}", kernel.name(), out.display());
+            c.check_fits(&format!("--x ({n} x {d})"), n * d)?;
+            c.check_fits(&format!("--z ({k} x {d})"), k * d)?;
+            let tile = c.tile_side(tile.unwrap_or(c.default_tile()));
+            write_gram_npy(&out, &c, &kernel, &c.matrix(&xs, n, d), &c.matrix(&zs, k, d), tile)?;
+            println!(
+                "wrote the {n} x {k} {} Gram matrix ({}) to {}, in tiles of {tile} x {tile}",
+                kernel.name(),
+                human_bytes((n * k * c.precision.bytes()) as u64),
+                out.display()
+            );
             Ok(())
         }
         Command::Merge { out, dirs } => {

@@ -10,16 +10,13 @@ use featlearn::compute::{to_host, BackendKind, Compute};
 use featlearn::data::{sample, Split};
 use featlearn::kernels::{gram, gram_unfused, Kernel};
 use featlearn::krr::{fit_krr, KrrOptions, KrrSolver};
-use featlearn::linalg::{Cholesky, default_block};
+use featlearn::linalg::Cholesky;
 use featlearn::network::{TwoLayer, WInit};
 use featlearn::target::{Target, TargetSpec};
 use featlearn::training::{train_gd, GdOptions, Net, Optimizer, Parameterization, Schedule};
 
 use crate::config::Config;
 use crate::runner::run_trial;
-
-/// Tile of the Gram builds timed here (the config default, kernel.tile).
-const GRAM_TILE: usize = 2048;
 
 /// Problem sizes of the benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,19 +65,18 @@ pub struct BenchResult {
     pub roof_fraction: Option<f64>,
 }
 
-fn time_it(c: &Compute, repeats: usize, mut work: impl FnMut()) -> (f64, f64, f64) {
-    work(); // warm-up: kernel compilation, autotuning, allocations
+fn time_it(c: &Compute, repeats: usize, mut work: impl FnMut() -> Result<()>) -> Result<(f64, f64, f64)> {
+    work()?; // warm-up: kernel compilation, autotuning, allocations
     c.sync();
-    let mut times: Vec<f64> = (0..repeats.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            work();
-            c.sync();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
+    let mut times = Vec::with_capacity(repeats.max(1));
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        work()?;
+        c.sync();
+        times.push(t.elapsed().as_secs_f64());
+    }
     times.sort_by(f64::total_cmp);
-    (times[times.len() / 2], times[0], times[times.len() - 1])
+    Ok((times[times.len() / 2], times[0], times[times.len() - 1]))
 }
 
 /// The cases `featlearn bench` knows, in the order they run. `matmul` always runs: it is the roof.
@@ -113,8 +109,9 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
     let k = sizes.pick(1024, 2048, 4096);
     let a = c.matrix(&featlearn::rng::normal_rows(1, featlearn::rng::Stream::TestX, 0, k, k), k, k);
     let t = time_it(c, repeats, || {
-        let _ = a.clone().matmul(a.clone()).slice([0..1, 0..1]).into_data();
-    });
+        to_host(a.clone().matmul(a.clone()).slice([0..1, 0..1]))?;
+        Ok(())
+    })?;
     let f = 2.0 * (k as f64).powi(3);
     let roof = push("matmul", format!("{k}x{k}x{k}"), t, f / 1e9, "GFLOP/s", Some(f), None, repeats);
 
@@ -122,11 +119,12 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
     let (n, d, m) = sizes.pick((4000, 32, 1000), (20000, 64, 2000), (100000, 64, 4000));
     let target = Target::new(&TargetSpec::He2PlusHep { p: 3 }, d, 2, 0, true, 0.0)?;
     if wanted("first_step") {
-        let data = sample(c, &target, 0, Split::Train, n);
+        let data = sample(c, &target, 0, Split::Train, n)?;
         let net = TwoLayer::symmetric_init(c, d, m, WInit::Sphere, 1.0, 0)?;
         let t = time_it(c, repeats, || {
-            let _ = net.loss_grad_w(data.x.clone(), data.y.clone()).slice([0..1, 0..1]).into_data();
-        });
+            to_host(net.loss_grad_w(data.x.clone(), data.y.clone()).slice([0..1, 0..1]))?;
+            Ok(())
+        })?;
         let f = 6.0 * (n * m * d) as f64; // forward x W^T, gradient (mask*r)^T x, plus phi a
         push("first_step", format!("n={n} d={d} m={m}"), t, n as f64, "samples/s", Some(f), roof, repeats);
     }
@@ -134,7 +132,7 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
     // a gd step (forward + backward + SGD update), full batch
     if wanted("gd_step") {
         let steps = 10;
-        let gd_data = sample(c, &target, 0, Split::Train, n.min(20000));
+        let gd_data = sample(c, &target, 0, Split::Train, n.min(20000))?;
         let opts = GdOptions {
             param: Parameterization::MeanField,
             optimizer: Optimizer::Sgd { momentum: 0.9 },
@@ -146,9 +144,10 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
             log_every: steps,
         };
         let t = time_it(c, repeats, || {
-            let net = Net::init(c, d, m, 1.0, 1.0, 0).expect("even width");
-            let _ = train_gd(c, net, &gd_data, &opts, 0, |_, _, _| Ok(()));
-        });
+            let net = Net::init(c, d, m, 1.0, 1.0, 0)?;
+            train_gd(c, net, &gd_data, &opts, 0, |_, _, _| Ok(()))?;
+            Ok(())
+        })?;
         let per_step = (t.0 / steps as f64, t.1 / steps as f64, t.2 / steps as f64);
         let gd_n = gd_data.n();
         let f = 12.0 * (gd_n * m * d) as f64;
@@ -158,39 +157,44 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
     // NTK Gram build, and the ridge solves on it
     let (gn, gd_) = sizes.pick((2000, 64), (8000, 64), (20000, 64));
     let gt = Target::new(&TargetSpec::He2PlusHep { p: 3 }, gd_, 2, 0, true, 0.0)?;
-    let gdata = sample(c, &gt, 0, Split::Train, gn);
+    let gdata = sample(c, &gt, 0, Split::Train, gn)?;
     let kernel = Kernel::Ntk { sw: 1.0, sb: 1.0 };
+    let tile = c.tile_side(c.default_tile());
     let f = Kernel::block_flops(gn, gn, gd_);
     for (case, fused) in [("ntk_gram", true), ("ntk_gram_unfused", false)] {
         if wanted(case) {
             let t = time_it(c, repeats, || {
-                let g = if fused { gram(&kernel, &gdata.x, &gdata.x, GRAM_TILE) } else { gram_unfused(&kernel, &gdata.x, &gdata.x, GRAM_TILE) };
-                let _ = g.slice([0..1, 0..1]).into_data();
-            });
+                let g = if fused { gram(&kernel, &gdata.x, tile)? } else { gram_unfused(&kernel, &gdata.x, tile)? };
+                let last = g.count() - 1;
+                to_host(g.get(last, last).clone().slice([0..1, 0..1]))?;
+                Ok(())
+            })?;
             let how = match (fused, c.backend) {
                 (true, BackendKind::NdArray) => "one fused CPU pass after the matmul",
                 (true, BackendKind::Wgpu) => "tensor ops fused by burn's fusion (the same code as ntk_gram_unfused on wgpu)",
                 (false, _) => "the formula as a chain of tensor ops, unfused on ndarray",
             };
-            push(case, format!("n={gn} d={gd_}, {how} (GFLOP/s counts the 2n^2d matmul flops only)"), t, (gn * gn) as f64, "entries/s", Some(f), roof, repeats);
+            push(case, format!("n={gn} d={gd_} tile={tile}, {how}; lower-triangle tiles (GFLOP/s counts the n^2 d matmul flops of those)"), t, (gn * gn) as f64 / 2.0, "entries/s", Some(f / 2.0), roof, repeats);
         }
     }
     if wanted("cholesky_solve") {
-        let sys = gram(&kernel, &gdata.x, &gdata.x, GRAM_TILE) + c.eye(gn) * (gn as f64 * 1e-3);
+        let sys = gram(&kernel, &gdata.x, tile)?.shift_diagonal(gn as f64 * 1e-3);
         let rhs = gdata.y.clone().reshape([gn, 1]);
         let t = time_it(c, repeats, || {
-            let chol = Cholesky::factor(c, sys.clone(), default_block(gn)).expect("positive definite");
-            let _ = to_host(chol.solve(rhs.clone()).slice([0..1, 0..1]));
-        });
+            let chol = Cholesky::factor(c, sys.clone())?;
+            to_host(chol.solve(rhs.clone()).slice([0..1, 0..1]))?;
+            Ok(())
+        })?;
         let f = (gn as f64).powi(3) / 3.0 + 2.0 * (gn as f64).powi(2);
-        push("cholesky_solve", format!("n={gn}"), t, 1.0, "solves/s", Some(f), roof, repeats);
+        push("cholesky_solve", format!("n={gn} tile={tile}, in place over the Gram's tiles"), t, 1.0, "solves/s", Some(f), roof, repeats);
     }
     if wanted("pcg_krr") {
-        let val = sample(c, &gt, 0, Split::Val, 500);
-        let pcg = KrrOptions { lambdas: vec![1e-3], solver: KrrSolver::Pcg, tile: GRAM_TILE, pcg_tol: 1e-6, pcg_max_iter: 500, landmarks: 500, mem_budget: u64::MAX };
+        let val = sample(c, &gt, 0, Split::Val, 500)?;
+        let pcg = KrrOptions { lambdas: vec![1e-3], solver: KrrSolver::Pcg, tile, pcg_tol: 1e-6, pcg_max_iter: 500, landmarks: 500, mem_budget: u64::MAX };
         let t = time_it(c, repeats, || {
-            let _ = fit_krr(c, &kernel, &gdata, &val, &pcg).expect("pcg");
-        });
+            fit_krr(c, &kernel, &gdata, &val, &pcg)?;
+            Ok(())
+        })?;
         push("pcg_krr", format!("n={gn} landmarks=500 tol=1e-6 (Gram build included)"), t, 1.0, "fits/s", None, roof, repeats);
     }
 
@@ -203,9 +207,13 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
     let reps = if sizes == Sizes::Small { 1 } else { repeats.min(3) };
     let t = time_it(c, reps, || {
         for trial in &trials {
-            let _ = run_trial(c, &quick, trial, &|_| {});
+            let (record, _) = run_trial(c, &quick, trial, &|_| {});
+            if record.status != "ok" {
+                anyhow::bail!("quick experiment trial {:?}: {}", trial, record.reason.unwrap_or_default());
+            }
         }
-    });
+        Ok(())
+    })?;
     push("quick_experiment", format!("configs/quick.toml, {} trials", trials.len()), t, trials.len() as f64, "trials/s", None, roof, reps);
     Ok(out)
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 use featlearn::algorithm1::{Eta, HeadSolver};
-use featlearn::compute::default_memory_budget;
+use featlearn::compute::{default_memory_budget, Compute};
 use featlearn::kernels::Kernel;
 use featlearn::krr::{KrrOptions, KrrSolver};
 use featlearn::network::WInit;
@@ -133,12 +133,16 @@ pub struct KernelConfig {
     pub lambdas: Vec<f64>,
     /// auto | cholesky | pcg
     pub solver: String,
+    /// Rows and columns of one Gram tile; 0 means the backend's default. The device's largest
+    /// buffer caps it.
     pub tile: usize,
     pub pcg_tol: f64,
     pub pcg_max_iter: usize,
     pub landmarks: usize,
     /// Memory budget in GiB; 0 means the backend's default.
     pub mem_budget_gb: f64,
+    /// Largest single buffer in MiB; 0 means what the device reports (none on ndarray).
+    pub max_buffer_mb: f64,
     /// Training points (a prefix) on which kernel-target alignment is measured.
     pub kta_n: usize,
 }
@@ -275,11 +279,12 @@ impl Default for KernelConfig {
             offset: 1.0,
             lambdas: vec![1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
             solver: "auto".into(),
-            tile: 2048,
+            tile: 0,
             pcg_tol: 1e-6,
             pcg_max_iter: 500,
             landmarks: 1000,
             mem_budget_gb: 0.0,
+            max_buffer_mb: 0.0,
             kta_n: 2000,
         }
     }
@@ -486,8 +491,18 @@ impl Config {
         })
     }
 
-    /// Kernel ridge options for a backend (the default memory budget depends on it).
-    pub fn krr_options(&self, backend: BackendKind) -> KrrOptions {
+    /// Opens the run's backend in its precision, with `kernel.max_buffer_mb` as the largest
+    /// buffer when it is set.
+    pub fn open_compute(&self) -> Result<Compute> {
+        let c = Compute::open(self.backend()?, self.precision()?)?;
+        Ok(match self.kernel.max_buffer_mb {
+            mb if mb > 0.0 => c.with_max_buffer((mb * (1u64 << 20) as f64) as u64),
+            _ => c,
+        })
+    }
+
+    /// Kernel ridge options on a device (the default tile and memory budget depend on it).
+    pub fn krr_options(&self, c: &Compute) -> KrrOptions {
         let k = &self.kernel;
         KrrOptions {
             lambdas: k.lambdas.clone(),
@@ -496,14 +511,14 @@ impl Config {
                 "pcg" => KrrSolver::Pcg,
                 _ => KrrSolver::Auto,
             },
-            tile: k.tile,
+            tile: if k.tile > 0 { k.tile } else { c.default_tile() },
             pcg_tol: k.pcg_tol,
             pcg_max_iter: k.pcg_max_iter,
             landmarks: k.landmarks,
             mem_budget: if k.mem_budget_gb > 0.0 {
                 (k.mem_budget_gb * (1u64 << 30) as f64) as u64
             } else {
-                default_memory_budget(backend)
+                default_memory_budget(c)
             },
         }
     }
@@ -655,8 +670,11 @@ impl Config {
         if !matches!(k.solver.as_str(), "auto" | "cholesky" | "pcg") {
             bail!("key `kernel.solver`: '{}' (expected auto, cholesky or pcg)", k.solver);
         }
-        if k.tile == 0 || k.landmarks == 0 || k.pcg_max_iter == 0 || !(k.pcg_tol > 0.0) || k.kta_n == 0 {
-            bail!("key `kernel`: tile, landmarks, pcg_max_iter, pcg_tol and kta_n must be positive");
+        if k.landmarks == 0 || k.pcg_max_iter == 0 || !(k.pcg_tol > 0.0) || k.kta_n == 0 {
+            bail!("key `kernel`: landmarks, pcg_max_iter, pcg_tol and kta_n must be positive");
+        }
+        if !(k.max_buffer_mb >= 0.0 && k.max_buffer_mb.is_finite()) {
+            bail!("key `kernel.max_buffer_mb`: must be >= 0 (0 = the device's own limit)");
         }
         if !(k.mem_budget_gb >= 0.0 && k.mem_budget_gb.is_finite()) {
             bail!("key `kernel.mem_budget_gb`: must be >= 0 (0 = the backend's default)");
@@ -782,7 +800,7 @@ mod tests {
         assert_eq!(c.trials(), again.trials());
         assert_eq!(c.trials().len(), 2 * 2); // two methods x two seeds
         let k = Config::from_toml("[kernel]\nsolver = \"pcg\"\n", &[]).unwrap();
-        assert_eq!(k.krr_options(BackendKind::NdArray).solver, KrrSolver::Pcg);
+        assert_eq!(k.krr_options(&Compute::open(BackendKind::NdArray, Precision::F32).unwrap()).solver, KrrSolver::Pcg);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! `.npy` export of data and matrices, for checks in NumPy.
 
 use anyhow::{Context, Result};
+use burn::tensor::Tensor;
 use npyz::WriterBuilder;
 use std::path::Path;
 
+use featlearn::compute::Compute;
+use featlearn::kernels::{gram_rows, Kernel};
 use featlearn::Precision;
 
 /// Writes row-major `values` with `shape` as a C-order .npy array of f32 or f64.
@@ -39,9 +42,43 @@ pub fn read_npy_matrix(path: &Path) -> Result<(Vec<f64>, usize, usize)> {
         [r] => (*r as usize, 1),
         _ => anyhow::bail!("{}: expected a 2-D array, got shape {shape:?}", path.display()),
     };
+    if rows == 0 || cols == 0 {
+        anyhow::bail!("{}: the array is empty (shape {shape:?}); at least one row and one column are needed", path.display());
+    }
     let values = match npy.dtype() {
         npyz::DType::Plain(t) if t.size_field() == 4 => npy.into_vec::<f32>()?.into_iter().map(f64::from).collect(),
         _ => npy.into_vec::<f64>().with_context(|| format!("{}: expected float32 or float64", path.display()))?,
     };
     Ok((values, rows, cols))
+}
+
+/// Writes K(X, Z) (n x k) as a C-order .npy array in the device's precision, one row panel at a
+/// time: each panel is built `tile` x `tile` blocks at a time on the device, read back and
+/// appended, so neither the device nor the host ever holds the whole matrix (the host holds one
+/// panel of at most `tile` rows, fewer when k is large).
+pub fn write_gram_npy(path: &Path, c: &Compute, kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, tile: usize) -> Result<()> {
+    let (n, k) = (x.dims()[0], z.dims()[0]);
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let shape = [n as u64, k as u64];
+    // at most 2^25 values (256 MiB of f64) per host panel
+    let rows = tile.min((1usize << 25) / k.max(1)).max(1);
+    let panels = (0..n).step_by(rows).map(|s| s..(s + rows).min(n));
+    match c.precision {
+        Precision::F32 => {
+            let mut w = npyz::WriteOptions::<f32>::new().default_dtype().shape(&shape).writer(&mut out).begin_nd()?;
+            for panel in panels {
+                w.extend(gram_rows(kernel, x, z, panel, tile)?.into_iter().map(|v| v as f32))?;
+            }
+            w.finish()?;
+        }
+        Precision::F64 => {
+            let mut w = npyz::WriteOptions::<f64>::new().default_dtype().shape(&shape).writer(&mut out).begin_nd()?;
+            for panel in panels {
+                w.extend(gram_rows(kernel, x, z, panel, tile)?)?;
+            }
+            w.finish()?;
+        }
+    }
+    Ok(())
 }

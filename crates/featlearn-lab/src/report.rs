@@ -1,5 +1,5 @@
 //! `featlearn report`: sample complexity n*(d), fitted scaling exponents with bootstrap
-//! intervals over seeds (SCIENCE.md section 6), written as `report.md` and `report.json`.
+//! intervals over seeds (docs/science.md, section 6), written as `report.md` and `report.json`.
 
 use anyhow::Result;
 use rand::Rng;

@@ -1,11 +1,12 @@
-//! Algorithm 1 of Damian, Lee and Soltanolkotabi (SCIENCE.md section 3) and the random-features
+//! Algorithm 1 of Damian, Lee and Soltanolkotabi (docs/science.md, section 3) and the random-features
 //! baseline (section 4) that shares its second-layer ridge code.
 
 use burn::tensor::Tensor;
 
 use crate::compute::{scalar, Compute};
 use crate::data::Dataset;
-use crate::linalg::{conjugate_gradient, largest_eigenvalue, Cholesky, default_block};
+use crate::linalg::{conjugate_gradient, largest_eigenvalue, Cholesky};
+use crate::tiles::SymTiles;
 use crate::network::{random_biases, TwoLayer};
 use crate::Error;
 
@@ -106,7 +107,7 @@ pub struct HeadOptions {
 pub fn first_step(net: &TwoLayer, x: &Tensor<2>, y_resid: &Tensor<1>, eta: Eta) -> Result<(Tensor<2>, f64), Error> {
     let grad = net.loss_grad_w(x.clone(), y_resid.clone());
     let m = net.width();
-    let grad_norm = scalar(grad.clone().powi_scalar(2).sum()).sqrt();
+    let grad_norm = scalar(grad.clone().powi_scalar(2).sum())?.sqrt();
     if !grad_norm.is_finite() {
         return Err(Error::Diverged("the first-step gradient is not finite".into()));
     }
@@ -166,7 +167,7 @@ pub fn fit_head(c: &Compute, net: TwoLayer, train: &Dataset, val: &Dataset, opts
     let y_val = linear.residual(&val.x, &val.y);
     let phi = net.features(train.x.clone());
     let phi_val = net.features(val.x.clone());
-    let energy = scalar(phi.clone().powi_scalar(2).mean());
+    let energy = scalar(phi.clone().powi_scalar(2).mean())?;
     if !energy.is_finite() {
         return Err(Error::Diverged(format!(
             "the features relu(W x + b) overflow (mean square {energy}): is eta_1 too large?"
@@ -194,14 +195,17 @@ pub fn ridge_head(
         return Err(Error::Invalid("the ridge grid is empty".into()));
     }
     let rhs = phi.clone().transpose().matmul(y.clone().reshape([n, 1])) / n as f64; // m x 1
-    let rhs_norm = scalar(rhs.clone().powi_scalar(2).sum()).sqrt().max(1e-300);
+    let rhs_norm = scalar(rhs.clone().powi_scalar(2).sum())?.sqrt().max(1e-300);
     let gram_apply = |v: Tensor<2>| phi.clone().transpose().matmul(phi.clone().matmul(v)) / n as f64;
-    let (gram, eye) = match solver {
-        HeadSolver::Direct => (Some(phi.clone().transpose().matmul(phi.clone()) / n as f64), Some(c.eye(m))),
-        _ => (None, None),
+    let gram = match solver {
+        HeadSolver::Direct => {
+            c.check_fits(&format!("the {m} x {m} second-layer Gram Phi^T Phi / n"), m * m)?;
+            Some(SymTiles::from_dense(phi.clone().transpose().matmul(phi.clone()) / n as f64, c.tile_side(c.default_tile())))
+        }
+        _ => None,
     };
     let top = match solver {
-        HeadSolver::Gd { lr: None, .. } => largest_eigenvalue(c, &gram_apply, m, 50) * 1.05,
+        HeadSolver::Gd { lr: None, .. } => largest_eigenvalue(c, &gram_apply, m, 50)? * 1.05,
         _ => 0.0,
     };
     // Largest lambda first so CG can warm-start from the previous, better-conditioned solution.
@@ -212,8 +216,8 @@ pub fn ridge_head(
     for &lambda in &order {
         let (a, iterations) = match solver {
             HeadSolver::Direct => {
-                let g = gram.clone().unwrap() + eye.clone().unwrap() * lambda;
-                match Cholesky::factor(c, g, default_block(m)) {
+                let g = gram.clone().expect("the direct solver builds the Gram").shift_diagonal(lambda);
+                match Cholesky::factor(c, g) {
                     Ok(chol) => (chol.solve(rhs.clone()), 0),
                     // positive definite in exact arithmetic; skip a lambda that rounding breaks
                     Err(Error::NotPositiveDefinite { .. }) => continue,
@@ -222,14 +226,14 @@ pub fn ridge_head(
             }
             HeadSolver::Cg { tol, max_iter } => {
                 let sol = conjugate_gradient(
-                    |v: Tensor<2>| gram_apply(v.clone()) + v * lambda,
+                    |v: Tensor<2>| Ok(gram_apply(v.clone()) + v * lambda),
                     None,
                     rhs.clone(),
                     warm.clone(),
                     tol,
                     max_iter,
                     10,
-                );
+                )?;
                 (sol.x, sol.iterations)
             }
             HeadSolver::Gd { steps, lr } => {
@@ -242,8 +246,8 @@ pub fn ridge_head(
                 (a, steps)
             }
         };
-        let resid = scalar((gram_apply(a.clone()) + a.clone() * lambda - rhs.clone()).powi_scalar(2).sum()).sqrt() / rhs_norm;
-        let val_mse = scalar((phi_val.clone().matmul(a.clone()).reshape([n_val]) - y_val.clone()).powi_scalar(2).mean());
+        let resid = scalar((gram_apply(a.clone()) + a.clone() * lambda - rhs.clone()).powi_scalar(2).sum())?.sqrt() / rhs_norm;
+        let val_mse = scalar((phi_val.clone().matmul(a.clone()).reshape([n_val]) - y_val.clone()).powi_scalar(2).mean())?;
         if !val_mse.is_finite() {
             if matches!(solver, HeadSolver::Gd { .. }) {
                 return Err(Error::Diverged(format!("second-layer gradient descent diverged at lambda = {lambda}")));

@@ -1,6 +1,9 @@
 //! Where tensors live: the backend (ndarray on the CPU, wgpu on a GPU) and the float precision,
-//! both chosen at run time, plus the few host <-> device conversions the rest of the crate uses.
+//! both chosen at run time; the device's limits (its largest single buffer, its memory); and the
+//! few host <-> device conversions the rest of the crate uses. Every read back from the device
+//! goes through [`to_host`], which turns a failed allocation or a lost device into an [`Error`].
 
+use burn::backend::DispatchDevice;
 use burn::tensor::{Bool, DType, Device, DeviceType, Tensor, TensorData};
 use std::fmt;
 use std::str::FromStr;
@@ -88,7 +91,7 @@ impl FromStr for Precision {
     }
 }
 
-/// A device and the float dtype every tensor created through it gets.
+/// A device, the float dtype every tensor created through it gets, and the device's limits.
 ///
 /// Tensors are created with an explicit dtype, so f32 and f64 work can share a process.
 #[derive(Clone, Debug)]
@@ -96,6 +99,11 @@ pub struct Compute {
     pub device: Device,
     pub backend: BackendKind,
     pub precision: Precision,
+    /// Bytes of the largest single buffer the device allocates (None: no limit, as on ndarray).
+    /// Every n x n matrix is split into tiles below it.
+    pub max_buffer: Option<u64>,
+    /// Bytes of memory the device reports (None where it reports none).
+    pub device_memory: Option<u64>,
 }
 
 impl Compute {
@@ -113,7 +121,54 @@ impl Compute {
                 "the {backend} device does not support {precision} arithmetic"
             )));
         }
-        Ok(Compute { device, backend, precision })
+        let (max_buffer, device_memory) = device_limits(&device);
+        Ok(Compute { device, backend, precision, max_buffer, device_memory })
+    }
+
+    /// The same device with its largest buffer set to `bytes` (tests force small tiles with it;
+    /// on ndarray it only sets the tile size and the size checks of [`Compute::check_fits`]).
+    pub fn with_max_buffer(self, bytes: u64) -> Compute {
+        Compute { max_buffer: Some(bytes), ..self }
+    }
+
+    /// Rows and columns of a tile when none is asked for: 512 on ndarray (the tile Cholesky's
+    /// host diagonal factorisations and panel products stay small next to its trailing update),
+    /// 2048 on wgpu (fewer, larger kernels).
+    pub fn default_tile(&self) -> usize {
+        match self.backend {
+            BackendKind::NdArray => 512,
+            BackendKind::Wgpu => 2048,
+        }
+    }
+
+    /// The side of the largest square tile at most `requested` x `requested` that fits one
+    /// buffer: min(requested, floor(sqrt(max_buffer / bytes per element))), at least 1.
+    pub fn tile_side(&self, requested: usize) -> usize {
+        let fit = self.max_buffer.map_or(usize::MAX, |b| ((b / self.precision.bytes() as u64) as f64).sqrt() as usize);
+        requested.min(fit).max(1)
+    }
+
+    /// Rows of a `rows x cols` block that fit one buffer (at least 1, at most `rows`).
+    pub fn rows_per_buffer(&self, rows: usize, cols: usize) -> usize {
+        let fit = self.max_buffer.map_or(usize::MAX, |b| (b / (cols.max(1) * self.precision.bytes()) as u64) as usize);
+        rows.min(fit).max(1)
+    }
+
+    /// Refuses a tensor of `values` elements that no buffer of the device can hold, naming it,
+    /// its size and the limit.
+    pub fn check_fits(&self, what: &str, values: usize) -> Result<(), Error> {
+        let bytes = values as u64 * self.precision.bytes() as u64;
+        match self.max_buffer {
+            Some(limit) if bytes > limit => Err(Error::Memory(format!(
+                "{what} needs one buffer of {} ({values} {} values), over the {} device's largest buffer of {} \
+                 (set by the device, or by kernel.max_buffer_mb / --max-buffer-mb)",
+                human_bytes(bytes),
+                self.precision,
+                self.backend,
+                human_bytes(limit)
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The same device with gradients enabled (tensors made through it can `require_grad`).
@@ -145,8 +200,8 @@ impl Compute {
         Tensor::zeros(shape, (&self.device, self.dtype()))
     }
 
-    /// The n x n identity, built on the device (the ridge solves add it to n x n Grams, so it
-    /// must not cost an n^2 host buffer and upload).
+    /// The n x n identity, built on the device (one tile's worth: the ridge shifts add it to the
+    /// diagonal tiles only).
     pub fn eye(&self, n: usize) -> Tensor<2> {
         let off_diagonal = Tensor::<2, Bool>::diag_mask([n, n], 0, &self.device);
         Tensor::ones([n, n], (&self.device, self.dtype())).mask_fill(off_diagonal, 0.0)
@@ -160,13 +215,39 @@ impl Compute {
     }
 }
 
-/// Default memory budget of a job on this backend: half of the host's available memory for
-/// ndarray; 8 GiB for wgpu, whose device memory burn does not report (set it explicitly for a
-/// larger GPU).
-pub fn default_memory_budget(backend: BackendKind) -> u64 {
-    match backend {
-        BackendKind::NdArray => host_available_memory().map_or(4 << 30, |b| b / 2),
-        BackendKind::Wgpu => 8 << 30,
+/// Default memory budget of a job: half of the host's available memory for ndarray; 90% of the
+/// memory the device reports for wgpu (cubecl reads it from Vulkan and Metal builds), and
+/// 8 GiB where it reports none (set it explicitly for a larger GPU).
+pub fn default_memory_budget(c: &Compute) -> u64 {
+    match (c.backend, c.device_memory) {
+        (BackendKind::NdArray, _) => host_available_memory().map_or(4 << 30, |b| b / 2),
+        (BackendKind::Wgpu, Some(bytes)) => bytes / 10 * 9,
+        (BackendKind::Wgpu, None) => 8 << 30,
+    }
+}
+
+/// The largest single allocation and the memory of a cubecl device (wgpu: the smaller of the
+/// adapter's largest buffer and largest storage binding, 128 MiB on lavapipe and 2 GiB - 1 on
+/// NVIDIA); (None, None) for ndarray, whose buffers are host memory.
+fn device_limits(device: &Device) -> (Option<u64>, Option<u64>) {
+    #[allow(unreachable_patterns)]
+    match device.as_dispatch() {
+        DispatchDevice::Cube(cube) => {
+            let properties = cube.client().properties().memory.clone();
+            (Some(properties.max_page_size), properties.max_memory())
+        }
+        _ => (None, None),
+    }
+}
+
+/// 1.5 GiB, 96.0 MiB, 12.0 KiB, 512 B.
+pub fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        _ if bytes >= 1 << 30 => format!("{:.2} GiB", b / (1u64 << 30) as f64),
+        _ if bytes >= 1 << 20 => format!("{:.1} MiB", b / (1u64 << 20) as f64),
+        _ if bytes >= 1 << 10 => format!("{:.1} KiB", b / 1024.0),
+        _ => format!("{bytes} B"),
     }
 }
 
@@ -185,16 +266,21 @@ pub fn is_ndarray(device: &Device) -> bool {
     *device == ndarray
 }
 
-/// Reads a tensor back to the host as f64 values (row-major).
-pub fn to_host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data().try_into_vec_as::<f64>().expect("float tensor readback")
+/// Reads a tensor back to the host: the data as the device holds it. A failed allocation, a
+/// lost device or any other failure of the work that was to produce it is an [`Error::Device`].
+pub fn read_data<const D: usize>(t: Tensor<D>) -> Result<TensorData, Error> {
+    t.try_into_data().map_err(|e| Error::Device(e.reason().lines().next().unwrap_or("device failure").to_string()))
+}
+
+/// Reads a float tensor back to the host as f64 values (row-major).
+pub fn to_host<const D: usize>(t: Tensor<D>) -> Result<Vec<f64>, Error> {
+    read_data(t)?.try_into_vec_as::<f64>().map_err(|e| Error::Device(format!("reading a float tensor: {e:?}")))
 }
 
 /// Reads a scalar (a one-element tensor) back to the host.
-pub fn scalar<const D: usize>(t: Tensor<D>) -> f64 {
-    let v = to_host(t);
-    debug_assert_eq!(v.len(), 1);
-    v[0]
+pub fn scalar<const D: usize>(t: Tensor<D>) -> Result<f64, Error> {
+    let v = to_host(t)?;
+    v.first().copied().ok_or_else(|| Error::Device("an empty tensor where a scalar was expected".into()))
 }
 
 /// The wgpu runtime can be initialised once per process; every later open reuses it.

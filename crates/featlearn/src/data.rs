@@ -3,6 +3,7 @@
 use burn::tensor::Tensor;
 
 use crate::compute::Compute;
+use crate::Error;
 use crate::rng::{normal_rows, normals, Stream};
 use crate::target::Target;
 
@@ -17,6 +18,15 @@ pub enum Split {
 }
 
 impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "training",
+            Split::Val => "validation",
+            Split::Test => "test",
+            Split::Fresh => "fresh training",
+        }
+    }
+
     fn streams(self) -> (Stream, Stream) {
         match self {
             Split::Train => (Stream::TrainX, Stream::TrainNoise),
@@ -44,10 +54,12 @@ impl Dataset {
 pub const DEFAULT_CHUNK: usize = 65_536;
 
 /// Rows `start..start+n` of split `split` of seed `seed`, generated `chunk` rows at a time: the
-/// host never holds more than one chunk, and the result does not depend on `chunk`.
-pub fn sample_rows(c: &Compute, target: &Target, seed: u64, split: Split, start: usize, n: usize, chunk: usize) -> Dataset {
+/// host never holds more than one chunk, and the result does not depend on `chunk`. Inputs that
+/// no buffer of the device can hold are refused, naming their size and the limit.
+pub fn sample_rows(c: &Compute, target: &Target, seed: u64, split: Split, start: usize, n: usize, chunk: usize) -> Result<Dataset, Error> {
     let (xs, es) = split.streams();
     let d = target.d;
+    c.check_fits(&format!("the {n} x {d} inputs of the {} split", split.name()), n * d)?;
     let chunk = chunk.max(1);
     let mut xparts = Vec::new();
     let mut yparts = Vec::new();
@@ -64,12 +76,12 @@ pub fn sample_rows(c: &Compute, target: &Target, seed: u64, split: Split, start:
         done += rows;
     }
     if n == 0 {
-        return Dataset { x: c.zeros([0, d]), y: c.zeros([0]) };
+        return Ok(Dataset { x: c.zeros([0, d]), y: c.zeros([0]) });
     }
-    Dataset { x: Tensor::cat(xparts, 0), y: Tensor::cat(yparts, 0) }
+    Ok(Dataset { x: Tensor::cat(xparts, 0), y: Tensor::cat(yparts, 0) })
 }
 
 /// The first `n` rows of a split.
-pub fn sample(c: &Compute, target: &Target, seed: u64, split: Split, n: usize) -> Dataset {
+pub fn sample(c: &Compute, target: &Target, seed: u64, split: Split, n: usize) -> Result<Dataset, Error> {
     sample_rows(c, target, seed, split, 0, n, DEFAULT_CHUNK)
 }

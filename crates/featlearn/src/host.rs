@@ -1,157 +1,64 @@
-//! Small dense linear algebra on the host, for r x r and nb x nb matrices only (row-major f64):
-//! the heavy n x n and m x m work runs on the device.
+//! Small dense linear algebra on the host through faer, for r x r, d x d and t x t matrices
+//! (row-major f64 slices in and out): the heavy n x n and m x m work runs on the device.
 
-/// Eigen-decomposition of a symmetric `n x n` matrix by cyclic Jacobi rotations.
-/// Returns eigenvalues (ascending) and the eigenvectors as the columns of a row-major matrix.
+use faer::linalg::triangular_inverse::invert_lower_triangular;
+use faer::{Mat, Par, Side};
+
+fn mat(a: &[f64], rows: usize, cols: usize) -> Mat<f64> {
+    Mat::from_fn(rows, cols, |i, j| a[i * cols + j])
+}
+
+fn row_major(m: &Mat<f64>) -> Vec<f64> {
+    (0..m.nrows()).flat_map(|i| (0..m.ncols()).map(move |j| m[(i, j)])).collect()
+}
+
+/// Eigen-decomposition of a symmetric `n x n` matrix (its lower triangle is read).
+/// Returns the eigenvalues (ascending) and the eigenvectors as the columns of a row-major matrix.
 pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut a = a.to_vec();
-    let mut v = vec![0.0; n * n];
-    for i in 0..n {
-        v[i * n + i] = 1.0;
+    if n == 0 {
+        return (Vec::new(), Vec::new());
     }
-    for _sweep in 0..100 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j].powi(2))
-            .sum();
-        let total: f64 = a.iter().map(|x| x * x).sum();
-        if off <= 1e-30 * total.max(1e-300) {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                if apq.abs() < 1e-300 {
-                    continue;
-                }
-                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let akp = a[k * n + p];
-                    let akq = a[k * n + q];
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let apk = a[p * n + k];
-                    let aqk = a[q * n + k];
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
-                }
-                for k in 0..n {
-                    let vkp = v[k * n + p];
-                    let vkq = v[k * n + q];
-                    v[k * n + p] = c * vkp - s * vkq;
-                    v[k * n + q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&i, &j| a[i * n + i].total_cmp(&a[j * n + j]));
-    let vals = order.iter().map(|&i| a[i * n + i]).collect();
-    let mut vecs = vec![0.0; n * n];
-    for (new, &old) in order.iter().enumerate() {
-        for k in 0..n {
-            vecs[k * n + new] = v[k * n + old];
-        }
-    }
-    (vals, vecs)
+    let evd = mat(a, n, n).self_adjoint_eigen(Side::Lower).expect("the symmetric eigensolver converges on finite input");
+    let values = (0..n).map(|i| evd.S().column_vector()[i]).collect();
+    (values, row_major(&evd.U().to_owned()))
 }
 
-/// Orthonormalises the rows of a `rows x cols` matrix (rows <= cols) by modified Gram-Schmidt,
-/// run twice for f64-level orthogonality: the Q factor of the QR of its transpose.
+/// Orthonormalises the rows of a `rows x cols` matrix (rows <= cols, full rank): the Q factor of
+/// the QR decomposition of its transpose, with the signs that make R's diagonal positive (so the
+/// result is the one Gram-Schmidt gives: row i is the part of row i orthogonal to rows 0..i,
+/// normalised).
 pub fn orthonormal_rows(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
-    let mut q = m.to_vec();
-    for _pass in 0..2 {
-        for i in 0..rows {
-            for j in 0..i {
-                let dot: f64 = (0..cols).map(|k| q[i * cols + k] * q[j * cols + k]).sum();
-                for k in 0..cols {
-                    q[i * cols + k] -= dot * q[j * cols + k];
-                }
-            }
-            let norm = (0..cols).map(|k| q[i * cols + k].powi(2)).sum::<f64>().sqrt();
-            for k in 0..cols {
-                q[i * cols + k] /= norm;
-            }
-        }
-    }
-    q
+    let t = Mat::from_fn(cols, rows, |i, j| m[j * cols + i]);
+    let qr = t.qr();
+    let (q, r) = (qr.compute_thin_Q(), qr.thin_R());
+    (0..rows).flat_map(|i| {
+        let sign = if r[(i, i)] < 0.0 { -1.0 } else { 1.0 };
+        let q = &q;
+        (0..cols).map(move |k| sign * q[(k, i)])
+    })
+    .collect()
 }
 
-/// Cholesky factor L (lower, row-major) of a symmetric positive-definite `n x n` matrix,
-/// or the index of the first non-positive pivot. Reads the lower triangle of `a` only.
-pub fn cholesky(a: &[f64], n: usize) -> Result<Vec<f64>, usize> {
-    let mut l = vec![0.0; n * n];
-    for j in 0..n {
-        let (done, below) = l.split_at_mut((j + 1) * n);
-        let row_j = &mut done[j * n..];
-        let diag = a[j * n + j] - dot(&row_j[..j], &row_j[..j]);
-        if !(diag > 0.0) || !diag.is_finite() {
-            return Err(j);
-        }
-        let ljj = diag.sqrt();
-        row_j[j] = ljj;
-        for (i, row_i) in (j + 1..n).zip(below.chunks_exact_mut(n)) {
-            row_i[j] = (a[i * n + j] - dot(&row_i[..j], &row_j[..j])) / ljj;
-        }
-    }
-    Ok(l)
-}
-
-/// sum_k a_k b_k over eight interleaved partial sums, so the compiler can keep them in SIMD
-/// registers (a single running sum must be added in order and does not vectorise).
-pub fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    let mut acc = [0.0; 8];
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    acc.iter().sum::<f64>() + tail
-}
-
-/// Inverse of a lower-triangular `n x n` matrix (row-major), lower-triangular again.
-/// Column c of the inverse solves L x = e_c by forward substitution; it is kept as row c of a
-/// scratch matrix so the inner products run over contiguous memory.
-pub fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
-    let mut inv_t = vec![0.0; n * n]; // inv_t[c * n + i] = inv[i][c]
-    for c in 0..n {
-        let x = &mut inv_t[c * n..(c + 1) * n];
-        for i in c..n {
-            let row = &l[i * n..i * n + i];
-            let s = if i == c { 1.0 } else { 0.0 } - dot(&row[c..], &x[c..i]);
-            x[i] = s / l[i * n + i];
-        }
-    }
-    let mut inv = vec![0.0; n * n];
-    for i in 0..n {
-        for c in 0..=i {
-            inv[i * n + c] = inv_t[c * n + i];
-        }
-    }
-    inv
+/// The Cholesky factor L of a symmetric positive-definite `n x n` matrix (its lower triangle is
+/// read) and L^{-1}, both lower-triangular and row-major; or the index of the first
+/// non-positive pivot.
+pub fn cholesky_and_inverse(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>), usize> {
+    let llt = mat(a, n, n).llt(Side::Lower).map_err(|e| match e {
+        faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index } => index,
+    })?;
+    let l = llt.L().to_owned();
+    let mut inverse = Mat::<f64>::zeros(n, n);
+    invert_lower_triangular(inverse.as_mut(), l.as_ref(), Par::rayon(0));
+    // the factor leaves the strict upper triangle unspecified
+    let lower = |m: &Mat<f64>| -> Vec<f64> {
+        (0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| if j <= i { m[(i, j)] } else { 0.0 }).collect()
+    };
+    Ok((lower(&l), lower(&inverse)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dot_equals_the_plain_sum_for_every_length() {
-        for n in 0..27 {
-            let a: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
-            let b: Vec<f64> = (0..n).map(|i| 1.0 / (1.0 + i as f64)).collect();
-            let plain: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert!((dot(&a, &b) - plain).abs() <= 1e-14, "n = {n}: {} vs {plain}", dot(&a, &b));
-        }
-    }
 
     #[test]
     fn eigen_reconstructs() {
@@ -167,10 +74,24 @@ mod tests {
     }
 
     #[test]
-    fn cholesky_and_inverse() {
+    fn orthonormal_rows_equal_gram_schmidt() {
+        let m = [1.0, 2.0, 0.0, 1.0, 0.5, -1.0, 3.0, 0.0];
+        let q = orthonormal_rows(&m, 2, 4);
+        // Gram-Schmidt by hand: q0 = m0 / |m0|, q1 = (m1 - (m1.q0) q0) / |...|
+        let n0 = (1.0f64 + 4.0 + 1.0).sqrt();
+        let q0: Vec<f64> = m[..4].iter().map(|v| v / n0).collect();
+        let dot: f64 = m[4..].iter().zip(&q0).map(|(a, b)| a * b).sum();
+        let rest: Vec<f64> = m[4..].iter().zip(&q0).map(|(a, b)| a - dot * b).collect();
+        let n1 = rest.iter().map(|v| v * v).sum::<f64>().sqrt();
+        for k in 0..4 {
+            assert!((q[k] - q0[k]).abs() < 1e-14 && (q[4 + k] - rest[k] / n1).abs() < 1e-14, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn cholesky_and_inverse_reconstruct() {
         let a = [4.0, 2.0, 0.4, 2.0, 5.0, 1.0, 0.4, 1.0, 3.0];
-        let l = cholesky(&a, 3).unwrap();
-        let li = lower_inverse(&l, 3);
+        let (l, li) = cholesky_and_inverse(&a, 3).unwrap();
         for i in 0..3 {
             for j in 0..3 {
                 let llt: f64 = (0..3).map(|k| l[i * 3 + k] * l[j * 3 + k]).sum();
@@ -179,6 +100,6 @@ mod tests {
                 assert!((id - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12);
             }
         }
-        assert_eq!(cholesky(&[1.0, 2.0, 2.0, 1.0], 2), Err(1));
+        assert_eq!(cholesky_and_inverse(&[1.0, 2.0, 2.0, 1.0], 2).map(|_| ()), Err(1));
     }
 }

@@ -1,5 +1,5 @@
-//! Closed-form kernels (SCIENCE.md section 4) as batched device ops, and Gram matrices built
-//! tile by tile.
+//! Closed-form kernels (docs/science.md, section 4) as batched device ops, and Gram matrices
+//! built tile by tile: no n x n (or n x k) kernel matrix is ever one tensor.
 //!
 //! The infinite-width kernels are those of f(x) = sum_j a_j relu(z_j(x)) / sqrt(m),
 //! z_j(x) = (s_w / sqrt(d)) w_j . x + s_b b_j, all parameters standard normal (equal to
@@ -8,8 +8,11 @@
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 use std::f64::consts::PI;
+use std::ops::Range;
 
-use crate::compute::{is_ndarray, to_host};
+use crate::compute::{is_ndarray, read_data, to_host};
+use crate::tiles::SymTiles;
+use crate::Error;
 
 /// A kernel k(x, z) on R^d.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -42,10 +45,10 @@ impl Kernel {
     /// The NTK and NNGP take one fused pass over the block: on wgpu burn's fusion compiles the
     /// tensor ops of [`relu_kernels`] into one kernel; burn-ndarray does not fuse, so there the
     /// elementwise part runs as one multi-threaded CPU pass ([`relu_kernel_cpu`]).
-    pub fn block(&self, x: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
-        match *self {
-            Kernel::Ntk { sw, sb } if is_ndarray(&x.device()) => relu_kernel_cpu(x, z, sw, sb, Relu::Ntk),
-            Kernel::Nngp { sw, sb } if is_ndarray(&x.device()) => relu_kernel_cpu(x, z, sw, sb, Relu::Nngp),
+    pub fn block(&self, x: Tensor<2>, z: Tensor<2>) -> Result<Tensor<2>, Error> {
+        Ok(match *self {
+            Kernel::Ntk { sw, sb } if is_ndarray(&x.device()) => relu_kernel_cpu(x, z, sw, sb, Relu::Ntk)?,
+            Kernel::Nngp { sw, sb } if is_ndarray(&x.device()) => relu_kernel_cpu(x, z, sw, sb, Relu::Nngp)?,
             Kernel::Ntk { sw, sb } => relu_kernels(x, z, sw, sb).1,
             Kernel::Nngp { sw, sb } => relu_kernels(x, z, sw, sb).0,
             Kernel::Rbf { lengthscale } => (squared_distances(x, z) / (-2.0 * lengthscale * lengthscale)).exp(),
@@ -53,7 +56,7 @@ impl Kernel {
             Kernel::Poly { degree, offset, lengthscale } => {
                 (x.matmul(z.transpose()) / (lengthscale * lengthscale) + offset).powi_scalar(degree as i32)
             }
-        }
+        })
     }
 
     /// k(x, z) for two points on the host, in f64: the reference the device code is tested against.
@@ -117,14 +120,16 @@ pub enum Relu {
 /// full pass over memory: after the one matmul x z^T (n x k), everything (S = s_w^2 x.z/d + s_b^2,
 /// cos theta, arccos, sin theta = sqrt(1 - cos^2), the products) is one pass over the entries,
 /// rows split across the CPU's threads, evaluated in f64 whatever the tensor's dtype.
-pub fn relu_kernel_cpu(x: Tensor<2>, z: Tensor<2>, sw: f64, sb: f64, which: Relu) -> Tensor<2> {
+pub fn relu_kernel_cpu(x: Tensor<2>, z: Tensor<2>, sw: f64, sb: f64, which: Relu) -> Result<Tensor<2>, Error> {
     let d = x.dims()[1];
     let k = z.dims()[0];
     let (device, dtype) = (x.device(), x.dtype());
     let scale = sw * sw / d as f64;
-    let self_s = |t: &Tensor<2>| -> Vec<f64> { to_host(t.clone().powi_scalar(2).sum_dim(1)).iter().map(|v| scale * v + sb * sb).collect() };
-    let (sxx, szz) = (self_s(&x), self_s(&z)); // S(x,x): n, S(z,z): k
-    let mut entries = x.matmul(z.transpose()).into_data(); // x.z, n x k
+    let self_s = |t: &Tensor<2>| -> Result<Vec<f64>, Error> {
+        Ok(to_host(t.clone().powi_scalar(2).sum_dim(1))?.iter().map(|v| scale * v + sb * sb).collect())
+    };
+    let (sxx, szz) = (self_s(&x)?, self_s(&z)?); // S(x,x): n, S(z,z): k
+    let mut entries = read_data(x.matmul(z.transpose()))?; // x.z, n x k
     let entry = |i: usize, j: usize, dot: f64| {
         let s = scale * dot + sb * sb;
         let q = (sxx[i] * szz[j]).sqrt();
@@ -140,7 +145,7 @@ pub fn relu_kernel_cpu(x: Tensor<2>, z: Tensor<2>, sw: f64, sb: f64, which: Relu
         DType::F64 => map_rows(entries.as_mut_slice::<f64>().expect("f64 Gram"), k, |i, j, v| entry(i, j, v)),
         _ => map_rows(entries.as_mut_slice::<f32>().expect("f32 Gram"), k, |i, j, v| entry(i, j, v as f64) as f32),
     }
-    Tensor::from_data(entries, (&device, dtype))
+    Ok(Tensor::from_data(entries, (&device, dtype)))
 }
 
 /// values[i * k + j] = f(i, j, values[i * k + j]), rows in parallel.
@@ -171,56 +176,62 @@ fn squared_distances(x: Tensor<2>, z: Tensor<2>) -> Tensor<2> {
     Tensor::cat(parts, 0)
 }
 
-/// K(X, Z), n x k, assembled from blocks of at most `tile` x `tile` entries, so the elementwise
-/// temporaries never exceed one tile. On ndarray the NTK and NNGP ([`relu_kernel_cpu`]) have no
-/// elementwise temporaries and are built in blocks of `tile` whole rows (joining blocks along
-/// columns is a slow strided copy on burn-ndarray; along rows it is a memcpy).
-pub fn gram(kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, tile: usize) -> Tensor<2> {
-    let relu = matches!(kernel, Kernel::Ntk { .. } | Kernel::Nngp { .. });
-    if relu && is_ndarray(&x.device()) {
-        let ([n, d], tile) = (x.dims(), tile.max(1));
-        let rows = (0..n).step_by(tile).map(|i| kernel.block(x.clone().slice([i..(i + tile).min(n), 0..d]), z.clone()));
-        return Tensor::cat(rows.collect(), 0);
-    }
-    tiled(x, z, tile, |xi, zj| kernel.block(xi, zj))
+/// The Gram matrix K(X, X) of x (n x d) as tiles of at most `tile` x `tile` entries.
+pub fn gram(kernel: &Kernel, x: &Tensor<2>, tile: usize) -> Result<SymTiles, Error> {
+    SymTiles::build(x, tile, |xi, xj| kernel.block(xi, xj))
 }
 
-/// The NTK or NNGP Gram through the tensor ops of [`relu_kernels`] on every backend, tiled as
-/// [`gram`] does: on ndarray one full pass per op. Kept as the "before" of `featlearn bench`.
-pub fn gram_unfused(kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, tile: usize) -> Tensor<2> {
+/// The NTK or NNGP Gram through the tensor ops of [`relu_kernels`] on every backend (on ndarray
+/// one full pass per op). Kept as the "before" of `featlearn bench`.
+pub fn gram_unfused(kernel: &Kernel, x: &Tensor<2>, tile: usize) -> Result<SymTiles, Error> {
     match *kernel {
-        Kernel::Ntk { sw, sb } => tiled(x, z, tile, |xi, zj| relu_kernels(xi, zj, sw, sb).1),
-        Kernel::Nngp { sw, sb } => tiled(x, z, tile, |xi, zj| relu_kernels(xi, zj, sw, sb).0),
-        _ => gram(kernel, x, z, tile),
+        Kernel::Ntk { sw, sb } => SymTiles::build(x, tile, |xi, xj| Ok(relu_kernels(xi, xj, sw, sb).1)),
+        Kernel::Nngp { sw, sb } => SymTiles::build(x, tile, |xi, xj| Ok(relu_kernels(xi, xj, sw, sb).0)),
+        _ => gram(kernel, x, tile),
     }
 }
 
-fn tiled(x: &Tensor<2>, z: &Tensor<2>, tile: usize, block: impl Fn(Tensor<2>, Tensor<2>) -> Tensor<2>) -> Tensor<2> {
+/// Row and column blocks of `tile` rows: 0..tile, tile..2 tile, ..., ..n.
+fn blocks(n: usize, tile: usize) -> impl Iterator<Item = Range<usize>> {
     let tile = tile.max(1);
-    let [n, d] = x.dims();
-    let k = z.dims()[0];
-    let rows: Vec<Tensor<2>> = (0..n)
-        .step_by(tile)
-        .map(|i| {
-            let xi = x.clone().slice([i..(i + tile).min(n), 0..d]);
-            let cols: Vec<Tensor<2>> = (0..k)
-                .step_by(tile)
-                .map(|j| block(xi.clone(), z.clone().slice([j..(j + tile).min(k), 0..d])))
-                .collect();
-            Tensor::cat(cols, 1)
-        })
-        .collect();
-    Tensor::cat(rows, 0)
+    (0..n).step_by(tile).map(move |s| s..(s + tile).min(n))
 }
 
-/// K(X, Z) v for a vector block v (k x c) without storing K: each row tile of K is built,
-/// multiplied and dropped. Memory O(tile * k).
-pub fn gram_matvec(kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, v: Tensor<2>, tile: usize) -> Tensor<2> {
-    let tile = tile.max(1);
-    let [n, d] = x.dims();
-    let parts: Vec<Tensor<2>> = (0..n)
-        .step_by(tile)
-        .map(|i| kernel.block(x.clone().slice([i..(i + tile).min(n), 0..d]), z.clone()).matmul(v.clone()))
-        .collect();
-    Tensor::cat(parts, 0)
+/// K(X, Z) V for X (n x d), Z (k x d) and V (k x c) without storing K: each `tile` x `tile`
+/// block of K is built, multiplied and dropped. Memory O(tile^2 + n c).
+pub fn gram_matvec(kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, v: Tensor<2>, tile: usize) -> Result<Tensor<2>, Error> {
+    let ([n, d], [k, c]) = (x.dims(), v.dims());
+    if n == 0 || k == 0 {
+        return Ok(Tensor::zeros([n, c], (&x.device(), x.dtype())));
+    }
+    let mut rows = Vec::new();
+    for ri in blocks(n, tile) {
+        let xi = x.clone().slice([ri, 0..d]);
+        let mut acc: Option<Tensor<2>> = None;
+        for cj in blocks(k, tile) {
+            let part = kernel.block(xi.clone(), z.clone().slice([cj.clone(), 0..d]))?.matmul(v.clone().slice([cj, 0..c]));
+            acc = Some(match acc {
+                Some(a) => a + part,
+                None => part,
+            });
+        }
+        rows.extend(acc);
+    }
+    Ok(Tensor::cat(rows, 0))
+}
+
+/// Rows `rows` of K(X, Z) on the host, row-major (rows.len() x k), built `tile` x `tile` blocks
+/// at a time: a Gram matrix larger than any buffer or host allocation can be streamed out a row
+/// panel at a time.
+pub fn gram_rows(kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, rows: Range<usize>, tile: usize) -> Result<Vec<f64>, Error> {
+    let ([_, d], k) = (x.dims(), z.dims()[0]);
+    let xi = x.clone().slice([rows.clone(), 0..d]);
+    let mut out = vec![0.0; rows.len() * k];
+    for cj in blocks(k, tile) {
+        let block = to_host(kernel.block(xi.clone(), z.clone().slice([cj.clone(), 0..d]))?)?;
+        for (r, values) in block.chunks_exact(cj.len()).enumerate() {
+            out[r * k + cj.start..r * k + cj.end].copy_from_slice(values);
+        }
+    }
+    Ok(out)
 }

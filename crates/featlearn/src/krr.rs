@@ -1,15 +1,18 @@
-//! Kernel ridge regression on the device (SCIENCE.md section 4):
+//! Kernel ridge regression on the device (docs/science.md, section 4):
 //! alpha = (K + n lambda I)^{-1} y, prediction K(test, train) alpha, lambda chosen on a
-//! validation split. Two solvers: a blocked Cholesky while the Gram matrix and its factor fit
-//! the memory budget, and a Nystrom-preconditioned conjugate gradient on a stored Gram or on
-//! tiles recomputed at every matvec beyond.
+//! validation split. Two solvers: a tiled Cholesky, in place over the tiles of K + n lambda I,
+//! while the Gram and its factor fit the memory budget; beyond, a Nystrom-preconditioned
+//! conjugate gradient on the stored tiled Gram or on tiles recomputed at every matvec. Every
+//! n x n matrix is a [`SymTiles`] under the device's largest buffer.
 
 use burn::tensor::Tensor;
+use std::ops::Range;
 
-use crate::compute::{scalar, Compute};
+use crate::compute::{human_bytes, scalar, to_host, Compute};
 use crate::data::Dataset;
 use crate::kernels::{gram, gram_matvec, Kernel};
-use crate::linalg::{conjugate_gradient, Cholesky, default_block};
+use crate::linalg::{conjugate_gradient, Cholesky};
+use crate::tiles::SymTiles;
 use crate::Error;
 
 /// Which solver to use.
@@ -25,7 +28,8 @@ pub enum KrrSolver {
 pub struct KrrOptions {
     pub lambdas: Vec<f64>,
     pub solver: KrrSolver,
-    /// Rows and columns of one Gram tile.
+    /// Rows and columns of one Gram tile; the device's largest buffer caps it
+    /// ([`Compute::tile_side`]).
     pub tile: usize,
     pub pcg_tol: f64,
     pub pcg_max_iter: usize,
@@ -53,30 +57,51 @@ impl Plan {
     }
 }
 
-/// Estimated peak bytes of each plan for n training points, element size `b`.
-/// Cholesky: the Gram, its trailing copy and the factor panels (about 3 n^2 b).
-/// PCG stored: the Gram plus Nystrom columns. PCG on tiles: two row tiles plus Nystrom columns.
+/// Estimated peak bytes of each plan for n training points, tile t (`opts.tile`), k landmarks
+/// and element size b. The lower-triangle tiles of an n x n matrix hold n (n + t) / 2 values.
+/// - Cholesky: the Gram's tiles and the factor's (each lambda starts again from the Gram), the
+///   inverses of the diagonal tiles (n t) and two tiles of temporaries: (n^2 + 2 n t + 2 t^2) b.
+/// - PCG stored: the Gram's tiles, the Nystrom columns (n k + 2 k^2) and eight n-vectors.
+/// - PCG on tiles: two tiles, the Nystrom columns and eight n-vectors.
 pub fn plan_bytes(plan: Plan, n: usize, opts: &KrrOptions, b: usize) -> u64 {
-    let (n, t, k, b) = (n as u64, opts.tile as u64, opts.landmarks.min(n as usize) as u64, b as u64);
+    let (n, t, k, b) = (n as u64, opts.tile.min(n.max(1)) as u64, opts.landmarks.min(n) as u64, b as u64);
     let nystrom = (n * k + 2 * k * k) * b;
+    let tiles = n * (n + t) / 2 * b;
     match plan {
-        Plan::Cholesky => 3 * n * n * b,
-        Plan::PcgStored => n * n * b + nystrom + 8 * n * b,
-        Plan::PcgTiles => 2 * t * n * b + nystrom + 8 * n * b,
+        Plan::Cholesky => (n * n + 2 * n * t + 2 * t * t) * b,
+        Plan::PcgStored => tiles + nystrom + 8 * n * b,
+        Plan::PcgTiles => 2 * t * t * b + nystrom + 8 * n * b,
     }
+}
+
+/// The largest n whose exact (Cholesky) solve fits `budget` bytes with tile `tile` and element
+/// size `b`.
+pub fn largest_exact_n(budget: u64, tile: usize, b: usize) -> usize {
+    let opts = KrrOptions { lambdas: vec![], solver: KrrSolver::Cholesky, tile, pcg_tol: 0.0, pcg_max_iter: 0, landmarks: 0, mem_budget: budget };
+    let (mut lo, mut hi) = (0usize, 1usize << 32);
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        if plan_bytes(Plan::Cholesky, mid, &opts, b) <= budget {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// Chooses the solver plan, or refuses with the budget and the need named.
 pub fn choose_plan(n: usize, opts: &KrrOptions, b: usize) -> Result<Plan, Error> {
-    let gib = |x: u64| x as f64 / (1u64 << 30) as f64;
     let fits = |p| plan_bytes(p, n, opts, b) <= opts.mem_budget;
     let refuse = |p: Plan| {
         Error::Memory(format!(
-            "kernel ridge with n = {n} needs {:.2} GiB for the {} solver, over the memory budget of {:.2} GiB \
-             (raise --mem-budget or kernel.mem_budget_gb, or use kernel.solver = \"pcg\")",
-            gib(plan_bytes(p, n, opts, b)),
+            "kernel ridge with n = {n} needs {} for the {} solver, over the memory budget of {} \
+             (the largest n whose exact solve fits it is {}; raise --mem-budget or kernel.mem_budget_gb, \
+             or use kernel.solver = \"pcg\")",
+            human_bytes(plan_bytes(p, n, opts, b)),
             p.name(),
-            gib(opts.mem_budget)
+            human_bytes(opts.mem_budget),
+            largest_exact_n(opts.mem_budget, opts.tile, b)
         ))
     };
     match opts.solver {
@@ -95,6 +120,63 @@ pub fn choose_plan(n: usize, opts: &KrrOptions, b: usize) -> Result<Plan, Error>
     }
 }
 
+/// Row blocks 0..rows, rows..2 rows, ..., ..n.
+fn row_blocks(n: usize, rows: usize) -> Vec<Range<usize>> {
+    (0..n).step_by(rows.max(1)).map(|s| s..(s + rows.max(1)).min(n)).collect()
+}
+
+/// The Nystrom approximation C W^{-1} C^T of K, with C = K(X, L) (n x k, held as row panels
+/// under the buffer limit), W = K(L, L) and L the first k training points. As a preconditioner
+/// of K + mu I it is P = C W^{-1} C^T + mu I, whose inverse is
+///   P^{-1} v = (v - C (mu W + C^T C)^{-1} C^T v) / mu.
+struct Nystrom {
+    panels: Vec<Tensor<2>>,
+    w: Tensor<2>,
+    /// C^T C, k x k.
+    ctc: Tensor<2>,
+    tile: usize,
+}
+
+impl Nystrom {
+    fn new(c: &Compute, kernel: &Kernel, x: &Tensor<2>, landmarks: usize, tile: usize) -> Result<Self, Error> {
+        let [n, d] = x.dims();
+        let k = landmarks.clamp(1, n);
+        c.check_fits(&format!("the Nystrom preconditioner's {k} x {k} landmark Gram"), k * k)?;
+        let l = x.clone().slice([0..k, 0..d]);
+        let rows = c.rows_per_buffer(n, k).min(tile);
+        let panels = row_blocks(n, rows).into_iter().map(|r| kernel.block(x.clone().slice([r, 0..d]), l.clone())).collect::<Result<Vec<_>, _>>()?;
+        let ctc = panels.iter().map(|p| p.clone().transpose().matmul(p.clone())).reduce(|a, b| a + b).expect("n >= 1");
+        Ok(Nystrom { w: kernel.block(l.clone(), l)?, panels, ctc, tile })
+    }
+
+    /// v -> P^{-1} v for the shift mu.
+    fn inverse(&self, c: &Compute, mu: f64) -> Result<impl Fn(Tensor<2>) -> Result<Tensor<2>, Error> + '_, Error> {
+        let inner = self.w.clone() * mu + self.ctc.clone();
+        let jitter = scalar(inner.clone().abs().max())? * 1e-7;
+        let inner = Cholesky::factor(c, SymTiles::from_dense(inner, self.tile).shift_diagonal(jitter))?;
+        Ok(move |v: Tensor<2>| {
+            let cols = v.dims()[1];
+            let mut start = 0;
+            let mut parts = Vec::with_capacity(self.panels.len());
+            let mut ctv: Option<Tensor<2>> = None; // C^T v, k x cols, as sum_p (v_p^T C_p)^T
+            for p in &self.panels {
+                let rows = start..start + p.dims()[0];
+                let vp = v.clone().slice([rows.clone(), 0..cols]);
+                let term = vp.clone().transpose().matmul(p.clone()).transpose();
+                ctv = Some(match ctv {
+                    Some(a) => a + term,
+                    None => term,
+                });
+                parts.push(vp);
+                start = rows.end;
+            }
+            let s = inner.solve(ctv.expect("n >= 1"));
+            let out: Vec<Tensor<2>> = parts.into_iter().zip(&self.panels).map(|(vp, p)| (vp - p.clone().matmul(s.clone())) / mu).collect();
+            Ok(Tensor::cat(out, 0))
+        })
+    }
+}
+
 /// A fitted kernel ridge predictor: x -> K(x, X_train) alpha.
 pub struct KrrModel {
     pub kernel: Kernel,
@@ -105,9 +187,10 @@ pub struct KrrModel {
 }
 
 impl KrrModel {
-    pub fn predict(&self, x: &Tensor<2>) -> Tensor<1> {
+    /// K(x, X_train) alpha, built a tile of K at a time.
+    pub fn predict(&self, x: &Tensor<2>) -> Result<Tensor<1>, Error> {
         let n = x.dims()[0];
-        gram_matvec(&self.kernel, x, &self.x_train, self.alpha.clone(), self.tile).reshape([n])
+        Ok(gram_matvec(&self.kernel, x, &self.x_train, self.alpha.clone(), self.tile)?.reshape([n]))
     }
 }
 
@@ -124,29 +207,27 @@ pub struct KrrFit {
 }
 
 /// Fits alpha = (K + n lambda I)^{-1} y for every lambda of the grid and keeps the one with the
-/// smallest validation MSE.
+/// smallest validation MSE. The tile is `opts.tile`, capped by the device's largest buffer.
 pub fn fit_krr(c: &Compute, kernel: &Kernel, train: &Dataset, val: &Dataset, opts: &KrrOptions) -> Result<(KrrModel, KrrFit), Error> {
     let n = train.n();
-    let plan = choose_plan(n, opts, c.precision.bytes())?;
+    if n == 0 {
+        return Err(Error::Invalid("kernel ridge needs at least one training point".into()));
+    }
+    let opts = KrrOptions { tile: c.tile_side(opts.tile), ..opts.clone() };
+    let plan = choose_plan(n, &opts, c.precision.bytes())?;
     let y = train.y.clone().reshape([n, 1]);
-    let y_norm = scalar(y.clone().powi_scalar(2).sum()).sqrt().max(1e-300);
+    let y_norm = scalar(y.clone().powi_scalar(2).sum())?.sqrt().max(1e-300);
     let stored = match plan {
         Plan::PcgTiles => None,
-        _ => Some(gram(kernel, &train.x, &train.x, opts.tile)),
+        _ => Some(gram(kernel, &train.x, opts.tile)?),
     };
     let apply_k = |v: Tensor<2>| match &stored {
-        Some(k) => k.clone().matmul(v),
+        Some(k) => Ok(k.matvec(&v)),
         None => gram_matvec(kernel, &train.x, &train.x, v, opts.tile),
     };
-    // Nystrom pieces for PCG: C = K(X, L), W = K(L, L), L the first k training points.
     let nystrom = match plan {
         Plan::Cholesky => None,
-        _ => {
-            let k = opts.landmarks.clamp(1, n);
-            let d = train.x.dims()[1];
-            let landmarks = train.x.clone().slice([0..k, 0..d]);
-            Some((gram(kernel, &train.x, &landmarks, opts.tile), gram(kernel, &landmarks, &landmarks, opts.tile)))
-        }
+        _ => Some(Nystrom::new(c, kernel, &train.x, opts.landmarks, opts.tile)?),
     };
     let mut lambdas = opts.lambdas.clone();
     lambdas.sort_by(|a, b| b.total_cmp(a));
@@ -154,38 +235,30 @@ pub fn fit_krr(c: &Compute, kernel: &Kernel, train: &Dataset, val: &Dataset, opt
     let mut warm: Option<Tensor<2>> = None;
     for &lambda in &lambdas {
         let mu = n as f64 * lambda;
-        let (alpha, iterations) = match plan {
-            Plan::Cholesky => {
-                let a = stored.clone().unwrap() + c.eye(n) * mu;
-                match Cholesky::factor(c, a, default_block(n)) {
-                    Ok(chol) => (chol.solve(y.clone()), 0),
-                    // K + n lambda I is positive definite in exact arithmetic; a tiny lambda can
-                    // lose that in rounding: skip that lambda, keep the rest of the grid.
-                    Err(Error::NotPositiveDefinite { .. }) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            _ => {
-                let (cn, w) = nystrom.clone().unwrap();
-                let k = w.dims()[0];
-                // P = C W^{-1} C^T + mu I;  P^{-1} v = (v - C (mu W + C^T C)^{-1} C^T v) / mu.
-                let inner = w * mu + cn.clone().transpose().matmul(cn.clone());
-                let jitter = scalar(inner.clone().abs().max()) * 1e-7;
-                let inner = Cholesky::factor(c, inner + c.eye(k) * jitter, default_block(k))?;
-                let pre = |v: Tensor<2>| (v.clone() - cn.clone().matmul(inner.solve(cn.clone().transpose().matmul(v)))) / mu;
+        let (alpha, iterations) = match (&stored, &nystrom) {
+            (Some(gram), None) => match Cholesky::factor(c, gram.clone().shift_diagonal(mu)) {
+                Ok(chol) => (chol.solve(y.clone()), 0),
+                // K + n lambda I is positive definite in exact arithmetic; a tiny lambda can
+                // lose that in rounding: skip that lambda, keep the rest of the grid.
+                Err(Error::NotPositiveDefinite { .. }) => continue,
+                Err(e) => return Err(e),
+            },
+            (_, Some(nystrom)) => {
+                let pre = nystrom.inverse(c, mu)?;
                 let sol = conjugate_gradient(
-                    |v: Tensor<2>| apply_k(v.clone()) + v * mu,
+                    |v: Tensor<2>| Ok(apply_k(v.clone())? + v * mu),
                     Some(&pre),
                     y.clone(),
                     warm.clone(),
                     opts.pcg_tol,
                     opts.pcg_max_iter,
                     5,
-                );
+                )?;
                 (sol.x, sol.iterations)
             }
+            (None, None) => unreachable!("every plan stores the Gram or builds the preconditioner"),
         };
-        let residual = scalar((apply_k(alpha.clone()) + alpha.clone() * mu - y.clone()).powi_scalar(2).sum()).sqrt() / y_norm;
+        let residual = scalar((apply_k(alpha.clone())? + alpha.clone() * mu - y.clone()).powi_scalar(2).sum())?.sqrt() / y_norm;
         warm = Some(alpha.clone());
         solutions.push((lambda, alpha, iterations, residual));
     }
@@ -195,8 +268,8 @@ pub fn fit_krr(c: &Compute, kernel: &Kernel, train: &Dataset, val: &Dataset, opt
     // validation predictions of every lambda in one tiled pass: n_val x L
     let stacked = Tensor::cat(solutions.iter().map(|s| s.1.clone()).collect(), 1);
     let n_val = val.n();
-    let pred = gram_matvec(kernel, &val.x, &train.x, stacked, opts.tile);
-    let errs = crate::compute::to_host((pred - val.y.clone().reshape([n_val, 1])).powi_scalar(2).mean_dim(0));
+    let pred = gram_matvec(kernel, &val.x, &train.x, stacked, opts.tile)?;
+    let errs = to_host((pred - val.y.clone().reshape([n_val, 1])).powi_scalar(2).mean_dim(0))?;
     let best = errs
         .iter()
         .enumerate()

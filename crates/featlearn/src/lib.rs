@@ -1,13 +1,15 @@
 //! featlearn: the science of feature learning versus kernels, as plain functions over burn
-//! tensors. `../../shared/SCIENCE.md` in the repository is the specification; each module names
-//! the section it implements.
+//! tensors. `docs/science.md` in the repository states the mathematics; each module names the
+//! section it implements.
 //!
-//! - [`compute`]: the backend (ndarray or wgpu) and precision, chosen at run time.
+//! - [`compute`]: the backend (ndarray or wgpu), precision and device limits, chosen at run time.
 //! - [`rng`], [`data`]: seeded, chunk-invariant sampling.
 //! - [`hermite`], [`target`]: multi-index polynomial targets f*(x) = g(Ux).
 //! - [`network`], [`algorithm1`]: the two-layer network, Algorithm 1 and random features.
 //! - [`kernels`], [`krr`]: NTK, NNGP and generic kernels, tiled Gram matrices, kernel ridge.
-//! - [`linalg`]: blocked Cholesky and conjugate gradient on the device.
+//! - [`tiles`]: symmetric n x n matrices as tiles under the device's largest buffer.
+//! - [`linalg`]: tiled Cholesky and conjugate gradient on the device.
+//! - [`host`]: small dense linear algebra on the host (faer).
 //! - [`training`]: both layers trained by gradient descent, and the empirical NTK.
 //! - [`metrics`]: test errors, subspace alignment, kernel-target alignment.
 
@@ -24,6 +26,7 @@ pub mod network;
 pub mod training;
 pub mod rng;
 pub mod target;
+pub mod tiles;
 
 pub use compute::{BackendKind, Compute, Precision};
 
@@ -42,7 +45,10 @@ pub enum Error {
     /// A matrix that must be positive definite is not.
     #[error("matrix is not positive definite (non-positive pivot at row {row})")]
     NotPositiveDefinite { row: usize },
-    /// A job does not fit its memory budget.
+    /// A job does not fit its memory budget, or a tensor does not fit the device's largest buffer.
     #[error("{0}")]
     Memory(String),
+    /// The device failed: an allocation it refused, a lost device.
+    #[error("device error: {0}")]
+    Device(String),
 }

@@ -1,135 +1,103 @@
-//! Linear solvers on the device, built from tensor ops: a blocked Cholesky factorisation (the
-//! small diagonal blocks on the host, every block-column update and panel a device matmul), its
+//! Linear solvers on the device, built from tensor ops: a tiled Cholesky factorisation (the
+//! diagonal tiles on the host with faer, every panel and trailing update a device matmul), its
 //! triangular solves, and a (preconditioned) conjugate gradient.
 
 use burn::tensor::Tensor;
 
 use crate::compute::{scalar, to_host, Compute};
 use crate::host;
+use crate::tiles::{index, SymTiles};
 use crate::Error;
 
-/// L of A = L L^T, stored as column panels: panel k covers columns `start..start+nb`, with its
-/// diagonal block L11 (nb x nb), the rows below it L21 (rows start+nb..n), and L11^{-1} for the
-/// solves. The parts are kept apart, never concatenated: a concatenation is a full copy (and a
-/// slow one on burn-ndarray).
+/// L of A = L L^T, held in the tiles of A (lower triangle; the diagonal tiles lower-triangular),
+/// with the inverse of each diagonal tile for the solves.
 pub struct Cholesky {
-    n: usize,
-    panels: Vec<Panel>,
-}
-
-struct Panel {
-    start: usize,
-    l11: Tensor<2>,
-    /// None for the last panel, which has no rows below its diagonal block.
-    l21: Option<Tensor<2>>,
-    l11_inv: Tensor<2>,
-}
-
-impl Panel {
-    fn width(&self) -> usize {
-        self.l11.dims()[0]
-    }
-}
-
-/// Block size for an n x n Cholesky. The diagonal blocks are factorised on the host, whose work
-/// grows as n * block^2; every panel update subtracts one rest x block product, whose memory
-/// traffic grows as n^3 / block. Measured on the 2-core CPU (f32): 128 is faster at n = 1000
-/// (11 against 15 ms), 256 at n = 8000 with OpenBLAS (1.9 against 2.4 s).
-pub fn default_block(n: usize) -> usize {
-    if n <= 2048 {
-        128
-    } else {
-        256
-    }
+    l: SymTiles,
+    diag_inv: Vec<Tensor<2>>,
 }
 
 impl Cholesky {
-    /// Factorises a symmetric positive-definite `n x n` matrix (only its lower triangle is read).
-    /// A non-positive pivot is reported as [`Error::NotPositiveDefinite`] with its row, never
+    /// Factorises a symmetric positive-definite matrix, rewriting its tiles in place. A
+    /// non-positive pivot is reported as [`Error::NotPositiveDefinite`] with its row, never
     /// silently solved.
     ///
-    /// Left-looking blocked algorithm, one block column [A11; A21] (rows start..n) at a time:
-    ///   [A11; A21] -= sum over the panels p found so far of L_p[start..n] L_p[start..start+nb]^T,
-    ///   A11 = L11 L11^T on the host,   L21 = A21 L11^{-T} on the device.
-    /// n^3/3 matmul flops (a right-looking update of the whole trailing square does twice that),
-    /// and no pass over an n x n temporary: the trailing matrix is never rewritten.
-    pub fn factor(c: &Compute, a: Tensor<2>, block: usize) -> Result<Self, Error> {
-        let [n, n2] = a.dims();
-        assert_eq!(n, n2, "Cholesky of a non-square {n}x{n2} matrix");
-        let block = block.max(1);
-        let mut panels: Vec<Panel> = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let nb = block.min(n - start);
-            let rest = n - start;
-            let mut col = a.clone().slice([start..n, start..start + nb]);
-            for p in &panels {
-                let below = p.l21.as_ref().expect("a panel left of `start` has rows below it");
-                let first = start - p.start - p.width(); // row `start` within p.l21
-                let rows = below.clone().slice([first..first + rest, 0..p.width()]);
-                let top = rows.clone().slice([0..nb, 0..p.width()]);
-                col = col - rows.matmul(top.transpose());
-            }
-            let a11 = to_host(col.clone().slice([0..nb, 0..nb]));
-            let l11 = host::cholesky(&a11, nb).map_err(|j| Error::NotPositiveDefinite { row: start + j })?;
-            let l11_inv = c.matrix(&host::lower_inverse(&l11, nb), nb, nb);
-            let l21 = (nb < rest).then(|| col.slice([nb..rest, 0..nb]).matmul(l11_inv.clone().transpose()));
-            panels.push(Panel { start, l11: c.matrix(&l11, nb, nb), l21, l11_inv });
-            start += nb;
+    /// Right-looking tile algorithm, one tile column k at a time (T = tiles per side):
+    ///   L_kk = chol(A_kk) and L_kk^{-1}          on the host (faer, f64),
+    ///   L_ik = A_ik L_kk^{-T}                     for k < i < T (device matmuls),
+    ///   A_ij = A_ij - L_ik L_jk^T                 for k < j <= i < T (the trailing update).
+    /// n^3/3 flops in the updates plus n^2 t in the panels; peak memory is A's tiles, the inverses
+    /// of the diagonal tiles (n x t) and one tile of temporaries: each updated tile replaces the
+    /// old one, which is freed (or overwritten, when nothing else holds it).
+    pub fn factor(c: &Compute, a: SymTiles) -> Result<Self, Error> {
+        let count = a.count();
+        let (n, tile, tiles) = a.into_parts();
+        let mut tiles: Vec<Option<Tensor<2>>> = tiles.into_iter().map(Some).collect();
+        fn take(tiles: &mut [Option<Tensor<2>>], i: usize, j: usize) -> Tensor<2> {
+            tiles[index(i, j)].take().expect("each tile is taken once per step and put back")
         }
-        Ok(Cholesky { n, panels })
+        let mut diag_inv = Vec::with_capacity(count);
+        for k in 0..count {
+            let akk = take(&mut tiles, k, k);
+            let nb = akk.dims()[0];
+            let (l, l_inv) =
+                host::cholesky_and_inverse(&to_host(akk)?, nb).map_err(|j| Error::NotPositiveDefinite { row: k * tile + j })?;
+            tiles[index(k, k)] = Some(c.matrix(&l, nb, nb));
+            let l_inv = c.matrix(&l_inv, nb, nb);
+            for i in k + 1..count {
+                let aik = take(&mut tiles, i, k);
+                tiles[index(i, k)] = Some(aik.matmul(l_inv.clone().transpose()));
+            }
+            for i in k + 1..count {
+                let lik = tiles[index(i, k)].clone().expect("panel written above");
+                for j in k + 1..=i {
+                    let ljk = tiles[index(j, k)].clone().expect("panel written above");
+                    let aij = take(&mut tiles, i, j);
+                    tiles[index(i, j)] = Some(aij - lik.clone().matmul(ljk.transpose()));
+                }
+            }
+            diag_inv.push(l_inv);
+        }
+        let tiles = tiles.into_iter().map(|t| t.expect("every tile factored")).collect();
+        Ok(Cholesky { l: SymTiles::from_parts(n, tile, tiles), diag_inv })
     }
 
     pub fn n(&self) -> usize {
-        self.n
+        self.l.n()
     }
 
-    /// L as a dense lower-triangular n x n matrix (for checks and export).
-    pub fn to_dense(&self, c: &Compute) -> Tensor<2> {
-        let cols: Vec<Tensor<2>> = self
-            .panels
-            .iter()
-            .map(|p| {
-                let mut parts = vec![p.l11.clone()];
-                if p.start > 0 {
-                    parts.insert(0, c.zeros([p.start, p.width()]));
-                }
-                parts.extend(p.l21.clone());
-                Tensor::cat(parts, 0)
-            })
-            .collect();
-        Tensor::cat(cols, 1)
+    /// L's tiles (the lower triangle of L; read the upper triangle of [`SymTiles::to_host`] as zero).
+    pub fn factor_tiles(&self) -> &SymTiles {
+        &self.l
     }
 
-    /// Solves A X = B for B of shape n x k: forward substitution L Z = B, then L^T X = Z.
+    /// Solves A X = B for B of shape n x k: forward substitution L Z = B, then L^T X = Z, a tile
+    /// row at a time:
+    ///   z_i = L_ii^{-1} (b_i - sum_{j<i} L_ij z_j),   x_i = L_ii^{-T} (z_i - sum_{j>i} L_ji^T x_j).
+    /// The transposed products are formed as (x_j^T L_ji)^T: row-major tiles read row by row.
     pub fn solve(&self, b: Tensor<2>) -> Tensor<2> {
-        let k = b.dims()[1];
-        // Forward: z_p = L11^{-1} b_p; the rows below lose L21 z_p.
-        let mut rest = b;
-        let mut z = Vec::with_capacity(self.panels.len());
-        for p in &self.panels {
-            let (nb, rows) = (p.width(), self.n - p.start);
-            let zp = p.l11_inv.clone().matmul(rest.clone().slice([0..nb, 0..k]));
-            if let Some(l21) = &p.l21 {
-                rest = rest.slice([nb..rows, 0..k]) - l21.clone().matmul(zp.clone());
+        let (count, k) = (self.l.count(), b.dims()[1]);
+        let mut z: Vec<Tensor<2>> = Vec::with_capacity(count);
+        for i in 0..count {
+            let mut r = b.clone().slice([self.l.rows(i), 0..k]);
+            for (j, zj) in z.iter().enumerate() {
+                r = r - self.l.get(i, j).clone().matmul(zj.clone());
             }
-            z.push(zp);
+            z.push(self.diag_inv[i].clone().matmul(r));
         }
-        // Backward: x_p = L11^{-T} (z_p - L21^T x_below), x_below the solution's rows
-        // start+nb..n (at most n x k: small next to L).
-        let mut below: Option<Tensor<2>> = None;
-        for (p, zp) in self.panels.iter().zip(z).rev() {
-            let rhs = match (&p.l21, &below) {
-                (Some(l21), Some(xb)) => zp - l21.clone().transpose().matmul(xb.clone()),
-                _ => zp,
-            };
-            let xp = p.l11_inv.clone().transpose().matmul(rhs);
-            below = Some(match below {
-                Some(xb) => Tensor::cat(vec![xp, xb], 0),
-                None => xp,
-            });
+        let mut x: Vec<Tensor<2>> = Vec::with_capacity(count); // x_{count-1}, ..., x_i
+        for i in (0..count).rev() {
+            let mut r = z[i].clone();
+            for (back, xj) in x.iter().enumerate() {
+                let j = count - 1 - back;
+                r = r - xj.clone().transpose().matmul(self.l.get(j, i).clone()).transpose();
+            }
+            x.push(r.transpose().matmul(self.diag_inv[i].clone()).transpose());
         }
-        below.expect("at least one panel")
+        x.reverse();
+        match x.len() {
+            0 => b,
+            _ => Tensor::cat(x, 0),
+        }
     }
 }
 
@@ -146,55 +114,55 @@ pub struct CgSolution {
 /// column). `precondition` applies M^{-1} (identity when `None`). The residual is read back only
 /// every `check_every` iterations, so the loop itself never waits on the device.
 pub fn conjugate_gradient(
-    apply: impl Fn(Tensor<2>) -> Tensor<2>,
-    precondition: Option<&dyn Fn(Tensor<2>) -> Tensor<2>>,
+    apply: impl Fn(Tensor<2>) -> Result<Tensor<2>, Error>,
+    precondition: Option<&dyn Fn(Tensor<2>) -> Result<Tensor<2>, Error>>,
     b: Tensor<2>,
     x0: Option<Tensor<2>>,
     tol: f64,
     max_iter: usize,
     check_every: usize,
-) -> CgSolution {
+) -> Result<CgSolution, Error> {
     let pre = |r: Tensor<2>| match precondition {
         Some(m) => m(r),
-        None => r,
+        None => Ok(r),
     };
-    let b_norm2 = to_host(b.clone().powi_scalar(2).sum_dim(0));
+    let b_norm2 = to_host(b.clone().powi_scalar(2).sum_dim(0))?;
     let mut x = x0.unwrap_or_else(|| b.zeros_like());
-    let mut r = b.clone() - apply(x.clone());
-    let mut zr = pre(r.clone());
+    let mut r = b.clone() - apply(x.clone())?;
+    let mut zr = pre(r.clone())?;
     let mut p = zr.clone();
     let mut rz = (r.clone() * zr.clone()).sum_dim(0); // 1 x k
     let mut iterations = 0;
-    let worst = |r: &Tensor<2>| -> f64 {
-        let r2 = to_host(r.clone().powi_scalar(2).sum_dim(0));
-        r2.iter().zip(&b_norm2).map(|(a, b)| (a / b.max(1e-300)).sqrt()).fold(0.0, f64::max)
+    let worst = |r: &Tensor<2>| -> Result<f64, Error> {
+        let r2 = to_host(r.clone().powi_scalar(2).sum_dim(0))?;
+        Ok(r2.iter().zip(&b_norm2).map(|(a, b)| (a / b.max(1e-300)).sqrt()).fold(0.0, f64::max))
     };
-    let mut rel = worst(&r);
+    let mut rel = worst(&r)?;
     while iterations < max_iter && rel > tol {
-        let ap = apply(p.clone());
+        let ap = apply(p.clone())?;
         let pap = (p.clone() * ap.clone()).sum_dim(0);
         let alpha = rz.clone() / pap;
         x = x + p.clone() * alpha.clone();
         r = r - ap * alpha;
-        zr = pre(r.clone());
+        zr = pre(r.clone())?;
         let rz_new = (r.clone() * zr.clone()).sum_dim(0);
         let beta = rz_new.clone() / rz;
         p = zr.clone() + p * beta;
         rz = rz_new;
         iterations += 1;
         if iterations % check_every.max(1) == 0 || iterations == max_iter {
-            rel = worst(&r);
+            rel = worst(&r)?;
             if !rel.is_finite() {
                 break;
             }
         }
     }
-    CgSolution { x, iterations, relative_residual: rel }
+    Ok(CgSolution { x, iterations, relative_residual: rel })
 }
 
 /// Largest eigenvalue of a symmetric positive semi-definite operator on R^n, by `iters` power
 /// iterations from a fixed start vector (an estimate from below).
-pub fn largest_eigenvalue(c: &Compute, apply: impl Fn(Tensor<2>) -> Tensor<2>, n: usize, iters: usize) -> f64 {
+pub fn largest_eigenvalue(c: &Compute, apply: impl Fn(Tensor<2>) -> Tensor<2>, n: usize, iters: usize) -> Result<f64, Error> {
     let start: Vec<f64> = (0..n).map(|i| 1.0 + ((i * 7919) % 13) as f64 / 13.0).collect();
     let mut v = c.matrix(&start, n, 1);
     v = v.clone() / v.clone().powi_scalar(2).sum().sqrt().reshape([1, 1]);
@@ -202,11 +170,11 @@ pub fn largest_eigenvalue(c: &Compute, apply: impl Fn(Tensor<2>) -> Tensor<2>, n
     for _ in 0..iters {
         let av = apply(v.clone());
         let norm = av.clone().powi_scalar(2).sum().sqrt();
-        lambda = scalar(norm.clone());
+        lambda = scalar(norm.clone())?;
         if lambda == 0.0 {
             break;
         }
         v = av / norm.reshape([1, 1]);
     }
-    lambda
+    Ok(lambda)
 }

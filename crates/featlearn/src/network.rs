@@ -1,4 +1,4 @@
-//! The two-layer ReLU network f(x) = sum_j a_j relu(w_j . x + b_j) (SCIENCE.md section 2).
+//! The two-layer ReLU network f(x) = sum_j a_j relu(w_j . x + b_j) (docs/science.md, section 2).
 
 use burn::tensor::activation::relu;
 use burn::tensor::Tensor;

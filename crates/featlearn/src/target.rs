@@ -1,4 +1,4 @@
-//! Multi-index targets f*(x) = g(U x) (SCIENCE.md section 1).
+//! Multi-index targets f*(x) = g(U x) (docs/science.md, section 1).
 //!
 //! U (r x d) has orthonormal rows; g is a sum of terms c * prod_i h_{k_i}(z_i) in the normalised
 //! Hermite basis, so E[f*] is the constant coefficient and E[f*^2] the sum of squared

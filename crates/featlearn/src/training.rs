@@ -1,5 +1,5 @@
 //! Standard training of both layers by gradient descent with burn autodiff and burn's
-//! optimisers (SCIENCE.md section 5), and the network's empirical NTK (section 6).
+//! optimisers (docs/science.md, section 5), and the network's empirical NTK (section 6).
 //!
 //! The network is in the standard parameterisation
 //!   f(x) = s_out sum_j a_j relu(w_j . x / sqrt(d) + b_j),
@@ -13,7 +13,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 
-use crate::compute::{scalar, Compute};
+use crate::compute::{read_data, scalar, Compute};
 use crate::data::Dataset;
 use crate::network::mirrored_signs;
 use crate::rng::{normal_rows, normals, stream_rng, Stream};
@@ -114,10 +114,10 @@ impl Net {
     }
 
     /// A copy of the parameters on another device context (e.g. without autodiff).
-    pub fn on(&self, c: &Compute) -> Net {
-        let mv = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), (&c.device, c.dtype()));
-        let vv = |t: Tensor<1>| Tensor::<1>::from_data(t.into_data(), (&c.device, c.dtype()));
-        Net { w: Param::from_tensor(mv(self.w.val())), b: Param::from_tensor(vv(self.b.val())), a: Param::from_tensor(vv(self.a.val())) }
+    pub fn on(&self, c: &Compute) -> Result<Net, Error> {
+        let mv = |t: Tensor<2>| -> Result<Tensor<2>, Error> { Ok(Tensor::from_data(read_data(t)?, (&c.device, c.dtype()))) };
+        let vv = |t: Tensor<1>| -> Result<Tensor<1>, Error> { Ok(Tensor::from_data(read_data(t)?, (&c.device, c.dtype()))) };
+        Ok(Net { w: Param::from_tensor(mv(self.w.val())?), b: Param::from_tensor(vv(self.b.val())?), a: Param::from_tensor(vv(self.a.val())?) })
     }
 }
 
@@ -138,11 +138,11 @@ pub fn empirical_ntk(net: &Net, x: &Tensor<2>, z: &Tensor<2>, param: Parameteriz
 }
 
 /// 1 - <K1, K2>_F / (||K1||_F ||K2||_F): 0 when the kernel has not moved.
-pub fn kernel_distance(k1: &Tensor<2>, k2: &Tensor<2>) -> f64 {
-    let inner = scalar((k1.clone() * k2.clone()).sum());
-    let n1 = scalar(k1.clone().powi_scalar(2).sum()).sqrt();
-    let n2 = scalar(k2.clone().powi_scalar(2).sum()).sqrt();
-    1.0 - inner / (n1 * n2)
+pub fn kernel_distance(k1: &Tensor<2>, k2: &Tensor<2>) -> Result<f64, Error> {
+    let inner = scalar((k1.clone() * k2.clone()).sum())?;
+    let n1 = scalar(k1.clone().powi_scalar(2).sum())?.sqrt();
+    let n2 = scalar(k2.clone().powi_scalar(2).sum())?.sqrt();
+    Ok(1.0 - inner / (n1 * n2))
 }
 
 /// Options of `gd`.
@@ -162,8 +162,8 @@ pub struct GdOptions {
 }
 
 /// Loss L = (1/2n) sum_i (f(x_i) - y_i)^2 of a network on a dataset (no autodiff).
-pub fn loss(net: &Net, data: &Dataset, param: Parameterization) -> f64 {
-    scalar((net.forward(data.x.clone(), param) - data.y.clone()).powi_scalar(2).mean()) / 2.0
+pub fn loss(net: &Net, data: &Dataset, param: Parameterization) -> Result<f64, Error> {
+    Ok(scalar((net.forward(data.x.clone(), param) - data.y.clone()).powi_scalar(2).mean())? / 2.0)
 }
 
 /// Outcome of training.
@@ -190,7 +190,7 @@ pub fn train_gd(
     let d = train.x.dims()[1];
     let m = net.width();
     let batch = if opts.batch_size == 0 || opts.batch_size >= n { n } else { opts.batch_size };
-    let mut model = net.on(&ad);
+    let mut model = net.on(&ad)?;
     let mut optim: ModuleOptimizer = match opts.optimizer {
         Optimizer::Sgd { momentum } => SgdConfig::new()
             .with_momentum((momentum > 0.0).then(|| MomentumConfig::new().with_momentum(momentum).with_dampening(0.0)))
@@ -200,8 +200,8 @@ pub fn train_gd(
             .with_weight_decay((opts.weight_decay > 0.0).then(|| WeightDecayConfig::new(opts.weight_decay as f32)))
             .init(),
     };
-    let x_ad = Tensor::<2>::from_data(train.x.to_data(), (&ad.device, ad.dtype()));
-    let y_ad = Tensor::<1>::from_data(train.y.to_data(), (&ad.device, ad.dtype()));
+    let x_ad = Tensor::<2>::from_data(read_data(train.x.clone())?, (&ad.device, ad.dtype()));
+    let y_ad = Tensor::<1>::from_data(read_data(train.y.clone())?, (&ad.device, ad.dtype()));
     let mut rng = stream_rng(seed, Stream::Batches);
     let mut epoch: (Tensor<2>, Tensor<1>) = (x_ad.clone(), y_ad.clone());
     let mut cursor = n; // forces a permutation at the first mini-batch step
@@ -229,8 +229,8 @@ pub fn train_gd(
         let grads = GradientsParams::from_grads(loss_t.backward(), &model);
         model = optim.step(lr, model, grads);
         if step % opts.log_every.max(1) == 0 || step == opts.steps {
-            let plain = model.on(c);
-            let l = loss(&plain, train, opts.param);
+            let plain = model.on(c)?;
+            let l = loss(&plain, train, opts.param)?;
             if !l.is_finite() {
                 return Err(Error::Diverged(format!(
                     "training loss became non-finite between steps {} and {step} (last finite loss {:.4e})",
@@ -241,7 +241,7 @@ pub fn train_gd(
             on_log(step, &plain, l)?;
         }
     }
-    let net = model.on(c);
-    let final_train_loss = loss(&net, train, opts.param);
+    let net = model.on(c)?;
+    let final_train_loss = loss(&net, train, opts.param)?;
     Ok(GdOutcome { net, steps: opts.steps, final_train_loss })
 }

@@ -9,6 +9,7 @@ use featlearn::linalg::{conjugate_gradient, Cholesky};
 use featlearn::metrics::{normalized_mse, subspace_alignment};
 use featlearn::network::{TwoLayer, WInit};
 use featlearn::target::{Target, TargetSpec};
+use featlearn::tiles::SymTiles;
 use featlearn::Error;
 
 fn cpu(p: Precision) -> Compute {
@@ -35,10 +36,10 @@ fn monte_carlo_second_moment_is_one_for_every_preset() {
     let n = 400_000;
     for (spec, r) in PRESETS.iter() {
         let t = Target::new(spec, 12, *r, 5, true, 0.0).unwrap();
-        let data = sample(&c, &t, 5, Split::Train, n);
+        let data = sample(&c, &t, 5, Split::Train, n).unwrap();
         let y2 = data.y.clone().powi_scalar(2);
-        let mean = scalar(y2.clone().mean());
-        let sd = scalar((y2 - mean).powi_scalar(2).mean()).sqrt();
+        let mean = scalar(y2.clone().mean()).unwrap();
+        let sd = scalar((y2 - mean).powi_scalar(2).mean()).unwrap().sqrt();
         let se = sd / (n as f64).sqrt();
         assert!((mean - 1.0).abs() < 3.0 * se, "{spec:?}: E[f^2] = {mean} ± {se}");
     }
@@ -48,9 +49,9 @@ fn monte_carlo_second_moment_is_one_for_every_preset() {
 fn device_evaluation_matches_the_host_reference() {
     let c = cpu(Precision::F64);
     let t = Target::new(&TargetSpec::Random { p: 4 }, 9, 3, 2, true, 0.0).unwrap();
-    let data = sample(&c, &t, 2, Split::Test, 64);
-    let x = to_host(data.x);
-    let y = to_host(data.y);
+    let data = sample(&c, &t, 2, Split::Test, 64).unwrap();
+    let x = to_host(data.x).unwrap();
+    let y = to_host(data.y).unwrap();
     for i in 0..64 {
         let want = t.f_host(&x[i * 9..(i + 1) * 9]);
         assert!((y[i] - want).abs() < 1e-12 * (1.0 + want.abs()), "row {i}: {} vs {want}", y[i]);
@@ -63,7 +64,7 @@ fn projection_has_orthonormal_rows_on_the_device() {
         let c = cpu(p);
         let t = Target::new(&TargetSpec::Quadratic, 40, 5, 9, true, 0.0).unwrap();
         let u = t.u_tensor(&c);
-        let gram = to_host(u.clone().matmul(u.transpose()));
+        let gram = to_host(u.clone().matmul(u.transpose())).unwrap();
         for i in 0..5 {
             for j in 0..5 {
                 let want = if i == j { 1.0 } else { 0.0 };
@@ -78,9 +79,9 @@ fn sampling_has_the_right_moments_and_is_deterministic() {
     let c = cpu(Precision::F64);
     let (d, n) = (6, 200_000);
     let t = Target::new(&TargetSpec::Quadratic, d, 2, 1, true, 0.0).unwrap();
-    let a = sample(&c, &t, 3, Split::Train, n);
-    let mean = to_host(a.x.clone().mean_dim(0));
-    let cov = to_host(a.x.clone().transpose().matmul(a.x.clone()) / n as f64);
+    let a = sample(&c, &t, 3, Split::Train, n).unwrap();
+    let mean = to_host(a.x.clone().mean_dim(0)).unwrap();
+    let cov = to_host(a.x.clone().transpose().matmul(a.x.clone()) / n as f64).unwrap();
     let se = 1.0 / (n as f64).sqrt();
     for i in 0..d {
         assert!(mean[i].abs() < 4.0 * se, "mean[{i}] = {}", mean[i]);
@@ -90,17 +91,17 @@ fn sampling_has_the_right_moments_and_is_deterministic() {
             assert!((cov[i * d + j] - want).abs() < 4.0 * sd * se, "cov[{i},{j}] = {}", cov[i * d + j]);
         }
     }
-    let b = sample(&c, &t, 3, Split::Train, n);
-    assert_eq!(to_host(a.x.clone()), to_host(b.x), "same seed, same numbers");
-    let chunked = sample_rows(&c, &t, 3, Split::Train, 0, 1000, 7);
-    let whole = sample_rows(&c, &t, 3, Split::Train, 0, 1000, 1_000_000);
-    assert_eq!(to_host(chunked.x), to_host(whole.x), "inputs come from the host streams: exact");
+    let b = sample(&c, &t, 3, Split::Train, n).unwrap();
+    assert_eq!(to_host(a.x.clone()).unwrap(), to_host(b.x).unwrap(), "same seed, same numbers");
+    let chunked = sample_rows(&c, &t, 3, Split::Train, 0, 1000, 7).unwrap();
+    let whole = sample_rows(&c, &t, 3, Split::Train, 0, 1000, 1_000_000).unwrap();
+    assert_eq!(to_host(chunked.x).unwrap(), to_host(whole.x).unwrap(), "inputs come from the host streams: exact");
     // labels are computed on the device; a BLAS may round a 7-row product differently
-    for (a, b) in to_host(chunked.y).iter().zip(to_host(whole.y)) {
+    for (a, b) in to_host(chunked.y).unwrap().iter().zip(to_host(whole.y).unwrap()) {
         assert!((a - b).abs() <= 1e-14 * (1.0 + b.abs()), "chunked label {a} vs {b}");
     }
-    let other = sample(&c, &t, 4, Split::Train, 10);
-    assert_ne!(to_host(other.x), to_host(a.x.slice([0..10, 0..d])));
+    let other = sample(&c, &t, 4, Split::Train, 10).unwrap();
+    assert_ne!(to_host(other.x).unwrap(), to_host(a.x.slice([0..10, 0..d])).unwrap());
 }
 
 #[test]
@@ -109,9 +110,9 @@ fn noise_has_the_requested_variance() {
     let n = 200_000;
     let clean = Target::new(&TargetSpec::Quadratic, 5, 2, 1, true, 0.0).unwrap();
     let noisy = Target { noise: 0.5, ..clean.clone() };
-    let a = sample(&c, &clean, 1, Split::Train, n);
-    let b = sample(&c, &noisy, 1, Split::Train, n);
-    let var = scalar((b.y - a.y).powi_scalar(2).mean());
+    let a = sample(&c, &clean, 1, Split::Train, n).unwrap();
+    let b = sample(&c, &noisy, 1, Split::Train, n).unwrap();
+    let var = scalar((b.y - a.y).powi_scalar(2).mean()).unwrap();
     assert!((var - 0.25).abs() < 4.0 * 0.25 * (2.0 / n as f64).sqrt(), "noise variance {var}");
 }
 
@@ -120,8 +121,8 @@ fn target_evaluation_agrees_across_backends() {
     let (cc, gc) = (cpu(Precision::F32), gpu(Precision::F32));
     for (spec, r) in PRESETS.iter() {
         let t = Target::new(spec, 16, *r, 3, true, 0.0).unwrap();
-        let a = to_host(sample(&cc, &t, 3, Split::Test, 2000).y);
-        let b = to_host(sample(&gc, &t, 3, Split::Test, 2000).y);
+        let a = to_host(sample(&cc, &t, 3, Split::Test, 2000).unwrap().y).unwrap();
+        let b = to_host(sample(&gc, &t, 3, Split::Test, 2000).unwrap().y).unwrap();
         let scale = a.iter().map(|v| v.abs()).fold(0.0, f64::max);
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() <= 1e-5 * scale, "{spec:?}: ndarray {x} vs wgpu {y}");
@@ -133,10 +134,10 @@ fn target_evaluation_agrees_across_backends() {
 fn network_is_zero_at_the_symmetric_initialisation() {
     let c = cpu(Precision::F32);
     let t = Target::new(&TargetSpec::Quadratic, 10, 2, 0, true, 0.0).unwrap();
-    let data = sample(&c, &t, 0, Split::Train, 500);
+    let data = sample(&c, &t, 0, Split::Train, 500).unwrap();
     for w_init in [WInit::Sphere, WInit::Gaussian] {
         let net = TwoLayer::symmetric_init(&c, 10, 64, w_init, 1.0, 0).unwrap();
-        let f = to_host(net.forward(data.x.clone()));
+        let f = to_host(net.forward(data.x.clone())).unwrap();
         assert!(f.iter().all(|&v| v == 0.0), "f must be exactly 0 at init");
     }
     assert!(matches!(TwoLayer::symmetric_init(&c, 10, 7, WInit::Sphere, 1.0, 0), Err(Error::Invalid(_))));
@@ -149,17 +150,17 @@ fn first_step_direction_matches_theory() {
     let (d, n) = (16, 2_000_000);
     let t = Target::new(&TargetSpec::Quadratic, d, 2, 11, true, 0.0).unwrap();
     let net = TwoLayer::symmetric_init(&c, d, 2, WInit::Sphere, 1.0, 11).unwrap();
-    let w = to_host(net.w.clone().slice([0..1, 0..d]));
-    let a0 = to_host(net.a.clone())[0];
-    let data = sample_rows(&c, &t, 11, Split::Train, 0, n, 262_144);
+    let w = to_host(net.w.clone().slice([0..1, 0..d])).unwrap();
+    let a0 = to_host(net.a.clone()).unwrap()[0];
+    let data = sample_rows(&c, &t, 11, Split::Train, 0, n, 262_144).unwrap();
     // grad_W L = -(1/n) a_j sum_i y_i 1[w_j . x_i > 0] x_i at f = 0.
-    let grad = to_host(net.loss_grad_w(data.x.clone(), data.y.clone()).slice([0..1, 0..d]));
+    let grad = to_host(net.loss_grad_w(data.x.clone(), data.y.clone()).slice([0..1, 0..d])).unwrap();
     // Monte Carlo standard error of the empirical direction, from the per-sample terms
     // v_i = y_i 1[w . x_i > 0] x_i: se_k^2 = (E[v_k^2] - E[v_k]^2) / n.
     let active = data.x.clone().matmul(net.w.clone().slice([0..1, 0..d]).transpose());
     let gate = active.clone().ones_like().mask_fill(active.lower_equal_elem(0.0), 0.0);
     let v = data.x * (gate * data.y.reshape([n, 1]));
-    let (m1, m2) = (to_host(v.clone().mean_dim(0)), to_host(v.powi_scalar(2).mean_dim(0)));
+    let (m1, m2) = (to_host(v.clone().mean_dim(0)).unwrap(), to_host(v.powi_scalar(2).mean_dim(0)).unwrap());
     let mc_error = (0..d).map(|k| (m2[k] - m1[k] * m1[k]) / n as f64).sum::<f64>().sqrt();
     let empirical: Vec<f64> = grad.iter().map(|g| -g / a0).collect();
     let h = t.hessian_x();
@@ -185,12 +186,12 @@ fn hand_written_gradient_equals_autodiff() {
     let ad = c.autodiff();
     let (d, m, n) = (8, 16, 300);
     let t = Target::new(&TargetSpec::He2PlusHep { p: 3 }, d, 2, 4, true, 0.0).unwrap();
-    let data = sample(&c, &t, 4, Split::Train, n);
+    let data = sample(&c, &t, 4, Split::Train, n).unwrap();
     let net = TwoLayer::symmetric_init(&c, d, m, WInit::Sphere, 1.0, 4).unwrap();
     // a perturbed network too, where f != 0 and the residual term matters
     let moved = TwoLayer { b: c.vector(&(0..m).map(|j| 0.1 * (j as f64 - 8.0) / 8.0).collect::<Vec<_>>()), a: net.a.clone() * 0.7 + 0.05, ..net.clone() };
     for net in [net, moved] {
-        let hand = to_host(net.loss_grad_w(data.x.clone(), data.y.clone()));
+        let hand = to_host(net.loss_grad_w(data.x.clone(), data.y.clone())).unwrap();
         let w = Tensor::from_data(net.w.to_data(), &ad.device).require_grad();
         let x = Tensor::from_data(data.x.to_data(), &ad.device);
         let y = Tensor::<1>::from_data(data.y.to_data(), &ad.device);
@@ -199,7 +200,7 @@ fn hand_written_gradient_equals_autodiff() {
         let f = burn::tensor::activation::relu(x.matmul(w.clone().transpose()) + b.reshape([1, m])).matmul(a.reshape([m, 1])).reshape([n]);
         let loss = (f - y).powi_scalar(2).mean() / 2.0;
         let grads = loss.backward();
-        let auto = to_host(w.grad(&grads).expect("gradient of W"));
+        let auto = to_host(w.grad(&grads).expect("gradient of W")).unwrap();
         let scale = auto.iter().map(|v| v.abs()).fold(0.0, f64::max);
         for (h, a) in hand.iter().zip(&auto) {
             assert!((h - a).abs() <= 1e-5 * scale, "hand {h} vs autodiff {a}");
@@ -214,30 +215,36 @@ fn spd_matrix(c: &Compute, n: usize, seed: u64) -> Tensor<2> {
 }
 
 #[test]
-fn blocked_cholesky_reproduces_and_solves() {
+fn tiled_cholesky_reproduces_and_solves() {
     let c = cpu(Precision::F64);
     let n = 37;
     let a = spd_matrix(&c, n, 1);
+    let dense = to_host(a.clone()).unwrap();
     let b = c.matrix(&featlearn::rng::normal_rows(2, featlearn::rng::Stream::ValX, 0, n, 3), n, 3);
-    for block in [1, 5, 8, 37, 100] {
-        let chol = Cholesky::factor(&c, a.clone(), block).unwrap();
-        let l = chol.to_dense(&c);
-        let upper = to_host(l.clone().triu(1));
-        assert!(upper.iter().all(|&v| v == 0.0), "L is lower triangular");
-        let err = scalar((l.clone().matmul(l.transpose()) - a.clone()).abs().max());
-        assert!(err < 1e-12, "block {block}: ||LL^T - A||_max = {err}");
+    // a tile of one row, n not a multiple of the tile, one tile, a tile larger than n
+    for tile in [1, 5, 8, 37, 100] {
+        let chol = Cholesky::factor(&c, SymTiles::from_dense(a.clone(), tile)).unwrap();
+        // L from its tiles (to_host mirrors the lower triangle: keep j <= i)
+        let l_sym = chol.factor_tiles().to_host().unwrap();
+        let l: Vec<f64> = (0..n * n).map(|k| if k % n <= k / n { l_sym[k] } else { 0.0 }).collect();
+        let l = c.matrix(&l, n, n);
+        let err = scalar((l.clone().matmul(l.transpose()) - a.clone()).abs().max()).unwrap();
+        assert!(err < 1e-12, "tile {tile}: ||LL^T - A||_max = {err}");
         let x = chol.solve(b.clone());
-        let resid = scalar((a.clone().matmul(x) - b.clone()).abs().max());
-        assert!(resid < 1e-11, "block {block}: residual {resid}");
+        let resid = scalar((a.clone().matmul(x) - b.clone()).abs().max()).unwrap();
+        assert!(resid < 1e-11, "tile {tile}: residual {resid}");
     }
     // only the lower triangle is read: a garbage upper triangle gives the same factor
     let garbage = a.clone().tril(0) + a.clone().triu(1) * 1e3;
-    let same = Cholesky::factor(&c, garbage, 8).unwrap().to_dense(&c);
-    let reference = Cholesky::factor(&c, a.clone(), 8).unwrap().to_dense(&c);
-    assert_eq!(to_host(same), to_host(reference));
-    // a non-positive-definite matrix is reported with its row
-    let bad = a.clone() - c.eye(n) * 100.0;
-    assert!(matches!(Cholesky::factor(&c, bad, 8), Err(Error::NotPositiveDefinite { row: 0 })));
+    let factor = |m: Tensor<2>| Cholesky::factor(&c, SymTiles::from_dense(m, 8)).unwrap().factor_tiles().to_host().unwrap();
+    assert_eq!(factor(garbage), factor(a.clone()));
+    // a non-positive-definite matrix is reported with its row, in a later tile too
+    let bad = SymTiles::from_dense(a.clone(), 8).shift_diagonal(-100.0);
+    assert!(matches!(Cholesky::factor(&c, bad), Err(Error::NotPositiveDefinite { row: 0 })));
+    let mut late = dense.clone();
+    late[20 * n + 20] = -1.0; // row 20 lies in the third tile of 8
+    let late = SymTiles::from_dense(c.matrix(&late, n, n), 8);
+    assert!(matches!(Cholesky::factor(&c, late), Err(Error::NotPositiveDefinite { row: 20 })));
 }
 
 #[test]
@@ -246,10 +253,10 @@ fn conjugate_gradient_matches_cholesky() {
     let n = 60;
     let a = spd_matrix(&c, n, 3);
     let b = c.matrix(&featlearn::rng::normal_rows(4, featlearn::rng::Stream::ValX, 0, n, 2), n, 2);
-    let direct = Cholesky::factor(&c, a.clone(), 16).unwrap().solve(b.clone());
-    let sol = conjugate_gradient(|v| a.clone().matmul(v), None, b.clone(), None, 1e-12, 500, 5);
+    let direct = Cholesky::factor(&c, SymTiles::from_dense(a.clone(), 16)).unwrap().solve(b.clone());
+    let sol = conjugate_gradient(|v| Ok(a.clone().matmul(v)), None, b.clone(), None, 1e-12, 500, 5).unwrap();
     assert!(sol.relative_residual <= 1e-12);
-    let rel = scalar((sol.x - direct.clone()).powi_scalar(2).sum()).sqrt() / scalar(direct.powi_scalar(2).sum()).sqrt();
+    let rel = scalar((sol.x - direct.clone()).powi_scalar(2).sum()).unwrap().sqrt() / scalar(direct.powi_scalar(2).sum()).unwrap().sqrt();
     assert!(rel < 1e-10, "CG vs Cholesky: {rel}");
 }
 
@@ -258,21 +265,21 @@ fn ridge_solvers_agree() {
     let c = cpu(Precision::F64);
     let (d, m, n) = (8, 40, 400);
     let t = Target::new(&TargetSpec::He2PlusHep { p: 3 }, d, 2, 6, true, 0.0).unwrap();
-    let train = sample(&c, &t, 6, Split::Train, n);
-    let val = sample(&c, &t, 6, Split::Val, 200);
+    let train = sample(&c, &t, 6, Split::Train, n).unwrap();
+    let val = sample(&c, &t, 6, Split::Val, 200).unwrap();
     let net = TwoLayer::symmetric_init(&c, d, m, WInit::Sphere, 1.0, 6).unwrap();
     let net = TwoLayer { b: featlearn::network::random_biases(&c, m, 1.0, 6), ..net };
     let (phi, phi_val) = (net.features(train.x.clone()), net.features(val.x.clone()));
     let lam = [1e-2];
     let fit = |s| ridge_head(&c, &phi, &train.y, &phi_val, &val.y, &lam, s).unwrap();
-    let direct = to_host(fit(HeadSolver::Direct).a);
-    let cg = to_host(fit(HeadSolver::Cg { tol: 1e-13, max_iter: 2000 }).a);
+    let direct = to_host(fit(HeadSolver::Direct).a).unwrap();
+    let cg = to_host(fit(HeadSolver::Cg { tol: 1e-13, max_iter: 2000 }).a).unwrap();
     let rel = |a: &[f64], b: &[f64]| {
         a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / b.iter().map(|y| y * y).sum::<f64>().sqrt()
     };
     assert!(rel(&cg, &direct) < 1e-6, "CG vs direct {}", rel(&cg, &direct));
-    let gd_short = to_host(fit(HeadSolver::Gd { steps: 200, lr: None }).a);
-    let gd_long = to_host(fit(HeadSolver::Gd { steps: 20_000, lr: None }).a);
+    let gd_short = to_host(fit(HeadSolver::Gd { steps: 200, lr: None }).a).unwrap();
+    let gd_long = to_host(fit(HeadSolver::Gd { steps: 20_000, lr: None }).a).unwrap();
     let (e_short, e_long) = (rel(&gd_short, &direct), rel(&gd_long, &direct));
     assert!(e_long < 1e-4 && e_long < e_short, "GD error {e_short} after 200 steps, {e_long} after 20000");
 }
@@ -280,16 +287,16 @@ fn ridge_solvers_agree() {
 fn small_fit(c: &Compute, method: &str) -> f64 {
     let (d, m, n) = (8, 64, 600);
     let t = Target::new(&TargetSpec::He2PlusHep { p: 3 }, d, 2, 1, true, 0.0).unwrap();
-    let train = sample(c, &t, 1, Split::Train, n);
-    let val = sample(c, &t, 1, Split::Val, 300);
-    let test = sample(c, &t, 1, Split::Test, 1000);
+    let train = sample(c, &t, 1, Split::Train, n).unwrap();
+    let val = sample(c, &t, 1, Split::Val, 300).unwrap();
+    let test = sample(c, &t, 1, Split::Test, 1000).unwrap();
     let net = TwoLayer::symmetric_init(c, d, m, WInit::Sphere, 1.0, 1).unwrap();
     let opts = HeadOptions { bias_scale: 1.0, lambdas: vec![1e-3, 1e-2, 1e-1], solver: HeadSolver::Direct };
     let fit = match method {
         "onestep" => fit_onestep(c, &net, &train, &train, &val, Eta::Auto, &opts, 1).unwrap(),
         _ => fit_random_features(c, &net, &train, &val, &opts, 1).unwrap(),
     };
-    normalized_mse(fit.predictor.predict(&test.x), test.y, &t)
+    normalized_mse(fit.predictor.predict(&test.x), test.y, &t).unwrap()
 }
 
 #[test]
@@ -307,17 +314,17 @@ fn onestep_learns_the_subspace_and_beats_random_features() {
     let c = cpu(Precision::F32);
     let (d, m, n) = (16, 1000, 2000);
     let t = Target::new(&TargetSpec::He2PlusHep { p: 3 }, d, 2, 0, true, 0.0).unwrap();
-    let train = sample(&c, &t, 0, Split::Train, n);
-    let val = sample(&c, &t, 0, Split::Val, 1000);
-    let test = sample(&c, &t, 0, Split::Test, 5000);
+    let train = sample(&c, &t, 0, Split::Train, n).unwrap();
+    let val = sample(&c, &t, 0, Split::Val, 1000).unwrap();
+    let test = sample(&c, &t, 0, Split::Test, 5000).unwrap();
     let net = TwoLayer::symmetric_init(&c, d, m, WInit::Sphere, 1.0, 0).unwrap();
     let opts = HeadOptions { bias_scale: 1.0, lambdas: vec![1e-4, 1e-3, 1e-2, 1e-1, 1.0], solver: HeadSolver::Direct };
     let one = fit_onestep(&c, &net, &train, &train, &val, Eta::Auto, &opts, 0).unwrap();
     let rf = fit_random_features(&c, &net, &train, &val, &opts, 0).unwrap();
-    let mse_one = normalized_mse(one.predictor.predict(&test.x), test.y.clone(), &t);
-    let mse_rf = normalized_mse(rf.predictor.predict(&test.x), test.y.clone(), &t);
-    let align = subspace_alignment(&c, one.predictor.net.w.clone(), &t);
-    let align0 = subspace_alignment(&c, net.w.clone(), &t);
+    let mse_one = normalized_mse(one.predictor.predict(&test.x), test.y.clone(), &t).unwrap();
+    let mse_rf = normalized_mse(rf.predictor.predict(&test.x), test.y.clone(), &t).unwrap();
+    let align = subspace_alignment(&c, one.predictor.net.w.clone(), &t).unwrap();
+    let align0 = subspace_alignment(&c, net.w.clone(), &t).unwrap();
     assert!(mse_one <= 0.08, "onestep test_mse {mse_one}");
     assert!(mse_rf >= 0.3, "rf test_mse {mse_rf}");
     assert!(align >= 0.7, "alignment {align}");

@@ -30,18 +30,18 @@ fn empirical_ntk_equals_autodiff_jacobian_products() {
         let x = c.matrix(&normal_rows(1, Stream::TestX, 0, n, d), n, d);
         for param in [Parameterization::Ntk, Parameterization::MeanField] {
             let net = moved(&c, d, m);
-            let formula = to_host(empirical_ntk(&net, &x, &x, param));
+            let formula = to_host(empirical_ntk(&net, &x, &x, param)).unwrap();
             // J_i = grad of f(x_i) in (w, b, a), one backward pass per sample
             let jac: Vec<Vec<f64>> = (0..n)
                 .map(|i| {
-                    let model = net.on(&ad);
+                    let model = net.on(&ad).unwrap();
                     let (w, b, a) = (model.w.val().require_grad(), model.b.val().require_grad(), model.a.val().require_grad());
                     let live = Net { w: burn::module::Param::from_tensor(w.clone()), b: burn::module::Param::from_tensor(b.clone()), a: burn::module::Param::from_tensor(a.clone()) };
                     let xi = Tensor::<2>::from_data(x.clone().slice([i..i + 1, 0..d]).into_data(), (&ad.device, ad.dtype()));
                     let grads = live.forward(xi, param).sum().backward();
-                    let mut j = to_host(w.grad(&grads).unwrap());
-                    j.extend(to_host(b.grad(&grads).unwrap()));
-                    j.extend(to_host(a.grad(&grads).unwrap()));
+                    let mut j = to_host(w.grad(&grads).unwrap()).unwrap();
+                    j.extend(to_host(b.grad(&grads).unwrap()).unwrap());
+                    j.extend(to_host(a.grad(&grads).unwrap()).unwrap());
                     j
                 })
                 .collect();
@@ -63,20 +63,20 @@ fn empirical_ntk_approaches_the_closed_form_at_large_width() {
     let (n, d, m) = (4, 6, 200_000);
     let x = c.matrix(&normal_rows(2, Stream::TestX, 0, n, d), n, d);
     let net = Net::init(&c, d, m, 1.0, 1.0, 5).unwrap();
-    let entk = to_host(empirical_ntk(&net, &x, &x, Parameterization::Ntk));
-    let exact = to_host(gram(&Kernel::Ntk { sw: 1.0, sb: 1.0 }, &x, &x, 16));
+    let entk = to_host(empirical_ntk(&net, &x, &x, Parameterization::Ntk)).unwrap();
+    let exact = gram(&Kernel::Ntk { sw: 1.0, sb: 1.0 }, &x, 16).unwrap().to_host().unwrap();
     // Monte Carlo error from the m/2 independent neurons (the second half mirrors the first)
     let half = Net { w: burn::module::Param::from_tensor(net.w.val().slice([0..m / 2, 0..d])), b: burn::module::Param::from_tensor(net.b.val().slice([0..m / 2])), a: burn::module::Param::from_tensor(net.a.val().slice([0..m / 2])) };
     let z = half.preactivations(x.clone());
     let phi = burn::tensor::activation::relu(z.clone());
     let gate = z.ones_like().mask_fill(z.lower_equal_elem(0.0), 0.0);
-    let xx = to_host(x.clone().matmul(x.transpose()) / d as f64 + 1.0);
+    let xx = to_host(x.clone().matmul(x.transpose()) / d as f64 + 1.0).unwrap();
     for i in 0..n {
         for j in 0..n {
             let row = |t: &Tensor<2>, r: usize| t.clone().slice([r..r + 1, 0..m / 2]);
             let terms = row(&phi, i) * row(&phi, j) + row(&gate, i) * row(&gate, j) * xx[i * n + j];
-            let mean = scalar(terms.clone().mean());
-            let se = (scalar((terms - mean).powi_scalar(2).mean()) / (m / 2) as f64).sqrt();
+            let mean = scalar(terms.clone().mean()).unwrap();
+            let se = (scalar((terms - mean).powi_scalar(2).mean()).unwrap() / (m / 2) as f64).sqrt();
             let got = entk[i * n + j];
             assert!((got - mean).abs() < 1e-9 * mean.abs(), "the empirical NTK is the mean over neurons");
             assert!((got - exact[i * n + j]).abs() < 5.0 * se, "K[{i},{j}]: empirical {got} ± {se} vs closed form {}", exact[i * n + j]);
@@ -89,13 +89,13 @@ fn one_sgd_step_equals_the_hand_computed_update() {
     let c = cpu(Precision::F64);
     let (n, d, m, lr) = (7, 3, 4, 0.3);
     let t = Target::new(&TargetSpec::Quadratic, d, 1, 1, true, 0.0).unwrap();
-    let data = sample(&c, &t, 1, Split::Train, n);
+    let data = sample(&c, &t, 1, Split::Train, n).unwrap();
     let net = moved(&c, d, m);
     let param = Parameterization::Ntk;
     let s = param.output_scale(m);
     // hand gradient of L = (1/2n) sum (f - y)^2
-    let (xs, ys) = (to_host(data.x.clone()), to_host(data.y.clone()));
-    let (w, b, a) = (to_host(net.w.val()), to_host(net.b.val()), to_host(net.a.val()));
+    let (xs, ys) = (to_host(data.x.clone()).unwrap(), to_host(data.y.clone()).unwrap());
+    let (w, b, a) = (to_host(net.w.val()).unwrap(), to_host(net.b.val()).unwrap(), to_host(net.a.val()).unwrap());
     let z = |i: usize, j: usize| (0..d).map(|k| w[j * d + k] * xs[i * d + k]).sum::<f64>() / (d as f64).sqrt() + b[j];
     let f = |i: usize| s * (0..m).map(|j| a[j] * z(i, j).max(0.0)).sum::<f64>();
     let r: Vec<f64> = (0..n).map(|i| f(i) - ys[i]).collect();
@@ -112,13 +112,13 @@ fn one_sgd_step_equals_the_hand_computed_update() {
     }
     let opts = GdOptions { param, optimizer: Optimizer::Sgd { momentum: 0.0 }, lr, weight_decay: 0.0, schedule: Schedule::Constant, steps: 1, batch_size: 0, log_every: 1 };
     let out = train_gd(&c, net, &data, &opts, 1, |_, _, _| Ok(())).unwrap();
-    for (got, (p, g)) in to_host(out.net.w.val()).iter().zip(w.iter().zip(&gw)) {
+    for (got, (p, g)) in to_host(out.net.w.val()).unwrap().iter().zip(w.iter().zip(&gw)) {
         assert!((got - (p - lr * g)).abs() < 1e-10 * (1.0 + p.abs()), "w: {got} vs {}", p - lr * g);
     }
-    for (got, (p, g)) in to_host(out.net.b.val()).iter().zip(b.iter().zip(&gb)) {
+    for (got, (p, g)) in to_host(out.net.b.val()).unwrap().iter().zip(b.iter().zip(&gb)) {
         assert!((got - (p - lr * g)).abs() < 1e-10 * (1.0 + p.abs()), "b");
     }
-    for (got, (p, g)) in to_host(out.net.a.val()).iter().zip(a.iter().zip(&ga)) {
+    for (got, (p, g)) in to_host(out.net.a.val()).unwrap().iter().zip(a.iter().zip(&ga)) {
         assert!((got - (p - lr * g)).abs() < 1e-10 * (1.0 + p.abs()), "a");
     }
 }
@@ -127,12 +127,12 @@ fn one_sgd_step_equals_the_hand_computed_update() {
 fn short_run(c: &Compute, lr: f64, steps: usize) -> Result<(f64, f64, f64), Error> {
     let (d, m) = (8, 200);
     let t = Target::new(&TargetSpec::Quadratic, d, 2, 2, true, 0.0).unwrap();
-    let data = sample(c, &t, 2, Split::Train, 400);
+    let data = sample(c, &t, 2, Split::Train, 400).unwrap();
     let net = Net::init(c, d, m, 1.0, 1.0, 2).unwrap();
-    let start = loss(&net, &data, Parameterization::MeanField);
+    let start = loss(&net, &data, Parameterization::MeanField).unwrap();
     let opts = GdOptions { param: Parameterization::MeanField, optimizer: Optimizer::Sgd { momentum: 0.9 }, lr, weight_decay: 0.0, schedule: Schedule::Cosine, steps, batch_size: 100, log_every: 10 };
     let out = train_gd(c, net, &data, &opts, 2, |_, _, _| Ok(()))?;
-    Ok((start, out.final_train_loss, scalar(data.y.powi_scalar(2).mean()) / 2.0))
+    Ok((start, out.final_train_loss, scalar(data.y.powi_scalar(2).mean()).unwrap() / 2.0))
 }
 
 #[test]
