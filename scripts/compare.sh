@@ -5,14 +5,16 @@
 #   scripts/compare.sh [small|medium|large] [ndarray|wgpu] [repeats]
 #
 # FEATLEARN names the binary (default: the release build); for the CPU targets of BENCHMARKS.md
-# build it with `--features blas`. The last line adds up the NTK Gram build and the Cholesky
+# build it with `--features blas`. The PyTorch reference runs on CUDA where torch sees a GPU.
+# COMPARE_DIR keeps the three JSON files (featlearn.json, numpy.json, torch.json) there. The last line adds up the NTK Gram build and the Cholesky
 # solve, the kernel-ridge pipeline the CPU target is stated for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=${1:-medium}
 backend=${2:-ndarray}
 repeats=${3:-5}
-tmp=$(mktemp -d)
+tmp=${COMPARE_DIR:-$(mktemp -d)}
+mkdir -p "$tmp"
 bin=${FEATLEARN:-${CARGO_TARGET_DIR:-target}/release/featlearn}
 "$bin" bench --backend "$backend" --sizes "$sizes" --repeats "$repeats" --out "$tmp/featlearn.json" >/dev/null
 python3 scripts/reference/numpy_ref.py --sizes "$sizes" --repeats "$repeats" --out "$tmp/numpy.json" >/dev/null || echo "numpy reference unavailable" >&2

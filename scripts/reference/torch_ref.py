@@ -134,6 +134,12 @@ def main():
     t = timed(lambda: m1 @ m1, r, dev)
     roof = 2 * k**3 / t[0] / 1e9
     out.append(row("matmul", f"{k}x{k}x{k}", t, 2 * k**3 / 1e9, "GFLOP/s", 2.0 * k**3, None, r))
+    if dev.type == "cuda":
+        # the same product with TF32 tensor cores (PyTorch's matmul default is full f32)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        t = timed(lambda: m1 @ m1, r, dev)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        out.append(row("matmul_tf32", f"{k}x{k}x{k}, allow_tf32", t, 2 * k**3 / 1e9, "GFLOP/s", 2.0 * k**3, None, r))
     n, d, m = s["first"]
     x, y = rand(n, d), rand(n)
     w = (rand(m, d) / math.sqrt(d)).requires_grad_()
