@@ -95,7 +95,7 @@ fn invalid_configs_exit_nonzero_naming_the_key_without_panicking() {
         ("[task]\ncolour = 3\n", vec![], "task.colour"),
         ("[task]\nd = \"sixteen\"\n", vec![], "task.d"),
         ("", vec!["--set", "data.n=[100, 0]"], "data.n"),
-        ("", vec!["--backend", "cuda"], "run.backend"),
+        ("", vec!["--backend", "tpu"], "run.backend"),
     ];
     for (i, (text, extra, key)) in cases.iter().enumerate() {
         let cfg = write(&dir, &format!("bad{i}.toml"), text);
