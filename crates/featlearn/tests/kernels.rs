@@ -335,3 +335,19 @@ fn kernels_agree_across_backends() {
         }
     }
 }
+
+/// A tensor past the device's largest buffer (lavapipe: 128 MiB) fails at allocation: reading it
+/// back is an error, not a panic, and the device goes on working.
+#[test]
+fn a_refused_allocation_is_an_error_and_the_device_goes_on() {
+    let gc = Compute::open(BackendKind::Wgpu, Precision::F32).expect("wgpu backend");
+    let limit = gc.max_buffer.expect("a wgpu device reports its largest buffer");
+    let side = ((limit / 4) as f64).sqrt() as usize + 16; // side^2 f32 values > limit bytes
+    let big = Tensor::<2>::ones([side, side], (&gc.device, gc.dtype())) * 2.0;
+    match to_host(big.slice([0..1, 0..1])) {
+        Err(Error::Device(reason)) => assert!(!reason.is_empty()),
+        other => panic!("expected a device error for a {side} x {side} tensor over {limit} bytes, got {other:?}"),
+    }
+    let small = gc.matrix(&[1.0, 2.0, 3.0, 4.0], 2, 2);
+    assert_eq!(to_host(small.clone().matmul(small)).unwrap(), vec![7.0, 10.0, 15.0, 22.0]);
+}
