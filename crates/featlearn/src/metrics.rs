@@ -31,6 +31,9 @@ pub fn subspace_alignment(c: &Compute, w: Tensor<2>, target: &Target) -> Result<
 pub fn principal_angles_deg(w: Tensor<2>, target: &Target) -> Result<Vec<f64>, Error> {
     let (d, r) = (target.d, target.r);
     let gram = to_host(w.clone().transpose().matmul(w))?;
+    if !gram.iter().all(|v| v.is_finite()) {
+        return Err(Error::Diverged("the first layer W is not finite".into()));
+    }
     let (_, vecs) = symmetric_eigen(&gram, d);
     // top r eigenvectors are the last r columns
     let top: Vec<usize> = (d - r..d).collect();
