@@ -34,7 +34,8 @@ struct Cli {
 /// Backend and precision overrides shared by the commands that compute.
 #[derive(clap::Args)]
 struct ComputeArgs {
-    /// Backend: ndarray (CPU) or wgpu (GPU); overrides run.backend.
+    /// Backend: ndarray (CPU) or wgpu (GPU); vulkan and cuda in builds with those cargo
+    /// features. Overrides run.backend.
     #[arg(long)]
     backend: Option<String>,
     /// Float precision: f32 or f64; overrides run.precision.
@@ -141,6 +142,7 @@ enum Command {
         tile: Option<usize>,
         #[arg(long)]
         out: PathBuf,
+        /// ndarray, wgpu, or vulkan / cuda in builds with those features.
         #[arg(long, default_value = "ndarray")]
         backend: String,
         #[arg(long, default_value = "f32")]

@@ -171,7 +171,7 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
             })?;
             let how = match (fused, c.backend) {
                 (true, BackendKind::NdArray) => "one fused CPU pass after the matmul",
-                (true, BackendKind::Wgpu) => "tensor ops fused by burn's fusion (the same code as ntk_gram_unfused on wgpu)",
+                (true, _) => "tensor ops fused by burn's fusion (the same code as ntk_gram_unfused on the GPU backends)",
                 (false, _) => "the formula as a chain of tensor ops, unfused on ndarray",
             };
             push(case, format!("n={gn} d={gd_} tile={tile}, {how}; lower-triangle tiles (GFLOP/s counts the n^2 d matmul flops of those)"), t, (gn * gn) as f64 / 2.0, "entries/s", Some(f / 2.0), roof, repeats);

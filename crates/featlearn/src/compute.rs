@@ -18,6 +18,11 @@ pub enum BackendKind {
     NdArray,
     /// burn-wgpu: Vulkan, Metal or DX12 on whatever adapter wgpu picks (a GPU, or lavapipe).
     Wgpu,
+    /// burn's wgpu runtime pinned to Vulkan with SPIR-V kernels (cooperative-matrix
+    /// instructions, 64-bit indexing); cargo feature `vulkan`.
+    Vulkan,
+    /// burn-cuda (CUDA kernels compiled at run time by NVRTC); cargo feature `cuda`.
+    Cuda,
 }
 
 /// Float precision of every tensor of a run.
@@ -28,11 +33,13 @@ pub enum Precision {
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 2] = [BackendKind::NdArray, BackendKind::Wgpu];
+    pub const ALL: [BackendKind; 4] = [BackendKind::NdArray, BackendKind::Wgpu, BackendKind::Vulkan, BackendKind::Cuda];
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::NdArray => "ndarray",
             BackendKind::Wgpu => "wgpu",
+            BackendKind::Vulkan => "vulkan",
+            BackendKind::Cuda => "cuda",
         }
     }
 }
@@ -76,7 +83,9 @@ impl FromStr for BackendKind {
         match s {
             "ndarray" => Ok(BackendKind::NdArray),
             "wgpu" => Ok(BackendKind::Wgpu),
-            _ => Err(Error::Invalid(format!("unknown backend '{s}' (expected ndarray or wgpu)"))),
+            "vulkan" => Ok(BackendKind::Vulkan),
+            "cuda" => Ok(BackendKind::Cuda),
+            _ => Err(Error::Invalid(format!("unknown backend '{s}' (expected ndarray, wgpu, vulkan or cuda)"))),
         }
     }
 }
@@ -115,6 +124,8 @@ impl Compute {
             #[allow(deprecated)]
             BackendKind::NdArray => Device::ndarray(),
             BackendKind::Wgpu => open_wgpu()?,
+            BackendKind::Vulkan => open_vulkan()?,
+            BackendKind::Cuda => open_cuda()?,
         };
         if !device.supports_dtype(precision.dtype()) {
             return Err(Error::Backend(format!(
@@ -133,11 +144,11 @@ impl Compute {
 
     /// Rows and columns of a tile when none is asked for: 512 on ndarray (the tile Cholesky's
     /// host diagonal factorisations and panel products stay small next to its trailing update),
-    /// 2048 on wgpu (fewer, larger kernels).
+    /// 2048 on the GPU backends (fewer, larger kernels).
     pub fn default_tile(&self) -> usize {
         match self.backend {
             BackendKind::NdArray => 512,
-            BackendKind::Wgpu => 2048,
+            _ => 2048,
         }
     }
 
@@ -216,13 +227,13 @@ impl Compute {
 }
 
 /// Default memory budget of a job: half of the host's available memory for ndarray; 90% of the
-/// memory the device reports for wgpu (cubecl reads it from Vulkan and Metal builds), and
-/// 8 GiB where it reports none (set it explicitly for a larger GPU).
+/// memory a GPU reports (cubecl reads it for CUDA, and for wgpu in builds with the Vulkan or
+/// Metal compilers), and 8 GiB where it reports none (set it explicitly for a larger GPU).
 pub fn default_memory_budget(c: &Compute) -> u64 {
     match (c.backend, c.device_memory) {
         (BackendKind::NdArray, _) => host_available_memory().map_or(4 << 30, |b| b / 2),
-        (BackendKind::Wgpu, Some(bytes)) => bytes / 10 * 9,
-        (BackendKind::Wgpu, None) => 8 << 30,
+        (_, Some(bytes)) => bytes / 10 * 9,
+        (_, None) => 8 << 30,
     }
 }
 
@@ -295,6 +306,48 @@ fn open_wgpu() -> Result<Device, Error> {
         }
     });
     opened.clone().map_err(Error::Backend)
+}
+
+/// Opens a device whose constructor is lazy (the runtime starts at the first op) by running one
+/// tiny op inside `catch_unwind`: a missing driver becomes an error naming `hint`.
+#[cfg(any(feature = "vulkan", feature = "cuda"))]
+fn open_lazy(name: &str, make: fn() -> Device, hint: &str) -> Result<Device, Error> {
+    let probe = std::panic::catch_unwind(|| {
+        let device = make();
+        Tensor::<1>::ones([1], (&device, DType::F32)).try_into_data().map(|_| device)
+    });
+    match probe {
+        Ok(Ok(device)) => Ok(device),
+        Ok(Err(e)) => Err(Error::Backend(format!("the {name} device failed: {}", e.reason()))),
+        Err(_) => Err(Error::Backend(format!("no usable {name} device ({hint})"))),
+    }
+}
+
+/// wgpu pinned to Vulkan (SPIR-V kernels), opened once per process.
+#[cfg(feature = "vulkan")]
+fn open_vulkan() -> Result<Device, Error> {
+    static VULKAN: OnceLock<Result<Device, String>> = OnceLock::new();
+    let opened = VULKAN.get_or_init(|| {
+        open_lazy("vulkan", || Device::vulkan(Default::default()), "is a Vulkan driver installed?").map_err(|e| e.to_string())
+    });
+    opened.clone().map_err(Error::Backend)
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn open_vulkan() -> Result<Device, Error> {
+    Err(Error::Backend("this featlearn was built without the vulkan backend (cargo build --release --features featlearn-cli/vulkan)".into()))
+}
+
+/// The first CUDA device. burn-cuda compiles its kernels with NVRTC at run time, so the CUDA
+/// driver and the CUDA headers must be installed.
+#[cfg(feature = "cuda")]
+fn open_cuda() -> Result<Device, Error> {
+    open_lazy("cuda", || Device::cuda(0), "burn-cuda needs an NVIDIA driver, and NVRTC with the CUDA headers at run time")
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda() -> Result<Device, Error> {
+    Err(Error::Backend("this featlearn was built without the cuda backend (cargo build --release --features featlearn-cli/cuda)".into()))
 }
 
 /// One line per device this build can use: ndarray always, then each wgpu adapter with its name
