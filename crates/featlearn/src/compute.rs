@@ -312,10 +312,15 @@ fn open_wgpu() -> Result<Device, Error> {
 /// tiny op inside `catch_unwind`: a missing driver becomes an error naming `hint`.
 #[cfg(any(feature = "vulkan", feature = "cuda"))]
 fn open_lazy(name: &str, make: fn() -> Device, hint: &str) -> Result<Device, Error> {
+    // the runtime reports a missing adapter by panicking in its server thread: keep those
+    // panics (and their backtraces) off the user's terminal while probing
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
     let probe = std::panic::catch_unwind(|| {
         let device = make();
         Tensor::<1>::ones([1], (&device, DType::F32)).try_into_data().map(|_| device)
     });
+    std::panic::set_hook(hook);
     match probe {
         Ok(Ok(device)) => Ok(device),
         Ok(Err(e)) => Err(Error::Backend(format!("the {name} device failed: {}", e.reason()))),
@@ -326,9 +331,13 @@ fn open_lazy(name: &str, make: fn() -> Device, hint: &str) -> Result<Device, Err
 /// wgpu pinned to Vulkan (SPIR-V kernels), opened once per process.
 #[cfg(feature = "vulkan")]
 fn open_vulkan() -> Result<Device, Error> {
+    use burn::tensor::DeviceKind;
     static VULKAN: OnceLock<Result<Device, String>> = OnceLock::new();
     let opened = VULKAN.get_or_init(|| {
-        open_lazy("vulkan", || Device::vulkan(Default::default()), "is a Vulkan driver installed?").map_err(|e| e.to_string())
+        // the default kind pinned to Vulkan skips software adapters (lavapipe): try those next
+        open_lazy("vulkan", || Device::vulkan(DeviceKind::DefaultDevice), "is a Vulkan driver installed?")
+            .or_else(|_| open_lazy("vulkan", || Device::vulkan(DeviceKind::Cpu), "is a Vulkan driver installed?"))
+            .map_err(|e| e.to_string())
     });
     opened.clone().map_err(Error::Backend)
 }
