@@ -4,7 +4,7 @@
 //! goes through [`to_host`], which turns a failed allocation or a lost device into an [`Error`].
 
 use burn::backend::DispatchDevice;
-use burn::tensor::{Bool, DType, Device, DeviceType, Tensor, TensorData};
+use burn::tensor::{DType, Device, DeviceType, Tensor, TensorData};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -209,13 +209,6 @@ impl Compute {
 
     pub fn zeros<const D: usize>(&self, shape: [usize; D]) -> Tensor<D> {
         Tensor::zeros(shape, (&self.device, self.dtype()))
-    }
-
-    /// The n x n identity, built on the device (one tile's worth: the ridge shifts add it to the
-    /// diagonal tiles only).
-    pub fn eye(&self, n: usize) -> Tensor<2> {
-        let off_diagonal = Tensor::<2, Bool>::diag_mask([n, n], 0, &self.device);
-        Tensor::ones([n, n], (&self.device, self.dtype())).mask_fill(off_diagonal, 0.0)
     }
 
     fn host_data(&self, values: &[f64], shape: Vec<usize>) -> TensorData {

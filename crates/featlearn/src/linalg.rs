@@ -61,10 +61,6 @@ impl Cholesky {
         Ok(Cholesky { l: SymTiles::from_parts(n, tile, tiles), diag_inv })
     }
 
-    pub fn n(&self) -> usize {
-        self.l.n()
-    }
-
     /// L's tiles (the lower triangle of L; read the upper triangle of [`SymTiles::to_host`] as zero).
     pub fn factor_tiles(&self) -> &SymTiles {
         &self.l

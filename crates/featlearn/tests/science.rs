@@ -211,7 +211,8 @@ fn hand_written_gradient_equals_autodiff() {
 fn spd_matrix(c: &Compute, n: usize, seed: u64) -> Tensor<2> {
     let g = featlearn::rng::normal_rows(seed, featlearn::rng::Stream::TestX, 0, n, n);
     let g = c.matrix(&g, n, n);
-    g.clone().matmul(g.transpose()) / n as f64 + c.eye(n) * 0.1
+    let shift: Vec<f64> = (0..n * n).map(|k| if k % (n + 1) == 0 { 0.1 } else { 0.0 }).collect();
+    g.clone().matmul(g.transpose()) / n as f64 + c.matrix(&shift, n, n)
 }
 
 #[test]
