@@ -7,6 +7,7 @@ use std::path::Path;
 
 use featlearn::compute::Compute;
 use featlearn::kernels::{gram_rows, Kernel};
+use featlearn::tiles::blocks;
 use featlearn::Precision;
 
 /// Writes row-major `values` with `shape` as a C-order .npy array of f32 or f64.
@@ -63,7 +64,7 @@ pub fn write_gram_npy(path: &Path, c: &Compute, kernel: &Kernel, x: &Tensor<2>, 
     let shape = [n as u64, k as u64];
     // at most 2^25 values (256 MiB of f64) per host panel
     let rows = tile.min((1usize << 25) / k.max(1)).max(1);
-    let panels = (0..n).step_by(rows).map(|s| s..(s + rows).min(n));
+    let panels = blocks(n, rows);
     match c.precision {
         Precision::F32 => {
             let mut w = npyz::WriteOptions::<f32>::new().default_dtype().shape(&shape).writer(&mut out).begin_nd()?;

@@ -11,7 +11,7 @@ use std::f64::consts::PI;
 use std::ops::Range;
 
 use crate::compute::{is_ndarray, read_data, to_host};
-use crate::tiles::SymTiles;
+use crate::tiles::{blocks, SymTiles};
 use crate::Error;
 
 /// A kernel k(x, z) on R^d.
@@ -189,12 +189,6 @@ pub fn gram_unfused(kernel: &Kernel, x: &Tensor<2>, tile: usize) -> Result<SymTi
         Kernel::Nngp { sw, sb } => SymTiles::build(x, tile, |xi, xj| Ok(relu_kernels(xi, xj, sw, sb).0)),
         _ => gram(kernel, x, tile),
     }
-}
-
-/// Row and column blocks of `tile` rows: 0..tile, tile..2 tile, ..., ..n.
-fn blocks(n: usize, tile: usize) -> impl Iterator<Item = Range<usize>> {
-    let tile = tile.max(1);
-    (0..n).step_by(tile).map(move |s| s..(s + tile).min(n))
 }
 
 /// K(X, Z) V for X (n x d), Z (k x d) and V (k x c) without storing K: each `tile` x `tile`

@@ -6,13 +6,12 @@
 //! n x n matrix is a [`SymTiles`] under the device's largest buffer.
 
 use burn::tensor::Tensor;
-use std::ops::Range;
 
 use crate::compute::{human_bytes, scalar, to_host, Compute};
 use crate::data::Dataset;
 use crate::kernels::{gram, gram_matvec, Kernel};
 use crate::linalg::{conjugate_gradient, Cholesky};
-use crate::tiles::SymTiles;
+use crate::tiles::{blocks, SymTiles};
 use crate::Error;
 
 /// Which solver to use.
@@ -120,11 +119,6 @@ pub fn choose_plan(n: usize, opts: &KrrOptions, b: usize) -> Result<Plan, Error>
     }
 }
 
-/// Row blocks 0..rows, rows..2 rows, ..., ..n.
-fn row_blocks(n: usize, rows: usize) -> Vec<Range<usize>> {
-    (0..n).step_by(rows.max(1)).map(|s| s..(s + rows.max(1)).min(n)).collect()
-}
-
 /// The Nystrom approximation C W^{-1} C^T of K, with C = K(X, L) (n x k, held as row panels
 /// under the buffer limit), W = K(L, L) and L the first k training points. As a preconditioner
 /// of K + mu I it is P = C W^{-1} C^T + mu I, whose inverse is
@@ -144,7 +138,7 @@ impl Nystrom {
         c.check_fits(&format!("the Nystrom preconditioner's {k} x {k} landmark Gram"), k * k)?;
         let l = x.clone().slice([0..k, 0..d]);
         let rows = c.rows_per_buffer(n, k).min(tile);
-        let panels = row_blocks(n, rows).into_iter().map(|r| kernel.block(x.clone().slice([r, 0..d]), l.clone())).collect::<Result<Vec<_>, _>>()?;
+        let panels = blocks(n, rows).map(|r| kernel.block(x.clone().slice([r, 0..d]), l.clone())).collect::<Result<Vec<_>, _>>()?;
         let ctc = panels.iter().map(|p| p.clone().transpose().matmul(p.clone())).reduce(|a, b| a + b).expect("n >= 1");
         Ok(Nystrom { w: kernel.block(l.clone(), l)?, panels, ctc, tile })
     }

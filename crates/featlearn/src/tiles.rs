@@ -23,6 +23,12 @@ pub struct SymTiles {
     tiles: Vec<Tensor<2>>,
 }
 
+/// Consecutive ranges of at most `size` (at least 1) covering 0..n: 0..size, size..2 size, ..., ..n.
+pub fn blocks(n: usize, size: usize) -> impl Iterator<Item = Range<usize>> {
+    let size = size.max(1);
+    (0..n).step_by(size).map(move |s| s..(s + size).min(n))
+}
+
 /// Index of tile (i, j), j <= i, in the lower-triangle order of [`SymTiles`].
 pub(crate) fn index(i: usize, j: usize) -> usize {
     debug_assert!(j <= i, "tile ({i}, {j}) is above the diagonal");
@@ -39,7 +45,7 @@ impl SymTiles {
     ) -> Result<Self, Error> {
         let [n, d] = x.dims();
         let tile = tile.max(1);
-        let rows: Vec<Tensor<2>> = (0..n).step_by(tile).map(|s| x.clone().slice([s..(s + tile).min(n), 0..d])).collect();
+        let rows: Vec<Tensor<2>> = blocks(n, tile).map(|r| x.clone().slice([r, 0..d])).collect();
         let mut tiles = Vec::with_capacity(rows.len() * (rows.len() + 1) / 2);
         for (i, xi) in rows.iter().enumerate() {
             for xj in &rows[..=i] {
