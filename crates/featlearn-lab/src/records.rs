@@ -2,6 +2,7 @@
 //! each trial ends) and `summary.csv` (mean and standard error over seeds).
 
 use anyhow::{Context, Result};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -119,6 +120,12 @@ impl JsonlWriter {
 /// Reads every whole line of a results file (a trailing partial line, left by a kill in the
 /// middle of a write, is ignored).
 pub fn read_results(path: &Path) -> Result<Vec<Record>> {
+    Ok(read_lines(path)?.into_iter().map(|(r, _)| r).collect())
+}
+
+/// Every whole line of a JSON-lines file (none if it does not exist), parsed and as written
+/// (with its newline), so a merge can copy records byte for byte.
+pub fn read_lines<T: DeserializeOwned>(path: &Path) -> Result<Vec<(T, String)>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -129,7 +136,8 @@ pub fn read_results(path: &Path) -> Result<Vec<Record>> {
         if !line.ends_with('\n') || line.trim().is_empty() {
             continue;
         }
-        out.push(serde_json::from_str(line).with_context(|| format!("{} line {}", path.display(), i + 1))?);
+        let value = serde_json::from_str(line).with_context(|| format!("{} line {}", path.display(), i + 1))?;
+        out.push((value, line.to_string()));
     }
     Ok(out)
 }
@@ -266,6 +274,18 @@ mod tests {
         let w = JsonlWriter::open(&path).unwrap();
         drop(w);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
+    }
+
+    #[test]
+    fn floats_survive_a_read_and_write_unchanged() {
+        // serde_json's default parser may be off by one ulp (0.24296483397483826 came back as
+        // ...823); with float_roundtrip every f64 is parsed exactly
+        for x in [0.24296483397483826f64, 1.5855392689999999, 1e-300, 0.1 + 0.2] {
+            let text = serde_json::to_string(&x).unwrap();
+            let back: f64 = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{text}");
+            assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        }
     }
 
     #[test]
