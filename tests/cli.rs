@@ -395,6 +395,36 @@ fn shards_merged_equal_the_unsharded_run_and_report_draws_figures() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("3 duplicate"), "{}", String::from_utf8_lossy(&o.stdout));
     assert_eq!(records_by_trial(&merged.join("results.jsonl")), records_by_trial(&whole.join("results.jsonl")));
+    // the merged file is the unsharded run's, line for line (but for the wall-clock time), and
+    // each line is a byte-for-byte copy of a shard's line
+    let merged_text = std::fs::read_to_string(merged.join("results.jsonl")).unwrap();
+    let strip = |t: &str| t.lines().map(|l| l.split(",\"fit_seconds\":").next().unwrap().to_string() + &l[l.find(",\"backend\"").unwrap()..]).collect::<Vec<_>>();
+    assert_eq!(strip(&merged_text), strip(&std::fs::read_to_string(whole.join("results.jsonl")).unwrap()));
+    let shard_lines: String = shard_dirs.iter().map(|s| std::fs::read_to_string(s.join("results.jsonl")).unwrap()).collect();
+    for line in merged_text.lines() {
+        assert!(shard_lines.lines().any(|l| l == line), "not a shard's line: {line}");
+    }
+    // merging again into the same folder is allowed and changes nothing
+    let o = featlearn(&margs);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(merged.join("results.jsonl")).unwrap(), merged_text);
+    // a merge of shards 1 and 3 only says what is missing, and status counts per shard
+    let partial = dir.join("partial");
+    let o = featlearn(&["merge", "--out", partial.to_str().unwrap(), shard_dirs[0].to_str().unwrap(), shard_dirs[2].to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("merged 5 of 8 trials") && stdout.contains("shard 2/3: no folder"), "{stdout}");
+    std::fs::write(shard_dirs[1].join("results.jsonl"), std::fs::read_to_string(shard_dirs[1].join("results.jsonl")).unwrap().lines().next().unwrap().to_string() + "\n").unwrap();
+    let o = featlearn(&["status", shard_dirs[0].to_str().unwrap(), shard_dirs[1].to_str().unwrap(), whole.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(lines[1..], ["1/3 3/3 0 complete", "2/3 1/3 0 incomplete", "- 8/8 0 complete", "shard 3/3: no folder"]);
+    // a shard folder resumes only as the same shard
+    for bad in [vec!["--shard", "1/3"], vec![]] {
+        let o = featlearn(&[args.clone(), vec![shard_dirs[1].to_str().unwrap()], bad].concat());
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("holds shard 2/3"), "{}", String::from_utf8_lossy(&o.stderr));
+    }
     // a folder of another config is refused
     let other = dir.join("other");
     let o = featlearn(&["run", cfg.to_str().unwrap(), "--quiet", "--set", "net.m=32", "--out", other.to_str().unwrap()]);

@@ -17,7 +17,8 @@ use featlearn_lab::merge::merge;
 use featlearn_lab::plots::draw_all;
 use featlearn_lab::records::read_results;
 use featlearn_lab::report::{build_report, render_markdown, write_report};
-use featlearn_lab::runner::{default_out_dir, parse_shard, run, RunOptions};
+use featlearn_lab::runner::{default_out_dir, run, RunOptions};
+use featlearn_lab::shards::{format_status, progress, Shard};
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod malloc;
@@ -85,8 +86,9 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
-        /// Run only the I-th of N deterministic slices of the trials (1-based), e.g. 3/8; merge
-        /// the shard folders with `featlearn merge`.
+        /// Run only the I-th of N deterministic slices of the trials (1-based), e.g. 3/8. The
+        /// folder remembers its shard (shard.toml), so a rerun resumes it and another shard is
+        /// refused there; merge the shard folders with `featlearn merge`.
         #[arg(long, value_name = "I/N")]
         shard: Option<String>,
         #[command(flatten)]
@@ -151,13 +153,23 @@ enum Command {
         #[arg(long)]
         max_buffer_mb: Option<f64>,
     },
-    /// Merge shard folders of one config into one folder (refuses folders of different
-    /// configs; a trial found twice is kept once and reported).
+    /// Merge the shard folders of one config into one folder, finished or not, and write its
+    /// summary, report and figures. Records are copied byte for byte in the order of an
+    /// unsharded run; a trial found twice is kept once and reported; shards that are
+    /// incomplete or absent are listed. The folder is rebuilt on every merge, so merge again
+    /// (into the same --out) once a failed or requeued shard has finished. Folders of
+    /// different configs are refused.
     Merge {
-        /// The merged folder (must not hold results yet).
+        /// The merged folder (new, or an earlier merge of the same config).
         #[arg(long)]
         out: PathBuf,
         /// Shard folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// How many of each results folder's trials are done (shard folders: of their shard), how
+    /// many of those failed or diverged, and which shards of 1..N no folder holds.
+    Status {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
@@ -217,7 +229,7 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run { config, out, quiet, shard, compute } => {
             let cfg = compute.load(&config)?;
-            let shard = shard.as_deref().map(parse_shard).transpose()?;
+            let shard = shard.as_deref().map(Shard::parse).transpose()?;
             let out = out.unwrap_or_else(|| default_out_dir(&config));
             let outcome = run(&cfg, &RunOptions { out: out.clone(), progress: !quiet, shard })?;
             print!("{}", outcome.table);
@@ -283,10 +295,20 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Merge { out, dirs } => {
             let m = merge(&out, &dirs)?;
-            println!("merged {} trials into {}", m.trials, out.display());
+            print!("{}", m.table);
+            print!("{}", format_status(&m.folders));
+            println!("merged {} of {} trials into {}", m.trials, m.expected, out.display());
             if m.duplicates > 0 {
                 println!("{} duplicate trials were found in more than one folder and kept once", m.duplicates);
             }
+            if m.trials < m.expected {
+                println!("incomplete: rerun the incomplete or absent shards (a rerun resumes its folder), then merge again");
+            }
+            Ok(())
+        }
+        Command::Status { dirs } => {
+            let folders = dirs.iter().map(|d| progress(d)).collect::<Result<Vec<_>>>()?;
+            print!("{}", format_status(&folders));
             Ok(())
         }
         Command::Report { dir, eps } => {

@@ -1,5 +1,5 @@
 //! featlearn-lab: experiments over the `featlearn` science crate: configuration, the trial
-//! runner (sweeps, resume, shards), records and summaries, merge, reports, plots and `.npy`
+//! runner (sweeps, resume, shards), records and summaries, merge and progress of shards, reports, plots and `.npy`
 //! export.
 
 pub mod bench;
@@ -10,3 +10,4 @@ pub mod plots;
 pub mod records;
 pub mod report;
 pub mod runner;
+pub mod shards;

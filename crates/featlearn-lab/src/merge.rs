@@ -1,64 +1,113 @@
 //! `featlearn merge`: shard folders of one config into one folder.
 
 use anyhow::{bail, Context, Result};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use crate::records::{read_results, summarize, write_summary_csv, CurvePoint, JsonlWriter, Record};
+use crate::config::Config;
+use crate::records::{read_lines, CurvePoint, Record};
+use crate::runner::write_outputs;
+use crate::shards::{missing_shards, progress, trial_key, Progress, Shard};
 
 /// What a merge did.
 pub struct MergeOutcome {
+    /// Trials in the merged folder.
     pub trials: usize,
-    /// Trials found in more than one shard (kept once).
+    /// Trials of the whole config.
+    pub expected: usize,
+    /// Records found in more than one folder (kept once, from the first folder named).
     pub duplicates: usize,
+    /// How far each input folder is.
+    pub folders: Vec<Progress>,
+    /// Shards of 1..=N that no input folder holds.
+    pub missing: Vec<Shard>,
+    /// The merged folder's summary table.
+    pub table: String,
 }
 
-/// Merges `dirs` (each a `featlearn run --shard` output of the same config) into `out`.
-/// Folders of different configs are refused; a trial present twice is kept once and counted.
+/// Merges `dirs` (`featlearn run --shard` folders of one config, finished or not) into `out`,
+/// then writes its summary, report and figures.
+///
+/// Record lines are copied byte for byte, in the order an unsharded run writes them (the
+/// config's trial order), so the merged `results.jsonl` is the unsharded run's, trial for
+/// trial. `out` is rebuilt from the inputs each time (files replaced by rename), so merging
+/// again, after a requeued shard finished, is safe and gives the same bytes for the same
+/// inputs. Folders of another config are refused; so is `out` when it holds another config.
 pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
     if dirs.is_empty() {
         bail!("nothing to merge: name the shard folders");
     }
-    let config = std::fs::read_to_string(dirs[0].join("config.toml")).with_context(|| format!("{} has no config.toml", dirs[0].display()))?;
+    let config = load(&dirs[0])?;
+    let resolved = config.to_toml();
     for d in &dirs[1..] {
-        let other = std::fs::read_to_string(d.join("config.toml")).with_context(|| format!("{} has no config.toml", d.display()))?;
-        if other != config {
+        if load(d)?.to_toml() != resolved {
             bail!("{} was run with a different config than {}: refusing to merge", d.display(), dirs[0].display());
         }
     }
-    std::fs::create_dir_all(out)?;
-    if out.join("results.jsonl").exists() {
-        bail!("{} already holds results; merge into a new folder", out.display());
+    let out_abs = std::path::absolute(out)?;
+    for d in dirs {
+        if std::path::absolute(d)? == out_abs {
+            bail!("{} is one of the folders to merge; merge into another folder", out.display());
+        }
     }
-    std::fs::write(out.join("config.toml"), &config)?;
+    if Shard::read(out)?.is_some() {
+        bail!("{} is a shard folder; merge into another folder", out.display());
+    }
+    if out.join("config.toml").exists() && load(out)?.to_toml() != resolved {
+        bail!("{} holds results of a different config; merge into another folder", out.display());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let folders = dirs.iter().map(|d| progress(d)).collect::<Result<Vec<_>>>()?;
+
+    // position of each trial in an unsharded run
+    let trials = config.trials();
+    let order: HashMap<String, usize> = trials.iter().enumerate().map(|(i, t)| (trial_key(t), i)).collect();
+    let mut results: Vec<(usize, String)> = Vec::new();
     let mut seen = HashSet::new();
-    let mut kept: Vec<Record> = Vec::new();
     let mut duplicates = 0;
     for d in dirs {
-        for r in read_results(&d.join("results.jsonl"))? {
-            let key = serde_json::to_string(&r.trial)?;
-            if seen.insert(key) {
-                kept.push(r);
+        let path = d.join("results.jsonl");
+        for (record, line) in read_lines::<Record>(&path)? {
+            let key = trial_key(&record.trial);
+            let Some(&i) = order.get(&key) else { bail!("{} holds a trial its config does not ask for: {key}", path.display()) };
+            if seen.insert(i) {
+                results.push((i, line));
             } else {
                 duplicates += 1;
             }
         }
     }
-    let mut curve_keys = HashSet::new();
-    let mut curves: Vec<CurvePoint> = Vec::new();
+    results.sort_by_key(|(i, _)| *i);
+
+    // curves: a trial's points from the folder its record came from, in their order
+    let mut curves: Vec<(usize, usize, String)> = Vec::new();
+    let mut curve_seen = HashSet::new();
     for d in dirs {
-        let path = d.join("curves.jsonl");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let p: CurvePoint = serde_json::from_str(line).with_context(|| format!("{}", path.display()))?;
-                if curve_keys.insert((serde_json::to_string(&p.trial)?, p.step)) {
-                    curves.push(p);
-                }
+        for (k, (point, line)) in read_lines::<CurvePoint>(&d.join("curves.jsonl"))?.into_iter().enumerate() {
+            let Some(&i) = order.get(&trial_key(&point.trial)) else { continue };
+            if seen.contains(&i) && curve_seen.insert((i, point.step)) {
+                curves.push((i, k, line));
             }
         }
     }
-    JsonlWriter::open(&out.join("results.jsonl"))?.append_all(&kept)?;
-    JsonlWriter::open(&out.join("curves.jsonl"))?.append_all(&curves)?;
-    write_summary_csv(&out.join("summary.csv"), &summarize(&kept))?;
-    Ok(MergeOutcome { trials: kept.len(), duplicates })
+    curves.sort_by_key(|(i, k, _)| (*i, *k));
+
+    replace(&out.join("config.toml"), &resolved)?;
+    replace(&out.join("results.jsonl"), &results.iter().map(|(_, l)| l.as_str()).collect::<String>())?;
+    replace(&out.join("curves.jsonl"), &curves.iter().map(|(_, _, l)| l.as_str()).collect::<String>())?;
+    let records: Vec<Record> = read_lines(&out.join("results.jsonl"))?.into_iter().map(|(r, _)| r).collect();
+    let table = write_outputs(out, &config, &records)?;
+    Ok(MergeOutcome { trials: results.len(), expected: trials.len(), duplicates, missing: missing_shards(&folders), folders, table })
+}
+
+fn load(dir: &Path) -> Result<Config> {
+    Config::load(&dir.join("config.toml"), &[]).with_context(|| format!("{} is not a featlearn results folder", dir.display()))
+}
+
+/// Writes `path` whole or not at all: a temporary file beside it, then a rename.
+fn replace(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
 }

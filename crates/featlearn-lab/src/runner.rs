@@ -21,31 +21,15 @@ use featlearn::Error;
 use crate::config::{eta_of, Config, Trial, KERNEL_METHODS};
 use crate::plots::draw_all;
 use crate::report::{build_report, write_report};
+use crate::shards::Shard;
 use crate::records::{format_table, read_results, summarize, write_summary_csv, CurvePoint, JsonlWriter, Record};
 
 /// Options of `featlearn run` beyond the config.
 pub struct RunOptions {
     pub out: PathBuf,
     pub progress: bool,
-    /// Run only the I-th of N deterministic slices of the trial list (1-based I).
-    pub shard: Option<(usize, usize)>,
-}
-
-/// The trials of shard I of N: every N-th trial of the config's fixed order, starting at I-1.
-pub fn shard_trials(trials: Vec<Trial>, shard: Option<(usize, usize)>) -> Vec<Trial> {
-    match shard {
-        None => trials,
-        Some((i, n)) => trials.into_iter().enumerate().filter(|(k, _)| k % n == i - 1).map(|(_, t)| t).collect(),
-    }
-}
-
-/// Parses `I/N` with 1 <= I <= N.
-pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
-    let parsed = s.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
-    match parsed {
-        Some((i, n)) if n >= 1 && (1..=n).contains(&i) => Ok((i, n)),
-        _ => bail!("--shard {s}: expected I/N with 1 <= I <= N, e.g. 2/8"),
-    }
+    /// Run only this shard of the trial list.
+    pub shard: Option<Shard>,
 }
 
 /// What a run produced.
@@ -72,9 +56,18 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     } else {
         std::fs::write(&config_path, &resolved)?;
     }
+    match (opts.shard, Shard::read(&opts.out)?) {
+        (Some(shard), _) => shard.claim(&opts.out)?,
+        (None, Some(held)) => bail!("{} holds shard {held}: resume it with --shard {held}", opts.out.display()),
+        (None, None) => {}
+    }
     let results_path = opts.out.join("results.jsonl");
     let done: Vec<Trial> = read_results(&results_path)?.into_iter().map(|r| r.trial).collect();
-    let todo: Vec<Trial> = shard_trials(config.trials(), opts.shard).into_iter().filter(|t| !done.contains(t)).collect();
+    let trials = match opts.shard {
+        Some(shard) => shard.select(config.trials()),
+        None => config.trials(),
+    };
+    let todo: Vec<Trial> = trials.into_iter().filter(|t| !done.contains(t)).collect();
 
     let compute = config.open_compute()?;
     let mut writer = JsonlWriter::open(&results_path)?;
@@ -85,15 +78,17 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
             .expect("valid template")
             .progress_chars("=> "),
     );
+    // a hidden bar prints nothing, so without one (--quiet, batch jobs) these lines go to stderr
+    let say = |line: String| if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) };
     if !done.is_empty() {
-        bar.println(format!("resuming: {} trials already in {}", done.len(), results_path.display()));
+        say(format!("resuming: {} trials already in {}", done.len(), results_path.display()));
     }
     for trial in &todo {
         let label = format!("{} d={} n={} seed={}", trial.method, trial.d, trial.n, trial.seed);
         bar.set_message(label.clone());
         let (record, curve) = run_trial(&compute, config, trial, &|status: String| bar.set_message(format!("{label} {status}")));
         if let Some(reason) = &record.reason {
-            bar.println(format!("trial {} d={} n={} seed={}: {reason}", trial.method, trial.d, trial.n, trial.seed));
+            say(format!("trial {} d={} n={} seed={}: {reason}", trial.method, trial.d, trial.n, trial.seed));
         }
         // a trial's curve is written when the trial is, so an interrupted trial leaves neither
         curves.append_all(&curve)?;
@@ -102,14 +97,21 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     }
     bar.finish_and_clear();
     let records = read_results(&results_path)?;
-    let rows = summarize(&records);
-    write_summary_csv(&opts.out.join("summary.csv"), &rows)?;
-    let report = build_report(&records, config.report.eps, config.report.bootstrap);
-    write_report(&opts.out, &report, &records)?;
+    let table = write_outputs(&opts.out, config, &records)?;
+    Ok(RunOutcome { table, records })
+}
+
+/// Writes what a results folder holds beside its records: `summary.csv`, `report.md`,
+/// `report.json` and (when `report.plots`) the figures. Returns the summary table.
+pub fn write_outputs(dir: &Path, config: &Config, records: &[Record]) -> Result<String> {
+    let rows = summarize(records);
+    write_summary_csv(&dir.join("summary.csv"), &rows)?;
+    let report = build_report(records, config.report.eps, config.report.bootstrap);
+    write_report(dir, &report, records)?;
     if config.report.plots {
-        draw_all(&opts.out, &records, &report)?;
+        draw_all(dir, records, &report)?;
     }
-    Ok(RunOutcome { table: format_table(&rows), records })
+    Ok(format_table(&rows))
 }
 
 /// The default output folder: runs/<config-name>-<UTC timestamp>.
