@@ -3,9 +3,9 @@
 
 use burn::tensor::Tensor;
 
-use crate::compute::{scalar, Compute};
+use crate::compute::{scalar, to_host, Compute};
 use crate::data::Dataset;
-use crate::linalg::{conjugate_gradient, largest_eigenvalue, Cholesky};
+use crate::linalg::{conjugate_gradient, largest_eigenvalue, Cholesky, Spectral};
 use crate::tiles::SymTiles;
 use crate::network::{random_biases, TwoLayer};
 use crate::Error;
@@ -23,6 +23,9 @@ pub enum Eta {
 pub enum HeadSolver {
     /// Cholesky of the m x m system (G + lambda I) a = Phi^T y / n, G = Phi^T Phi / n.
     Direct,
+    /// One eigendecomposition G = Q diag(s) Q^T, then a = Q diag(1 / (s + lambda)) Q^T Phi^T y / n
+    /// for the whole grid at once: the cheap way to a dense grid.
+    Eigen,
     /// Conjugate gradient on v -> Phi^T (Phi v) / n + lambda v (nothing m x m is formed).
     Cg { tol: f64, max_iter: usize },
     /// T steps of gradient descent with weight decay lambda, from a = 0, step 1/(||G|| + lambda)
@@ -83,6 +86,15 @@ pub struct HeadFit {
     pub iterations: usize,
     /// Relative residual ||(G + lambda I) a - Phi^T y / n|| / ||Phi^T y / n|| at the chosen lambda.
     pub relative_residual: f64,
+    /// The chosen lambda is the smallest or the largest of the grid: the best one may lie beyond.
+    pub lambda_at_edge: bool,
+}
+
+/// Whether `chosen` is the smallest or the largest value of `grid`.
+pub fn at_edge(grid: &[f64], chosen: f64) -> bool {
+    let lo = grid.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = grid.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    chosen == lo || chosen == hi
 }
 
 /// Result of Algorithm 1 or random features.
@@ -198,7 +210,7 @@ pub fn ridge_head(
     let rhs_norm = scalar(rhs.clone().powi_scalar(2).sum())?.sqrt().max(1e-300);
     let gram_apply = |v: Tensor<2>| phi.clone().transpose().matmul(phi.clone().matmul(v)) / n as f64;
     let gram = match solver {
-        HeadSolver::Direct => {
+        HeadSolver::Direct | HeadSolver::Eigen => {
             c.check_fits(&format!("the {m} x {m} second-layer Gram Phi^T Phi / n"), m * m)?;
             Some(SymTiles::from_dense(phi.clone().transpose().matmul(phi.clone()) / n as f64, c.tile_side(c.default_tile())))
         }
@@ -208,6 +220,31 @@ pub fn ridge_head(
         HeadSolver::Gd { lr: None, .. } => largest_eigenvalue(c, &gram_apply, m, 50)? * 1.05,
         _ => 0.0,
     };
+    if solver == HeadSolver::Eigen {
+        let spectral = Spectral::new(c, gram.as_ref().expect("the eigen solver builds the Gram"))?;
+        // a lambda whose shifted system is not positive definite in rounding is skipped
+        let grid: Vec<f64> = lambdas.iter().copied().filter(|l| spectral.smallest() + l > 0.0).collect();
+        if grid.is_empty() {
+            return Err(Error::Diverged("G + lambda I is not positive definite for any lambda of the grid".into()));
+        }
+        let all = spectral.solve_all(c, rhs.clone(), &grid)?; // m x L
+        let errs = to_host((phi_val.clone().matmul(all.clone()) - y_val.clone().reshape([n_val, 1])).powi_scalar(2).mean_dim(0))?;
+        let best = (0..grid.len())
+            .filter(|&i| errs[i].is_finite())
+            .min_by(|&i, &j| errs[i].total_cmp(&errs[j]))
+            .ok_or_else(|| Error::Diverged("no lambda of the grid gave a finite validation error".into()))?;
+        let (lambda, a) = (grid[best], all.slice([0..m, best..best + 1]));
+        let resid = scalar((gram_apply(a.clone()) + a.clone() * lambda - rhs.clone()).powi_scalar(2).sum())?.sqrt() / rhs_norm;
+        return Ok(HeadFit {
+            a: a.reshape([m]),
+            lambda,
+            val_mse: errs[best],
+            solver: "eigen",
+            iterations: 0,
+            relative_residual: resid,
+            lambda_at_edge: at_edge(lambdas, lambda),
+        });
+    }
     // Largest lambda first so CG can warm-start from the previous, better-conditioned solution.
     let mut order: Vec<f64> = lambdas.to_vec();
     order.sort_by(|a, b| b.total_cmp(a));
@@ -215,7 +252,7 @@ pub fn ridge_head(
     let mut warm: Option<Tensor<2>> = None;
     for &lambda in &order {
         let (a, iterations) = match solver {
-            HeadSolver::Direct => {
+            HeadSolver::Direct | HeadSolver::Eigen => {
                 let g = gram.clone().expect("the direct solver builds the Gram").shift_diagonal(lambda);
                 match Cholesky::factor(c, g) {
                     Ok(chol) => (chol.solve(rhs.clone()), 0),
@@ -261,12 +298,13 @@ pub fn ridge_head(
                 lambda,
                 val_mse,
                 solver: match solver {
-                    HeadSolver::Direct => "cholesky",
+                    HeadSolver::Direct | HeadSolver::Eigen => "cholesky",
                     HeadSolver::Cg { .. } => "cg",
                     HeadSolver::Gd { .. } => "gd",
                 },
                 iterations,
                 relative_residual: resid,
+                lambda_at_edge: at_edge(lambdas, lambda),
             });
         }
     }

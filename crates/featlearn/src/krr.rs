@@ -10,7 +10,8 @@ use burn::tensor::Tensor;
 use crate::compute::{human_bytes, scalar, to_host, Compute};
 use crate::data::Dataset;
 use crate::kernels::{gram, gram_matvec, Kernel};
-use crate::linalg::{conjugate_gradient, Cholesky};
+use crate::algorithm1::at_edge;
+use crate::linalg::{conjugate_gradient, Cholesky, Spectral};
 use crate::tiles::{blocks, SymTiles};
 use crate::Error;
 
@@ -21,6 +22,9 @@ pub enum KrrSolver {
     Auto,
     Cholesky,
     Pcg,
+    /// One eigendecomposition of K on the host (f64), then every lambda of the grid at once:
+    /// a dense grid for the price of one decomposition, where n x n fits the host and a buffer.
+    Eigen,
 }
 
 #[derive(Clone, Debug)]
@@ -42,6 +46,7 @@ pub struct KrrOptions {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Plan {
     Cholesky,
+    Eigen,
     PcgStored,
     PcgTiles,
 }
@@ -50,6 +55,7 @@ impl Plan {
     pub fn name(self) -> &'static str {
         match self {
             Plan::Cholesky => "cholesky",
+            Plan::Eigen => "eigen",
             Plan::PcgStored => "pcg-stored",
             Plan::PcgTiles => "pcg-tiles",
         }
@@ -60,6 +66,8 @@ impl Plan {
 /// and element size b. The lower-triangle tiles of an n x n matrix hold n (n + t) / 2 values.
 /// - Cholesky: the Gram's tiles and the factor's (each lambda starts again from the Gram), the
 ///   inverses of the diagonal tiles (n t) and two tiles of temporaries: (n^2 + 2 n t + 2 t^2) b.
+/// - Eigen: the Gram's tiles, the eigenvectors (n^2) and the n x L solutions, here counted as
+///   t columns: (n (n + t) / 2 + n^2 + n t) b.
 /// - PCG stored: the Gram's tiles, the Nystrom columns (n k + 2 k^2) and eight n-vectors.
 /// - PCG on tiles: two tiles, the Nystrom columns and eight n-vectors.
 pub fn plan_bytes(plan: Plan, n: usize, opts: &KrrOptions, b: usize) -> u64 {
@@ -68,6 +76,7 @@ pub fn plan_bytes(plan: Plan, n: usize, opts: &KrrOptions, b: usize) -> u64 {
     let tiles = n * (n + t) / 2 * b;
     match plan {
         Plan::Cholesky => (n * n + 2 * n * t + 2 * t * t) * b,
+        Plan::Eigen => tiles + (n * n + n * t) * b,
         Plan::PcgStored => tiles + nystrom + 8 * n * b,
         Plan::PcgTiles => 2 * t * t * b + nystrom + 8 * n * b,
     }
@@ -105,6 +114,7 @@ pub fn choose_plan(n: usize, opts: &KrrOptions, b: usize) -> Result<Plan, Error>
     };
     match opts.solver {
         KrrSolver::Cholesky => if fits(Plan::Cholesky) { Ok(Plan::Cholesky) } else { Err(refuse(Plan::Cholesky)) },
+        KrrSolver::Eigen => if fits(Plan::Eigen) { Ok(Plan::Eigen) } else { Err(refuse(Plan::Eigen)) },
         KrrSolver::Pcg | KrrSolver::Auto => {
             if opts.solver == KrrSolver::Auto && fits(Plan::Cholesky) {
                 Ok(Plan::Cholesky)
@@ -198,6 +208,8 @@ pub struct KrrFit {
     pub iterations: usize,
     /// ||(K + n lambda I) alpha - y|| / ||y|| at the chosen lambda.
     pub relative_residual: f64,
+    /// The chosen lambda is the smallest or the largest of the grid.
+    pub lambda_at_edge: bool,
 }
 
 /// Fits alpha = (K + n lambda I)^{-1} y for every lambda of the grid and keeps the one with the
@@ -220,41 +232,56 @@ pub fn fit_krr(c: &Compute, kernel: &Kernel, train: &Dataset, val: &Dataset, opt
         None => gram_matvec(kernel, &train.x, &train.x, v, opts.tile),
     };
     let nystrom = match plan {
-        Plan::Cholesky => None,
+        Plan::Cholesky | Plan::Eigen => None,
         _ => Some(Nystrom::new(c, kernel, &train.x, opts.landmarks, opts.tile)?),
     };
     let mut lambdas = opts.lambdas.clone();
     lambdas.sort_by(|a, b| b.total_cmp(a));
     let mut solutions = Vec::new();
-    let mut warm: Option<Tensor<2>> = None;
-    for &lambda in &lambdas {
-        let mu = n as f64 * lambda;
-        let (alpha, iterations) = match (&stored, &nystrom) {
-            (Some(gram), None) => match Cholesky::factor(c, gram.clone().shift_diagonal(mu)) {
-                Ok(chol) => (chol.solve(y.clone()), 0),
-                // K + n lambda I is positive definite in exact arithmetic; a tiny lambda can
-                // lose that in rounding: skip that lambda, keep the rest of the grid.
-                Err(Error::NotPositiveDefinite { .. }) => continue,
-                Err(e) => return Err(e),
-            },
-            (_, Some(nystrom)) => {
-                let pre = nystrom.inverse(c, mu)?;
-                let sol = conjugate_gradient(
-                    |v: Tensor<2>| Ok(apply_k(v.clone())? + v * mu),
-                    Some(&pre),
-                    y.clone(),
-                    warm.clone(),
-                    opts.pcg_tol,
-                    opts.pcg_max_iter,
-                    5,
-                )?;
-                (sol.x, sol.iterations)
+    if plan == Plan::Eigen {
+        let spectral = Spectral::new(c, stored.as_ref().expect("the eigen plan stores the Gram"))?;
+        // a lambda whose shifted system is not positive definite in rounding is skipped
+        lambdas.retain(|l| spectral.smallest() + n as f64 * l > 0.0);
+        let shifts: Vec<f64> = lambdas.iter().map(|l| n as f64 * l).collect();
+        if !shifts.is_empty() {
+            let all = spectral.solve_all(c, y.clone(), &shifts)?; // n x L
+            let mu = c.matrix(&shifts, 1, shifts.len());
+            let residuals = to_host((apply_k(all.clone())? + all.clone() * mu - y.clone()).powi_scalar(2).sum_dim(0).sqrt())?;
+            for (i, &lambda) in lambdas.iter().enumerate() {
+                solutions.push((lambda, all.clone().slice([0..n, i..i + 1]), 0, residuals[i] / y_norm));
             }
-            (None, None) => unreachable!("every plan stores the Gram or builds the preconditioner"),
-        };
-        let residual = scalar((apply_k(alpha.clone())? + alpha.clone() * mu - y.clone()).powi_scalar(2).sum())?.sqrt() / y_norm;
-        warm = Some(alpha.clone());
-        solutions.push((lambda, alpha, iterations, residual));
+        }
+    } else {
+        let mut warm: Option<Tensor<2>> = None;
+        for &lambda in &lambdas {
+            let mu = n as f64 * lambda;
+            let (alpha, iterations) = match (&stored, &nystrom) {
+                (Some(gram), None) => match Cholesky::factor(c, gram.clone().shift_diagonal(mu)) {
+                    Ok(chol) => (chol.solve(y.clone()), 0),
+                    // K + n lambda I is positive definite in exact arithmetic; a tiny lambda can
+                    // lose that in rounding: skip that lambda, keep the rest of the grid.
+                    Err(Error::NotPositiveDefinite { .. }) => continue,
+                    Err(e) => return Err(e),
+                },
+                (_, Some(nystrom)) => {
+                    let pre = nystrom.inverse(c, mu)?;
+                    let sol = conjugate_gradient(
+                        |v: Tensor<2>| Ok(apply_k(v.clone())? + v * mu),
+                        Some(&pre),
+                        y.clone(),
+                        warm.clone(),
+                        opts.pcg_tol,
+                        opts.pcg_max_iter,
+                        5,
+                    )?;
+                    (sol.x, sol.iterations)
+                }
+                (None, None) => unreachable!("every plan stores the Gram or builds the preconditioner"),
+            };
+            let residual = scalar((apply_k(alpha.clone())? + alpha.clone() * mu - y.clone()).powi_scalar(2).sum())?.sqrt() / y_norm;
+            warm = Some(alpha.clone());
+            solutions.push((lambda, alpha, iterations, residual));
+        }
     }
     if solutions.is_empty() {
         return Err(Error::Diverged("K + n lambda I lost positive definiteness in rounding for every lambda of the grid".into()));
@@ -272,6 +299,6 @@ pub fn fit_krr(c: &Compute, kernel: &Kernel, train: &Dataset, val: &Dataset, opt
         .map(|(i, _)| i)
         .ok_or_else(|| Error::Diverged("no lambda of the grid gave a finite validation error".into()))?;
     let (lambda, alpha, iterations, relative_residual) = solutions.swap_remove(best);
-    let fit = KrrFit { lambda, val_mse: errs[best], solver: plan.name(), iterations, relative_residual };
+    let fit = KrrFit { lambda, val_mse: errs[best], solver: plan.name(), iterations, relative_residual, lambda_at_edge: at_edge(&opts.lambdas, lambda) };
     Ok((KrrModel { kernel: *kernel, x_train: train.x.clone(), alpha, tile: opts.tile }, fit))
 }

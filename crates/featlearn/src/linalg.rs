@@ -174,3 +174,41 @@ pub fn largest_eigenvalue(c: &Compute, apply: impl Fn(Tensor<2>) -> Tensor<2>, n
     }
     Ok(lambda)
 }
+
+/// Ridge solutions over a whole grid of shifts from one eigendecomposition
+/// A = Q diag(s) Q^T (docs/science.md, section 7): x(mu) = Q diag(1 / (s + mu)) Q^T b. The
+/// decomposition runs once on the host in f64 (faer); each grid costs one k x k by k x L
+/// device matmul instead of one factorisation per shift.
+pub struct Spectral {
+    /// Eigenvalues, ascending.
+    s: Vec<f64>,
+    /// Q, k x k, on the device.
+    q: Tensor<2>,
+}
+
+impl Spectral {
+    /// Decomposes the symmetric `a` (held in tiles; read back to the host whole).
+    pub fn new(c: &Compute, a: &SymTiles) -> Result<Self, Error> {
+        let k = a.n();
+        c.check_fits(&format!("the {k} x {k} eigenvectors"), k * k)?;
+        let (s, q) = host::symmetric_eigen(&a.to_host()?, k);
+        Ok(Spectral { s, q: c.matrix(&q, k, k) })
+    }
+
+    /// The smallest eigenvalue: a shift mu with s_min + mu <= 0 has no solution.
+    pub fn smallest(&self) -> f64 {
+        self.s.first().copied().unwrap_or(0.0)
+    }
+
+    /// Solutions of (A + mu I) x = b for every shift, as the columns of a k x L matrix. `b` is
+    /// k x 1. Every shift must satisfy s_min + mu > 0.
+    pub fn solve_all(&self, c: &Compute, b: Tensor<2>, shifts: &[f64]) -> Result<Tensor<2>, Error> {
+        let k = self.s.len();
+        let qtb = to_host(self.q.clone().transpose().matmul(b))?;
+        let mut coef = Vec::with_capacity(k * shifts.len());
+        for (qb, s) in qtb.iter().zip(&self.s) {
+            coef.extend(shifts.iter().map(|mu| qb / (s + mu)));
+        }
+        Ok(self.q.clone().matmul(c.matrix(&coef, k, shifts.len())))
+    }
+}

@@ -351,3 +351,33 @@ fn a_refused_allocation_is_an_error_and_the_device_goes_on() {
     let small = gc.matrix(&[1.0, 2.0, 3.0, 4.0], 2, 2);
     assert_eq!(to_host(small.clone().matmul(small)).unwrap(), vec![7.0, 10.0, 15.0, 22.0]);
 }
+
+/// Kernel ridge over a dense grid from one eigendecomposition of K equals one Cholesky solve per
+/// lambda, at every lambda of the grid.
+#[test]
+fn eigen_kernel_ridge_equals_per_lambda_cholesky() {
+    let c = cpu(Precision::F64);
+    let t = Target::new(&TargetSpec::He2PlusHep { p: 3 }, 8, 2, 5, true, 0.3).unwrap();
+    let train = sample(&c, &t, 5, Split::Train, 250).unwrap();
+    let val = sample(&c, &t, 5, Split::Val, 100).unwrap();
+    let test = sample(&c, &t, 5, Split::Test, 200).unwrap();
+    let kernel = Kernel::Ntk { sw: 1.0, sb: 1.0 };
+    let grid: Vec<f64> = (0..11).map(|i| 10f64.powi(i - 8)).collect();
+    let opts = |solver, lambdas: Vec<f64>| KrrOptions { lambdas, tile: 64, ..krr_options(solver, 1 << 30) };
+    for &lambda in &grid {
+        let (e, fe) = fit_krr(&c, &kernel, &train, &val, &opts(KrrSolver::Eigen, vec![lambda])).unwrap();
+        let (ch, fc) = fit_krr(&c, &kernel, &train, &val, &opts(KrrSolver::Cholesky, vec![lambda])).unwrap();
+        assert_eq!(fe.solver, "eigen");
+        let (pe, pc) = (e.predict(&test.x).unwrap(), ch.predict(&test.x).unwrap());
+        let rel = scalar((pe - pc.clone()).powi_scalar(2).sum()).unwrap().sqrt() / scalar(pc.powi_scalar(2).sum()).unwrap().sqrt();
+        // K is ill-conditioned at small lambda: agreement is cond(K + n lambda I) x eps
+        let tol = if lambda < 1e-6 { 1e-5 } else { 1e-9 };
+        assert!(rel < tol, "lambda {lambda}: eigen vs Cholesky predictions {rel}");
+        assert!((fe.val_mse - fc.val_mse).abs() <= tol * fc.val_mse, "lambda {lambda}: {} vs {}", fe.val_mse, fc.val_mse);
+        assert!(fe.relative_residual < 1e-8, "lambda {lambda}: residual {}", fe.relative_residual);
+    }
+    let (_, fe) = fit_krr(&c, &kernel, &train, &val, &opts(KrrSolver::Eigen, grid.clone())).unwrap();
+    let (_, fc) = fit_krr(&c, &kernel, &train, &val, &opts(KrrSolver::Cholesky, grid.clone())).unwrap();
+    assert_eq!(fe.lambda, fc.lambda);
+    assert_eq!(fe.lambda_at_edge, fe.lambda == grid[0] || fe.lambda == grid[10]);
+}

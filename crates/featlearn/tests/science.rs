@@ -331,3 +331,40 @@ fn onestep_learns_the_subspace_and_beats_random_features() {
     assert!(align >= 0.7, "alignment {align}");
     assert!(align0 < 0.3, "alignment at init {align0} (r/d = 0.125)");
 }
+
+/// The dense-grid head (one eigendecomposition) against one Cholesky solve per lambda, at every
+/// lambda of a 13-point grid; and lambda_at_edge against the grid's ends.
+#[test]
+fn eigen_ridge_head_equals_per_lambda_cholesky_and_flags_the_grid_edge() {
+    let c = cpu(Precision::F64);
+    let (d, m, n) = (8, 40, 60);
+    let t = Target::new(&TargetSpec::He2PlusHep { p: 3 }, d, 2, 7, true, 0.5).unwrap();
+    let train = sample(&c, &t, 7, Split::Train, n).unwrap();
+    let val = sample(&c, &t, 7, Split::Val, 400).unwrap();
+    let net = TwoLayer::symmetric_init(&c, d, m, WInit::Sphere, 1.0, 7).unwrap();
+    let net = TwoLayer { b: featlearn::network::random_biases(&c, m, 1.0, 7), ..net };
+    let (phi, phi_val) = (net.features(train.x.clone()), net.features(val.x.clone()));
+    let grid: Vec<f64> = (0..13).map(|i| 10f64.powi(i - 8)).collect();
+    let fit = |lams: &[f64], s| ridge_head(&c, &phi, &train.y, &phi_val, &val.y, lams, s).unwrap();
+    for &lambda in &grid {
+        let (e, ch) = (fit(&[lambda], HeadSolver::Eigen), fit(&[lambda], HeadSolver::Direct));
+        let (a, b) = (to_host(e.a).unwrap(), to_host(ch.a).unwrap());
+        let rel = a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / b.iter().map(|y| y * y).sum::<f64>().sqrt();
+        assert!(rel < 1e-8, "lambda {lambda}: eigen vs Cholesky {rel}");
+        assert!((e.val_mse - ch.val_mse).abs() <= 1e-9 * ch.val_mse, "lambda {lambda}: validation {} vs {}", e.val_mse, ch.val_mse);
+        assert!(e.relative_residual < 1e-8, "lambda {lambda}: residual {}", e.relative_residual);
+        assert!(e.lambda_at_edge && ch.lambda_at_edge, "a one-point grid is its own edge");
+    }
+    // the whole grid: both choose the same lambda; noisy labels with n close to m put it inside
+    let (e, ch) = (fit(&grid, HeadSolver::Eigen), fit(&grid, HeadSolver::Direct));
+    assert_eq!(e.lambda, ch.lambda);
+    assert_eq!(e.solver, "eigen");
+    assert!(e.lambda > grid[0] && e.lambda < grid[12], "chosen {}", e.lambda);
+    assert!(!e.lambda_at_edge && !ch.lambda_at_edge);
+    // cut the grid just above the chosen lambda, then just below: it becomes the last, then the first
+    for part in [grid.iter().copied().filter(|&l| l <= e.lambda).collect::<Vec<_>>(), grid.iter().copied().filter(|&l| l >= e.lambda).collect()] {
+        let f = fit(&part, HeadSolver::Eigen);
+        assert_eq!(f.lambda, e.lambda);
+        assert!(f.lambda_at_edge, "grid {part:?}");
+    }
+}
