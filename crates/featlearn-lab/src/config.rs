@@ -105,11 +105,46 @@ pub enum EtaValue {
     Named(String),
 }
 
+/// A ridge grid: a list of lambdas, or `{ from, to, count }`, count values spaced
+/// geometrically from `from` to `to` (both included).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LambdaGrid {
+    List(Vec<f64>),
+    Geometric { from: f64, to: f64, count: usize },
+}
+
+impl LambdaGrid {
+    pub fn values(&self) -> Vec<f64> {
+        match *self {
+            LambdaGrid::List(ref v) => v.clone(),
+            LambdaGrid::Geometric { count: 1, from, .. } => vec![from],
+            LambdaGrid::Geometric { from, to, count } => {
+                let step = (to / from).ln() / (count - 1) as f64;
+                (0..count).map(|i| if i + 1 == count { to } else { from * (step * i as f64).exp() }).collect()
+            }
+        }
+    }
+
+    fn check(&self, key: &str) -> Result<()> {
+        if let LambdaGrid::Geometric { from, to, count } = *self {
+            if count == 0 || !(from > 0.0 && to >= from && to.is_finite()) {
+                bail!("key `{key}`: {{ from, to, count }} needs 0 < from <= to and count >= 1");
+            }
+        }
+        let v = self.values();
+        if v.is_empty() || v.iter().any(|l| !(*l > 0.0 && l.is_finite())) {
+            bail!("key `{key}`: a non-empty grid of positive, finite lambdas is needed");
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RidgeConfig {
-    pub lambdas: Vec<f64>,
-    /// direct | cg | gd
+    pub lambdas: LambdaGrid,
+    /// direct | eigen | cg | gd
     pub solver: String,
     pub cg_tol: f64,
     pub cg_max_iter: usize,
@@ -130,8 +165,8 @@ pub struct KernelConfig {
     pub degree: u32,
     pub offset: f64,
     /// Kernel ridge grid: alpha = (K + n lambda I)^{-1} y.
-    pub lambdas: Vec<f64>,
-    /// auto | cholesky | pcg
+    pub lambdas: LambdaGrid,
+    /// auto | cholesky | eigen | pcg
     pub solver: String,
     /// Rows and columns of one Gram tile; 0 means the backend's default. The device's largest
     /// buffer caps it.
@@ -260,7 +295,7 @@ impl Default for OneStepConfig {
 impl Default for RidgeConfig {
     fn default() -> Self {
         RidgeConfig {
-            lambdas: vec![1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+            lambdas: LambdaGrid::List(vec![1e-4, 1e-3, 1e-2, 1e-1, 1.0]),
             solver: "direct".into(),
             cg_tol: 1e-6,
             cg_max_iter: 2000,
@@ -277,7 +312,7 @@ impl Default for KernelConfig {
             lengthscale: 0.0,
             degree: 3,
             offset: 1.0,
-            lambdas: vec![1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
+            lambdas: LambdaGrid::List(vec![1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]),
             solver: "auto".into(),
             tile: 0,
             pcg_tol: 1e-6,
@@ -505,9 +540,10 @@ impl Config {
     pub fn krr_options(&self, c: &Compute) -> KrrOptions {
         let k = &self.kernel;
         KrrOptions {
-            lambdas: k.lambdas.clone(),
+            lambdas: k.lambdas.values(),
             solver: match k.solver.as_str() {
                 "cholesky" => KrrSolver::Cholesky,
+                "eigen" => KrrSolver::Eigen,
                 "pcg" => KrrSolver::Pcg,
                 _ => KrrSolver::Auto,
             },
@@ -546,6 +582,7 @@ impl Config {
 
     pub fn head_solver(&self) -> HeadSolver {
         match self.ridge.solver.as_str() {
+            "eigen" => HeadSolver::Eigen,
             "cg" => HeadSolver::Cg { tol: self.ridge.cg_tol, max_iter: self.ridge.cg_max_iter },
             "gd" => HeadSolver::Gd {
                 steps: self.ridge.gd_steps,
@@ -642,14 +679,9 @@ impl Config {
         for eta in self.onestep.eta.values() {
             eta_of(&eta)?;
         }
-        if self.ridge.lambdas.is_empty() {
-            bail!("key `ridge.lambdas`: the grid is empty");
-        }
-        if self.ridge.lambdas.iter().any(|l| !(*l > 0.0 && l.is_finite())) {
-            bail!("key `ridge.lambdas`: every lambda must be positive and finite");
-        }
-        if !matches!(self.ridge.solver.as_str(), "direct" | "cg" | "gd") {
-            bail!("key `ridge.solver`: '{}' (expected direct, cg or gd)", self.ridge.solver);
+        self.ridge.lambdas.check("ridge.lambdas")?;
+        if !matches!(self.ridge.solver.as_str(), "direct" | "eigen" | "cg" | "gd") {
+            bail!("key `ridge.solver`: '{}' (expected direct, eigen, cg or gd)", self.ridge.solver);
         }
         if !(self.ridge.cg_tol > 0.0) || self.ridge.cg_max_iter == 0 {
             bail!("key `ridge.cg_tol`/`ridge.cg_max_iter`: must be positive");
@@ -664,11 +696,9 @@ impl Config {
         if !(k.lengthscale >= 0.0 && k.lengthscale.is_finite()) {
             bail!("key `kernel.lengthscale`: must be >= 0 (0 = sqrt(d))");
         }
-        if k.lambdas.is_empty() || k.lambdas.iter().any(|l| !(*l > 0.0 && l.is_finite())) {
-            bail!("key `kernel.lambdas`: a non-empty grid of positive values is needed");
-        }
-        if !matches!(k.solver.as_str(), "auto" | "cholesky" | "pcg") {
-            bail!("key `kernel.solver`: '{}' (expected auto, cholesky or pcg)", k.solver);
+        k.lambdas.check("kernel.lambdas")?;
+        if !matches!(k.solver.as_str(), "auto" | "cholesky" | "eigen" | "pcg") {
+            bail!("key `kernel.solver`: '{}' (expected auto, cholesky, eigen or pcg)", k.solver);
         }
         if k.landmarks == 0 || k.pcg_max_iter == 0 || !(k.pcg_tol > 0.0) || k.kta_n == 0 {
             bail!("key `kernel`: landmarks, pcg_max_iter, pcg_tol and kta_n must be positive");
@@ -809,6 +839,21 @@ mod tests {
         assert_eq!(c.task.d.values(), vec![16, 32]);
         assert_eq!(c.trials().len(), 2 * 3 * 2 * 2);
         assert!(c.trials().iter().all(|t| t.target == "quadratic"));
+    }
+
+    #[test]
+    fn geometric_lambda_grids() {
+        let c = Config::from_toml("[ridge]\nlambdas = { from = 1e-10, to = 1e15, count = 100 }\nsolver = \"eigen\"\n", &[]).unwrap();
+        let v = c.ridge.lambdas.values();
+        assert_eq!((v.len(), v[0], v[99]), (100, 1e-10, 1e15));
+        let ratio = (1e25f64).powf(1.0 / 99.0);
+        assert!(v.windows(2).all(|w| (w[1] / w[0] / ratio - 1.0).abs() < 1e-12));
+        // the resolved config keeps the form and reads back the same grid
+        assert_eq!(Config::from_toml(&c.to_toml(), &[]).unwrap().ridge.lambdas, c.ridge.lambdas);
+        for bad in ["{ from = 0.0, to = 1.0, count = 5 }", "{ from = 1.0, to = 0.1, count = 5 }", "{ from = 1.0, to = 2.0, count = 0 }", "[]", "[-1.0]"] {
+            let e = Config::from_toml(&format!("[kernel]\nlambdas = {bad}\n"), &[]).unwrap_err();
+            assert!(format!("{e:#}").contains("kernel.lambdas"), "{bad}: {e:#}");
+        }
     }
 
     #[test]

@@ -180,6 +180,18 @@ pub fn render_markdown(report: &Report, records: &[Record]) -> String {
             s.push_str(&format!("- {m}: the error stays above eps on the whole grid of n\n"));
         }
     }
+    s.push_str("\n## Ridge lambda at the edge of its grid\n\n");
+    let edge: Vec<&Record> = records.iter().filter(|r| r.lambda_at_edge == Some(true)).collect();
+    if edge.is_empty() {
+        s.push_str("No trial chose the smallest or the largest lambda of its grid.\n");
+    } else {
+        s.push_str("These trials chose the smallest or the largest lambda of the grid; a wider grid may do better.\n\n");
+        s.push_str("| method | target | d | n | m | seed | lambda |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+        for r in edge {
+            let t = &r.trial;
+            s.push_str(&format!("| {} | {} | {} | {} | {} | {} | {:e} |\n", method_label(t), t.target, t.d, t.n, t.m, t.seed, r.lambda.unwrap_or(f64::NAN)));
+        }
+    }
     s
 }
 

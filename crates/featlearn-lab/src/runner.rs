@@ -154,6 +154,7 @@ pub fn run_trial(c: &Compute, config: &Config, trial: &Trial, status: &dyn Fn(St
         hessian_condition: None,
         n_target: (trial.method == "transfer").then_some(trial.n),
         lambda: None,
+        lambda_at_edge: None,
         eta1: None,
         steps: None,
         final_train_loss: None,
@@ -197,7 +198,7 @@ fn fit_and_measure(c: &Compute, config: &Config, t: &Trial, record: &mut Record,
     if t.method == "gd" {
         return fit_gd(c, config, t, &target, &train, &val, record, curve, status);
     }
-    let head = HeadOptions { bias_scale: config.net.bias_scale, lambdas: config.ridge.lambdas.clone(), solver: config.head_solver() };
+    let head = HeadOptions { bias_scale: config.net.bias_scale, lambdas: config.ridge.lambdas.values(), solver: config.head_solver() };
     let fit: Fit = match t.method.as_str() {
         "onestep" => {
             let head_train = if config.data.fresh_split { draw(Split::Fresh, t.n)? } else { train.clone() };
@@ -222,6 +223,7 @@ fn fit_and_measure(c: &Compute, config: &Config, t: &Trial, record: &mut Record,
         record.principal_angles_deg = Some(principal_angles_deg(w, &target)?);
     }
     record.lambda = Some(fit.head.lambda);
+    record.lambda_at_edge = Some(fit.head.lambda_at_edge);
     record.eta1 = fit.eta1;
     record.solver = Some(fit.head.solver.into());
     record.iterations = Some(fit.head.iterations);
@@ -311,6 +313,7 @@ fn fit_kernel(c: &Compute, config: &Config, t: &Trial, target: &Target, train: &
     record.kta = Some(kta);
     record.kta_rayleigh = Some(rayleigh);
     record.lambda = Some(fit.lambda);
+    record.lambda_at_edge = Some(fit.lambda_at_edge);
     record.solver = Some(fit.solver.into());
     record.iterations = Some(fit.iterations);
     record.relative_residual = Some(fit.relative_residual);
