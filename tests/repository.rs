@@ -1,0 +1,27 @@
+//! The repository explains itself: no tracked file may point at a path outside it (the
+//! working notes the project started from are not shipped; docs/science.md is the reference).
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn no_tracked_file_names_a_path_outside_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("git").args(["ls-files", "-z"]).current_dir(&root).output().expect("git runs");
+    assert!(out.status.success(), "git ls-files: {}", String::from_utf8_lossy(&out.stderr));
+    // spelled in two halves so this file does not match itself
+    let outside = [concat!("..", "/shared"), concat!("SCIENCE", ".md")];
+    let files: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().split('\0').filter(|f| !f.is_empty()).collect();
+    assert!(files.len() > 20, "git ls-files listed only {} files", files.len());
+    let mut offenders = Vec::new();
+    for f in &files {
+        let Ok(text) = std::fs::read(root.join(f)) else { continue }; // a file deleted in the work tree
+        let text = String::from_utf8_lossy(&text);
+        for needle in outside {
+            if text.contains(needle) {
+                offenders.push(format!("{f} names {needle}"));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}
