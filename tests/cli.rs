@@ -200,10 +200,15 @@ fn a_killed_run_resumes_without_losing_or_repeating_trials() {
     assert!(after.starts_with(before.lines().take(finished).collect::<Vec<_>>().join("\n").as_str()), "finished trials kept");
 }
 
-fn read_npy_f64(path: &Path) -> Vec<f64> {
+/// The data of a version-1 .npy file: what follows its 10-byte preamble and header.
+fn npy_payload(path: &Path) -> Vec<u8> {
     let bytes = std::fs::read(path).unwrap();
     let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    bytes[10 + len..].chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
+    bytes[10 + len..].to_vec()
+}
+
+fn read_npy_f64(path: &Path) -> Vec<f64> {
+    npy_payload(path).chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
 }
 
 #[test]
@@ -268,9 +273,7 @@ fn gram_refuses_an_empty_input_with_a_message() {
 }
 
 fn read_npy_f32(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap();
-    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    bytes[10 + len..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    npy_payload(path).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
 }
 
 /// n = 6000: the 144 MB Gram is over lavapipe's 128 MiB buffer. wgpu streams it out in tiles

@@ -4,10 +4,9 @@ use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
 use crate::records::{read_lines, CurvePoint, Record};
 use crate::runner::write_outputs;
-use crate::shards::{missing_shards, progress, trial_key, Progress, Shard};
+use crate::shards::{load_config, missing_shards, tally, trial_key, Progress, Shard};
 
 /// What a merge did.
 pub struct MergeOutcome {
@@ -37,10 +36,10 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
     if dirs.is_empty() {
         bail!("nothing to merge: name the shard folders");
     }
-    let config = load(&dirs[0])?;
+    let config = load_config(&dirs[0])?;
     let resolved = config.to_toml();
     for d in &dirs[1..] {
-        if load(d)?.to_toml() != resolved {
+        if load_config(d)?.to_toml() != resolved {
             bail!("{} was run with a different config than {}: refusing to merge", d.display(), dirs[0].display());
         }
     }
@@ -53,31 +52,33 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
     if Shard::read(out)?.is_some() {
         bail!("{} is a shard folder; merge into another folder", out.display());
     }
-    if out.join("config.toml").exists() && load(out)?.to_toml() != resolved {
+    if out.join("config.toml").exists() && load_config(out)?.to_toml() != resolved {
         bail!("{} holds results of a different config; merge into another folder", out.display());
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let folders = dirs.iter().map(|d| progress(d)).collect::<Result<Vec<_>>>()?;
 
     // position of each trial in an unsharded run
     let trials = config.trials();
     let order: HashMap<String, usize> = trials.iter().enumerate().map(|(i, t)| (trial_key(t), i)).collect();
-    let mut results: Vec<(usize, String)> = Vec::new();
+    let mut results: Vec<(usize, Record, String)> = Vec::new();
+    let mut folders = Vec::with_capacity(dirs.len());
     let mut seen = HashSet::new();
     let mut duplicates = 0;
     for d in dirs {
         let path = d.join("results.jsonl");
-        for (record, line) in read_lines::<Record>(&path)? {
+        let (records, lines): (Vec<Record>, Vec<String>) = read_lines(&path)?.into_iter().unzip();
+        folders.push(tally(d, &config, &records)?);
+        for (record, line) in records.into_iter().zip(lines) {
             let key = trial_key(&record.trial);
             let Some(&i) = order.get(&key) else { bail!("{} holds a trial its config does not ask for: {key}", path.display()) };
             if seen.insert(i) {
-                results.push((i, line));
+                results.push((i, record, line));
             } else {
                 duplicates += 1;
             }
         }
     }
-    results.sort_by_key(|(i, _)| *i);
+    results.sort_by_key(|(i, _, _)| *i);
 
     // curves: a trial's points from the folder its record came from, in their order
     let mut curves: Vec<(usize, usize, String)> = Vec::new();
@@ -93,15 +94,11 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
     curves.sort_by_key(|(i, k, _)| (*i, *k));
 
     replace(&out.join("config.toml"), &resolved)?;
-    replace(&out.join("results.jsonl"), &results.iter().map(|(_, l)| l.as_str()).collect::<String>())?;
+    replace(&out.join("results.jsonl"), &results.iter().map(|(_, _, l)| l.as_str()).collect::<String>())?;
     replace(&out.join("curves.jsonl"), &curves.iter().map(|(_, _, l)| l.as_str()).collect::<String>())?;
-    let records: Vec<Record> = read_lines(&out.join("results.jsonl"))?.into_iter().map(|(r, _)| r).collect();
+    let records: Vec<Record> = results.into_iter().map(|(_, r, _)| r).collect();
     let table = write_outputs(out, &config, &records)?;
-    Ok(MergeOutcome { trials: results.len(), expected: trials.len(), duplicates, missing: missing_shards(&folders), folders, table })
-}
-
-fn load(dir: &Path) -> Result<Config> {
-    Config::load(&dir.join("config.toml"), &[]).with_context(|| format!("{} is not a featlearn results folder", dir.display()))
+    Ok(MergeOutcome { trials: records.len(), expected: trials.len(), duplicates, missing: missing_shards(&folders), folders, table })
 }
 
 /// Writes `path` whole or not at all: a temporary file beside it, then a rename.

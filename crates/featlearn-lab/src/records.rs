@@ -55,7 +55,6 @@ pub struct Record {
     /// The ridge lambda chosen on the validation split.
     pub lambda: Option<f64>,
     /// Whether that lambda is the smallest or the largest of its grid (the best may lie beyond).
-    #[serde(default)]
     pub lambda_at_edge: Option<bool>,
     pub eta1: Option<f64>,
     /// Training steps of `gd`.

@@ -21,7 +21,7 @@ use featlearn::Error;
 use crate::config::{eta_of, Config, Trial, KERNEL_METHODS};
 use crate::plots::draw_all;
 use crate::report::{build_report, write_report};
-use crate::shards::Shard;
+use crate::shards::{trials_of, Shard};
 use crate::records::{format_table, read_results, summarize, write_summary_csv, CurvePoint, JsonlWriter, Record};
 
 /// Options of `featlearn run` beyond the config.
@@ -63,11 +63,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     }
     let results_path = opts.out.join("results.jsonl");
     let done: Vec<Trial> = read_results(&results_path)?.into_iter().map(|r| r.trial).collect();
-    let trials = match opts.shard {
-        Some(shard) => shard.select(config.trials()),
-        None => config.trials(),
-    };
-    let todo: Vec<Trial> = trials.into_iter().filter(|t| !done.contains(t)).collect();
+    let todo: Vec<Trial> = trials_of(config, opts.shard).into_iter().filter(|t| !done.contains(t)).collect();
 
     let compute = config.open_compute()?;
     let mut writer = JsonlWriter::open(&results_path)?;

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Trial};
-use crate::records::read_results;
+use crate::records::{read_results, Record};
 
 /// Shard `index` of `count` (1 <= index <= count): every count-th trial of the config's fixed
 /// order, starting at the index-th.
@@ -86,18 +86,32 @@ impl Progress {
     }
 }
 
-/// Counts the finished trials of `dir` against what its config (and shard) asks for.
-pub fn progress(dir: &Path) -> Result<Progress> {
-    let config = Config::load(&dir.join("config.toml"), &[]).with_context(|| format!("{} is not a featlearn results folder", dir.display()))?;
-    let shard = Shard::read(dir)?;
-    let wanted = match shard {
+/// The config of a results folder (its `config.toml`).
+pub fn load_config(dir: &Path) -> Result<Config> {
+    Config::load(&dir.join("config.toml"), &[]).with_context(|| format!("{} is not a featlearn results folder", dir.display()))
+}
+
+/// The trials a folder of `config` holds when it is complete: the shard's, or all of them.
+pub fn trials_of(config: &Config, shard: Option<Shard>) -> Vec<Trial> {
+    match shard {
         Some(s) => s.select(config.trials()),
         None => config.trials(),
-    };
+    }
+}
+
+/// Counts the finished trials of `dir` against what its config (and shard) asks for.
+pub fn progress(dir: &Path) -> Result<Progress> {
+    tally(dir, &load_config(dir)?, &read_results(&dir.join("results.jsonl"))?)
+}
+
+/// `progress` of `dir` from its config and records, already read.
+pub fn tally(dir: &Path, config: &Config, records: &[Record]) -> Result<Progress> {
+    let shard = Shard::read(dir)?;
+    let wanted = trials_of(config, shard);
     let keys: HashSet<String> = wanted.iter().map(trial_key).collect();
     let mut seen = HashSet::new();
     let mut not_ok = 0;
-    for r in read_results(&dir.join("results.jsonl"))? {
+    for r in records {
         let key = trial_key(&r.trial);
         if keys.contains(&key) && seen.insert(key) && r.status != "ok" {
             not_ok += 1;

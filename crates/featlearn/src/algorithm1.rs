@@ -90,6 +90,18 @@ pub struct HeadFit {
     pub lambda_at_edge: bool,
 }
 
+/// The validation MSE of each column of `pred` (n_val x L, one column per lambda) against `y`,
+/// and the column with the smallest finite one.
+pub fn best_on_validation(pred: Tensor<2>, y: &Tensor<1>) -> Result<(usize, Vec<f64>), Error> {
+    let n_val = y.dims()[0];
+    let errs = to_host((pred - y.clone().reshape([n_val, 1])).powi_scalar(2).mean_dim(0))?;
+    let best = (0..errs.len())
+        .filter(|&i| errs[i].is_finite())
+        .min_by(|&i, &j| errs[i].total_cmp(&errs[j]))
+        .ok_or_else(|| Error::Diverged("no lambda of the grid gave a finite validation error".into()))?;
+    Ok((best, errs))
+}
+
 /// Whether `chosen` is the smallest or the largest value of `grid`.
 pub fn at_edge(grid: &[f64], chosen: f64) -> bool {
     let lo = grid.iter().copied().fold(f64::INFINITY, f64::min);
@@ -228,11 +240,7 @@ pub fn ridge_head(
             return Err(Error::Diverged("G + lambda I is not positive definite for any lambda of the grid".into()));
         }
         let all = spectral.solve_all(c, rhs.clone(), &grid)?; // m x L
-        let errs = to_host((phi_val.clone().matmul(all.clone()) - y_val.clone().reshape([n_val, 1])).powi_scalar(2).mean_dim(0))?;
-        let best = (0..grid.len())
-            .filter(|&i| errs[i].is_finite())
-            .min_by(|&i, &j| errs[i].total_cmp(&errs[j]))
-            .ok_or_else(|| Error::Diverged("no lambda of the grid gave a finite validation error".into()))?;
+        let (best, errs) = best_on_validation(phi_val.clone().matmul(all.clone()), y_val)?;
         let (lambda, a) = (grid[best], all.slice([0..m, best..best + 1]));
         let resid = scalar((gram_apply(a.clone()) + a.clone() * lambda - rhs.clone()).powi_scalar(2).sum())?.sqrt() / rhs_norm;
         return Ok(HeadFit {

@@ -10,7 +10,7 @@ use burn::tensor::Tensor;
 use crate::compute::{human_bytes, scalar, to_host, Compute};
 use crate::data::Dataset;
 use crate::kernels::{gram, gram_matvec, Kernel};
-use crate::algorithm1::at_edge;
+use crate::algorithm1::{at_edge, best_on_validation};
 use crate::linalg::{conjugate_gradient, Cholesky, Spectral};
 use crate::tiles::{blocks, SymTiles};
 use crate::Error;
@@ -288,16 +288,7 @@ pub fn fit_krr(c: &Compute, kernel: &Kernel, train: &Dataset, val: &Dataset, opt
     }
     // validation predictions of every lambda in one tiled pass: n_val x L
     let stacked = Tensor::cat(solutions.iter().map(|s| s.1.clone()).collect(), 1);
-    let n_val = val.n();
-    let pred = gram_matvec(kernel, &val.x, &train.x, stacked, opts.tile)?;
-    let errs = to_host((pred - val.y.clone().reshape([n_val, 1])).powi_scalar(2).mean_dim(0))?;
-    let best = errs
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.is_finite())
-        .min_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
-        .ok_or_else(|| Error::Diverged("no lambda of the grid gave a finite validation error".into()))?;
+    let (best, errs) = best_on_validation(gram_matvec(kernel, &val.x, &train.x, stacked, opts.tile)?, &val.y)?;
     let (lambda, alpha, iterations, relative_residual) = solutions.swap_remove(best);
     let fit = KrrFit { lambda, val_mse: errs[best], solver: plan.name(), iterations, relative_residual, lambda_at_edge: at_edge(&opts.lambdas, lambda) };
     Ok((KrrModel { kernel: *kernel, x_train: train.x.clone(), alpha, tile: opts.tile }, fit))
