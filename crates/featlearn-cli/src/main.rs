@@ -242,7 +242,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 bail!("--n must be at least 1");
             }
             let c = cfg.open_compute()?;
-            let t = cfg.trials().into_iter().next().context("the config has no trial")?;
+            let t = cfg.trials()?.into_iter().next().context("the config has no trial")?;
             let target = Target::new(&cfg.target_spec(&t.target, t.p)?, t.d, t.r, t.seed, cfg.task.normalize, t.noise)?;
             let data = sample_rows(&c, &target, t.seed, Split::Train, 0, n, cfg.data.chunk)?;
             write_npy(&out_x, &to_host(data.x)?, &[n, t.d], c.precision)?;

@@ -203,11 +203,12 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
         return Ok(out);
     }
     let quick = Config::from_toml(include_str!("../../../configs/quick.toml"), &[])?;
-    let trials = quick.trials();
+    let trials = quick.trials()?;
+    let methods: std::collections::BTreeMap<String, _> = quick.methods()?.into_iter().collect();
     let reps = if sizes == Sizes::Small { 1 } else { repeats.min(3) };
     let t = time_it(c, reps, || {
         for trial in &trials {
-            let (record, _) = run_trial(c, &quick, trial, &|_| {});
+            let (record, _) = run_trial(c, &quick, methods[&trial.method].as_ref(), trial, &|_| {});
             if record.status != "ok" {
                 anyhow::bail!("quick experiment trial {:?}: {}", trial, record.reason.unwrap_or_default());
             }

@@ -3,16 +3,16 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use featlearn::algorithm1::{Eta, HeadSolver};
-use featlearn::compute::{default_memory_budget, Compute};
-use featlearn::kernels::Kernel;
-use featlearn::krr::{KrrOptions, KrrSolver};
+use featlearn::algorithm1::{Eta, HeadOptions, HeadSolver};
+use featlearn::compute::Compute;
 use featlearn::network::WInit;
-use featlearn::training::{GdOptions, Optimizer, Parameterization, Schedule};
 use featlearn::target::{Term, TargetSpec};
 use featlearn::{BackendKind, Precision};
+
+use crate::methods::{self, Method};
 
 /// A value or a list of values: a list is a sweep axis.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,7 +76,7 @@ pub struct DataConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MethodsConfig {
-    /// onestep | rf
+    /// onestep | onestep-authors | rf | gd | transfer | ntk | nngp | rbf | laplace | poly
     pub list: Vec<String>,
 }
 
@@ -103,6 +103,15 @@ pub struct OneStepConfig {
 pub enum EtaValue {
     Fixed(f64),
     Named(String),
+}
+
+impl std::fmt::Display for EtaValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EtaValue::Fixed(e) => write!(f, "{e}"),
+            EtaValue::Named(s) => f.write_str(s),
+        }
+    }
 }
 
 /// A ridge grid: a list of lambdas, or `{ from, to, count }`, count values spaced
@@ -358,16 +367,15 @@ impl Default for RunConfig {
     }
 }
 
-/// The methods `featlearn run` knows.
-pub const METHODS: [&str; 9] = ["onestep", "rf", "gd", "transfer", "ntk", "nngp", "rbf", "laplace", "poly"];
-
-/// Methods that are kernel ridge regression with a closed-form kernel.
-pub const KERNEL_METHODS: [&str; 5] = ["ntk", "nngp", "rbf", "laplace", "poly"];
-
-/// One fully resolved trial: a point of the sweep grid, a method and a seed.
+/// One fully resolved trial: a point of the sweep grid, a method, a point of the method's own
+/// axes and a seed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Trial {
+    /// The method's name in `methods.list`.
     pub method: String,
+    /// The method with the values of its own axes that tell its trials apart
+    /// (`gd/mean-field/lr=0.05`, `transfer/n_source=0.5d^2`): tables and figures group by it.
+    pub label: String,
     pub target: String,
     pub d: usize,
     pub r: usize,
@@ -375,15 +383,18 @@ pub struct Trial {
     pub noise: f64,
     pub n: usize,
     pub m: usize,
-    pub eta: EtaValue,
-    /// gd's parameterisation and base learning rate (null for other methods).
-    pub parameterization: Option<String>,
-    pub lr: Option<f64>,
-    /// Source samples of `transfer` (null for other methods); its n is n_target.
-    pub n_source: Option<usize>,
-    /// `transfer.n_source_per_d2` when n_source was derived from it (so tables group the d's).
-    pub n_source_per_d2: Option<f64>,
+    /// The method's own options at this point (onestep's eta, gd's parameterization and lr,
+    /// transfer's n_source, ...), one column each in the records.
+    #[serde(flatten)]
+    pub options: BTreeMap<String, serde_json::Value>,
     pub seed: u64,
+}
+
+/// The Cartesian product of axes of these lengths, as index tuples, the last axis fastest.
+pub fn product(lens: &[usize]) -> Vec<Vec<usize>> {
+    lens.iter().fold(vec![Vec::new()], |acc, &len| {
+        acc.into_iter().flat_map(|prefix| (0..len).map(move |i| [prefix.clone(), vec![i]].concat())).collect()
+    })
 }
 
 impl Config {
@@ -426,67 +437,42 @@ impl Config {
         }
     }
 
-    /// Every trial of the sweep, in a fixed order: target, d, r, p, noise, m, eta, n, method, seed.
-    pub fn trials(&self) -> Vec<Trial> {
+    /// The methods of `methods.list`, built from this config (their options checked).
+    pub fn methods(&self) -> Result<Vec<(String, Box<dyn Method>)>> {
+        self.methods.list.iter().map(|name| Ok((name.clone(), methods::build(name, self)?))).collect()
+    }
+
+    /// Every trial of the sweep, in a fixed order: the product of the task axes (target, d, r,
+    /// p, noise, m, n), then each method with each point of its own axes, then the seed.
+    pub fn trials(&self) -> Result<Vec<Trial>> {
+        let t = &self.task;
+        let (targets, ds, rs, ps, noises) = (t.target.values(), t.d.values(), t.r.values(), t.p.values(), t.noise.values());
+        let (ms, ns, seeds) = (self.net.m.values(), self.data.n.values(), self.seeds());
+        let methods = self.methods()?;
         let mut out = Vec::new();
-        for target in self.task.target.values() {
-            for d in self.task.d.values() {
-                for r in self.task.r.values() {
-                    for p in self.task.p.values() {
-                        for noise in self.task.noise.values() {
-                            for m in self.net.m.values() {
-                                for eta in self.onestep.eta.values() {
-                                    for n in self.data.n.values() {
-                                        for method in &self.methods.list {
-                                            // gd sweeps its own axes; other methods ignore them
-                                            // gd and transfer sweep their own axes; other methods ignore them
-                                            let own: Vec<(Option<String>, Option<f64>, Option<usize>, Option<f64>)> = match method.as_str() {
-                                                "gd" => {
-                                                    let lrs = self.gd.lr.values();
-                                                    self.gd
-                                                        .parameterization
-                                                        .values()
-                                                        .into_iter()
-                                                        .flat_map(|p| lrs.iter().map(move |&l| (Some(p.clone()), Some(l), None, None)))
-                                                        .collect()
-                                                }
-                                                "transfer" if self.transfer.n_source_per_d2 > 0.0 => {
-                                                    let c = self.transfer.n_source_per_d2;
-                                                    vec![(None, None, Some((c * (d * d) as f64).ceil() as usize), Some(c))]
-                                                }
-                                                "transfer" => self.transfer.n_source.values().into_iter().map(|s| (None, None, Some(s), None)).collect(),
-                                                _ => vec![(None, None, None, None)],
-                                            };
-                                            for (parameterization, lr, n_source, n_source_per_d2) in own {
-                                                for seed in self.seeds() {
-                                                    out.push(Trial {
-                                                        method: method.clone(),
-                                                        target: target.clone(),
-                                                        d,
-                                                        r,
-                                                        p,
-                                                        noise,
-                                                        n,
-                                                        m,
-                                                        eta: eta.clone(),
-                                                        parameterization: parameterization.clone(),
-                                                        lr,
-                                                        n_source,
-                                                        n_source_per_d2,
-                                                        seed,
-                                                    });
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
+        for ix in product(&[targets.len(), ds.len(), rs.len(), ps.len(), noises.len(), ms.len(), ns.len()]) {
+            let d = ds[ix[1]];
+            for (name, method) in &methods {
+                for point in method.points(d) {
+                    for &seed in &seeds {
+                        out.push(Trial {
+                            method: name.clone(),
+                            label: if point.label.is_empty() { name.clone() } else { format!("{name}/{}", point.label) },
+                            target: targets[ix[0]].clone(),
+                            d,
+                            r: rs[ix[2]],
+                            p: ps[ix[3]],
+                            noise: noises[ix[4]],
+                            n: ns[ix[6]],
+                            m: ms[ix[5]],
+                            options: point.options.clone(),
+                            seed,
+                        });
                     }
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// The target specification of a trial.
@@ -512,20 +498,6 @@ impl Config {
         }
     }
 
-    /// The kernel of a kernel method at input dimension d.
-    pub fn kernel(&self, method: &str, d: usize) -> Result<Kernel> {
-        let k = &self.kernel;
-        let l = if k.lengthscale > 0.0 { k.lengthscale } else { (d as f64).sqrt() };
-        Ok(match method {
-            "ntk" => Kernel::Ntk { sw: k.sw, sb: k.sb },
-            "nngp" => Kernel::Nngp { sw: k.sw, sb: k.sb },
-            "rbf" => Kernel::Rbf { lengthscale: l },
-            "laplace" => Kernel::Laplace { lengthscale: l },
-            "poly" => Kernel::Poly { degree: k.degree, offset: k.offset, lengthscale: l },
-            other => bail!("'{other}' is not a kernel method"),
-        })
-    }
-
     /// Opens the run's backend in its precision, with `kernel.max_buffer_mb` as the largest
     /// buffer when it is set.
     pub fn open_compute(&self) -> Result<Compute> {
@@ -536,60 +508,26 @@ impl Config {
         })
     }
 
-    /// Kernel ridge options on a device (the default tile and memory budget depend on it).
-    pub fn krr_options(&self, c: &Compute) -> KrrOptions {
-        let k = &self.kernel;
-        KrrOptions {
-            lambdas: k.lambdas.values(),
-            solver: match k.solver.as_str() {
-                "cholesky" => KrrSolver::Cholesky,
-                "eigen" => KrrSolver::Eigen,
-                "pcg" => KrrSolver::Pcg,
-                _ => KrrSolver::Auto,
-            },
-            tile: if k.tile > 0 { k.tile } else { c.default_tile() },
-            pcg_tol: k.pcg_tol,
-            pcg_max_iter: k.pcg_max_iter,
-            landmarks: k.landmarks,
-            mem_budget: if k.mem_budget_gb > 0.0 {
-                (k.mem_budget_gb * (1u64 << 30) as f64) as u64
-            } else {
-                default_memory_budget(c)
-            },
+    /// The `onestep.eta` axis, each value checked.
+    pub fn etas(&self) -> Result<Vec<EtaValue>> {
+        let etas = self.onestep.eta.values();
+        for eta in &etas {
+            eta_of(eta)?;
         }
+        Ok(etas)
     }
 
-    /// Training options of a `gd` trial.
-    pub fn gd_options(&self, t: &Trial) -> GdOptions {
-        let g = &self.gd;
-        GdOptions {
-            param: match t.parameterization.as_deref() {
-                Some("ntk") => Parameterization::Ntk,
-                _ => Parameterization::MeanField,
-            },
-            optimizer: match g.optimizer.as_str() {
-                "adam" => Optimizer::Adam,
-                _ => Optimizer::Sgd { momentum: g.momentum },
-            },
-            lr: t.lr.unwrap_or(0.05),
-            weight_decay: g.weight_decay,
-            schedule: if g.schedule == "constant" { Schedule::Constant } else { Schedule::Cosine },
-            steps: g.steps,
-            batch_size: g.batch_size,
-            log_every: g.log_every,
-        }
-    }
-
-    pub fn head_solver(&self) -> HeadSolver {
-        match self.ridge.solver.as_str() {
+    /// The second-layer ridge of onestep, its variants, rf and transfer: `[ridge]` and
+    /// `net.bias_scale`.
+    pub fn head_options(&self) -> HeadOptions {
+        let r = &self.ridge;
+        let solver = match r.solver.as_str() {
             "eigen" => HeadSolver::Eigen,
-            "cg" => HeadSolver::Cg { tol: self.ridge.cg_tol, max_iter: self.ridge.cg_max_iter },
-            "gd" => HeadSolver::Gd {
-                steps: self.ridge.gd_steps,
-                lr: if self.ridge.gd_lr > 0.0 { Some(self.ridge.gd_lr) } else { None },
-            },
+            "cg" => HeadSolver::Cg { tol: r.cg_tol, max_iter: r.cg_max_iter },
+            "gd" => HeadSolver::Gd { steps: r.gd_steps, lr: if r.gd_lr > 0.0 { Some(r.gd_lr) } else { None } },
             _ => HeadSolver::Direct,
-        }
+        };
+        HeadOptions { bias_scale: self.net.bias_scale, lambdas: r.lambdas.values(), solver }
     }
 
     /// Checks every value that could make a trial fail before any work starts.
@@ -657,11 +595,6 @@ impl Config {
         if self.methods.list.is_empty() {
             bail!("key `methods.list`: no method to run");
         }
-        for m in &self.methods.list {
-            if !METHODS.contains(&m.as_str()) {
-                bail!("key `methods.list`: unknown method '{m}' (expected one of {})", METHODS.join(", "));
-            }
-        }
         for m in self.net.m.values() {
             if m == 0 || m % 2 != 0 {
                 bail!("key `net.m`: m = {m} must be even and positive (symmetric initialisation)");
@@ -675,9 +608,6 @@ impl Config {
         }
         if !(self.net.bias_scale >= 0.0 && self.net.bias_scale.is_finite()) {
             bail!("key `net.bias_scale`: must be finite and >= 0");
-        }
-        for eta in self.onestep.eta.values() {
-            eta_of(&eta)?;
         }
         self.ridge.lambdas.check("ridge.lambdas")?;
         if !matches!(self.ridge.solver.as_str(), "direct" | "eigen" | "cg" | "gd") {
@@ -697,9 +627,6 @@ impl Config {
             bail!("key `kernel.lengthscale`: must be >= 0 (0 = sqrt(d))");
         }
         k.lambdas.check("kernel.lambdas")?;
-        if !matches!(k.solver.as_str(), "auto" | "cholesky" | "eigen" | "pcg") {
-            bail!("key `kernel.solver`: '{}' (expected auto, cholesky, eigen or pcg)", k.solver);
-        }
         if k.landmarks == 0 || k.pcg_max_iter == 0 || !(k.pcg_tol > 0.0) || k.kta_n == 0 {
             bail!("key `kernel`: landmarks, pcg_max_iter, pcg_tol and kta_n must be positive");
         }
@@ -709,47 +636,6 @@ impl Config {
         if !(k.mem_budget_gb >= 0.0 && k.mem_budget_gb.is_finite()) {
             bail!("key `kernel.mem_budget_gb`: must be >= 0 (0 = the backend's default)");
         }
-        if self.methods.list.iter().any(|m| m == "transfer") {
-            let tr = &self.transfer;
-            for r in t.r.values() {
-                self.target_spec(&tr.source, tr.source_p).map_err(|e| anyhow!("key `transfer.source`: {e}"))?;
-                if tr.source == "single-index-hek" && r != 1 {
-                    bail!("key `transfer.source`: single-index-hek needs r = 1");
-                }
-            }
-            if matches!(tr.source.as_str(), "he2-plus-hep" | "random") && tr.source_p < 2 {
-                bail!("key `transfer.source_p`: {} needs p >= 2", tr.source);
-            }
-            if !(tr.n_source_per_d2 >= 0.0 && tr.n_source_per_d2.is_finite()) {
-                bail!("key `transfer.n_source_per_d2`: must be finite and >= 0");
-            }
-            if tr.n_source.values().contains(&0) {
-                bail!("key `transfer.n_source`: must be positive");
-            }
-        }
-        let g = &self.gd;
-        for p in g.parameterization.values() {
-            if !matches!(p.as_str(), "mean-field" | "ntk") {
-                bail!("key `gd.parameterization`: '{p}' (expected mean-field or ntk)");
-            }
-        }
-        for lr in g.lr.values() {
-            if !(lr > 0.0 && lr.is_finite()) {
-                bail!("key `gd.lr`: {lr} must be positive and finite");
-            }
-        }
-        if !matches!(g.optimizer.as_str(), "sgd" | "adam") {
-            bail!("key `gd.optimizer`: '{}' (expected sgd or adam)", g.optimizer);
-        }
-        if !matches!(g.schedule.as_str(), "constant" | "cosine") {
-            bail!("key `gd.schedule`: '{}' (expected constant or cosine)", g.schedule);
-        }
-        if !(0.0..1.0).contains(&g.momentum) || !(g.weight_decay >= 0.0) {
-            bail!("key `gd.momentum`/`gd.weight_decay`: momentum in [0, 1), weight decay >= 0");
-        }
-        if g.steps == 0 || g.log_every == 0 || g.curve_n == 0 {
-            bail!("key `gd.steps`/`gd.log_every`/`gd.curve_n`: must be positive");
-        }
         if !(self.report.eps > 0.0 && self.report.eps.is_finite()) {
             bail!("key `report.eps`: must be positive");
         }
@@ -758,6 +644,12 @@ impl Config {
         }
         self.backend()?;
         self.precision()?;
+        // each method checks its own options as it is built; all are built, listed or not, so a
+        // mistake in a section no listed method reads is still reported
+        for (_, build) in methods::REGISTRY {
+            build(self)?;
+        }
+        self.methods()?;
         Ok(())
     }
 }
@@ -827,18 +719,55 @@ mod tests {
     fn defaults_validate_and_round_trip() {
         let c = Config::from_toml("", &[]).unwrap();
         let again = Config::from_toml(&c.to_toml(), &[]).unwrap();
-        assert_eq!(c.trials(), again.trials());
-        assert_eq!(c.trials().len(), 2 * 2); // two methods x two seeds
-        let k = Config::from_toml("[kernel]\nsolver = \"pcg\"\n", &[]).unwrap();
-        assert_eq!(k.krr_options(&Compute::open(BackendKind::NdArray, Precision::F32).unwrap()).solver, KrrSolver::Pcg);
+        assert_eq!(c.trials().unwrap(), again.trials().unwrap());
+        assert_eq!(c.trials().unwrap().len(), 2 * 2); // two methods x two seeds
     }
 
     #[test]
     fn overrides_make_sweeps() {
         let c = Config::from_toml("[task]\nd = 16\n", &["task.d=[16, 32]".into(), "data.n=[10,20,30]".into(), "task.target=quadratic".into()]).unwrap();
         assert_eq!(c.task.d.values(), vec![16, 32]);
-        assert_eq!(c.trials().len(), 2 * 3 * 2 * 2);
-        assert!(c.trials().iter().all(|t| t.target == "quadratic"));
+        assert_eq!(c.trials().unwrap().len(), 2 * 3 * 2 * 2);
+        assert!(c.trials().unwrap().iter().all(|t| t.target == "quadratic"));
+    }
+
+    #[test]
+    fn the_sweep_is_the_product_of_task_axes_then_each_methods_own_axes() {
+        let text = "[task]\nd = [8, 12]\n[data]\nn = [10, 20]\n[methods]\nlist = [\"onestep\", \"gd\", \"transfer\", \"ntk\"]\n\
+                    [onestep]\neta = [\"auto\", 0.5]\n[gd]\nparameterization = [\"mean-field\", \"ntk\"]\nlr = [0.1, 0.2]\n\
+                    [transfer]\nn_source = [100, 200]\n";
+        let trials = Config::from_toml(text, &[]).unwrap().trials().unwrap();
+        // 2 d x 2 n x (onestep 2 etas + gd 2 x 2 + transfer 2 etas x 2 sizes + ntk 1) x 2 seeds
+        assert_eq!(trials.len(), 2 * 2 * (2 + 4 + 4 + 1) * 2);
+        let labels: Vec<&str> = trials.iter().filter(|t| t.d == 8 && t.n == 10 && t.seed == 0).map(|t| t.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "onestep/eta=auto",
+                "onestep/eta=0.5",
+                "gd/mean-field/lr=0.1",
+                "gd/mean-field/lr=0.2",
+                "gd/ntk/lr=0.1",
+                "gd/ntk/lr=0.2",
+                "transfer/n_source=100/eta=auto",
+                "transfer/n_source=200/eta=auto",
+                "transfer/n_source=100/eta=0.5",
+                "transfer/n_source=200/eta=0.5",
+                "ntk"
+            ]
+        );
+        // task axes outermost (d before n), seeds innermost; no trial twice
+        assert_eq!((trials[0].d, trials[0].n, trials[1].seed), (8, 10, 1));
+        assert_eq!((trials[22].d, trials[22].n, trials[44].d), (8, 20, 12));
+        let keys: std::collections::HashSet<String> = trials.iter().map(|t| serde_json::to_string(t).unwrap()).collect();
+        assert_eq!(keys.len(), trials.len());
+        let gd = trials.iter().find(|t| t.label == "gd/ntk/lr=0.2").unwrap();
+        assert_eq!((gd.options["parameterization"].as_str(), gd.options["lr"].as_f64()), (Some("ntk"), Some(0.2)));
+        // n_source_per_d2 makes n_source follow d and keeps one label across d
+        let per = Config::from_toml("[task]\nd = [8, 12]\n[methods]\nlist = [\"transfer\"]\n[transfer]\nn_source_per_d2 = 0.5\n", &[]).unwrap();
+        let per = per.trials().unwrap();
+        let sizes: Vec<(usize, u64, &str)> = per.iter().filter(|t| t.seed == 0).map(|t| (t.d, t.options["n_source"].as_u64().unwrap(), t.label.as_str())).collect();
+        assert_eq!(sizes, [(8, 32, "transfer/n_source=0.5d^2"), (12, 72, "transfer/n_source=0.5d^2")]);
     }
 
     #[test]
@@ -868,6 +797,9 @@ mod tests {
             ("[bogus]\nx = 1\n", "bogus"),
             ("[kernel]\nsolver = \"lu\"\n", "kernel.solver"),
             ("[methods]\nlist = [\"svm\"]\n", "methods.list"),
+            ("[gd]\nlr = [0.1, -1.0]\n", "gd.lr"),
+            ("[onestep]\neta = \"big\"\n", "onestep.eta"),
+            ("[transfer]\nsource = \"cubic\"\n", "transfer.source"),
         ];
         for (text, key) in cases {
             let err = format!("{:#}", Config::from_toml(text, &[]).unwrap_err());

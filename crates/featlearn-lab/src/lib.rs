@@ -6,6 +6,7 @@ pub mod bench;
 pub mod config;
 pub mod export;
 pub mod merge;
+pub mod methods;
 pub mod plots;
 pub mod records;
 pub mod report;

@@ -58,7 +58,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
 
     // position of each trial in an unsharded run
-    let trials = config.trials();
+    let trials = config.trials()?;
     let order: HashMap<String, usize> = trials.iter().enumerate().map(|(i, t)| (trial_key(t), i)).collect();
     let mut results: Vec<(usize, Record, String)> = Vec::new();
     let mut folders = Vec::with_capacity(dirs.len());

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use crate::records::{mean_se, method_label, Record};
+use crate::records::{mean_se, Record};
 use crate::report::Report;
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -157,7 +157,7 @@ fn tick(v: f64) -> String {
 fn grouped(records: &[Record], keep: impl Fn(&Record) -> bool, x: impl Fn(&Record) -> f64, y: impl Fn(&Record) -> Option<f64>) -> BTreeMap<(usize, String), Vec<(f64, f64, f64)>> {
     let several_targets = records.iter().any(|r| r.trial.target != records[0].trial.target);
     let label = |r: &Record| {
-        if several_targets { format!("{} on {}", method_label(&r.trial), r.trial.target) } else { method_label(&r.trial) }
+        if several_targets { format!("{} on {}", r.trial.label.clone(), r.trial.target) } else { r.trial.label.clone() }
     };
     let mut acc: BTreeMap<(usize, String), BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
     for r in records.iter().filter(|r| r.status == "ok" && keep(r)) {

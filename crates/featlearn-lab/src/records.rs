@@ -40,6 +40,9 @@ pub struct Record {
     pub reason: Option<String>,
     /// Test MSE against the noiseless f*, divided by E[f*^2] (1 = predicting 0).
     pub test_mse: Option<f64>,
+    /// (mean (f(x) - y)^2 - sigma^2) / E[f*^2] on the noisy test labels: the same quantity as
+    /// test_mse, estimated the way the authors' script reports its loss.
+    pub test_excess_mse: Option<f64>,
     /// E|f(x) - y| - E|eps| on the test set.
     pub test_l1_excess: Option<f64>,
     /// ||W P_U||_F^2 / ||W||_F^2 of the first layer; null for methods without one.
@@ -170,22 +173,11 @@ pub struct SummaryRow {
     pub alignment: Option<(f64, f64)>,
 }
 
-/// The method as tables show it: `gd` carries its parameterisation and learning rate
-/// (`gd/mean-field/lr=0.05`), `transfer` its source sample size, every other method its name.
-pub fn method_label(t: &Trial) -> String {
-    match (&t.parameterization, t.lr, t.n_source, t.n_source_per_d2) {
-        (Some(p), Some(lr), _, _) => format!("{}/{p}/lr={lr}", t.method),
-        (_, _, _, Some(c)) => format!("{}/n_source={c}d^2", t.method),
-        (_, _, Some(ns), None) => format!("{}/n_source={ns}", t.method),
-        _ => t.method.clone(),
-    }
-}
-
 pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
     let mut groups: BTreeMap<(String, String, usize, usize, usize), Vec<&Record>> = BTreeMap::new();
     for r in records {
         let t = &r.trial;
-        groups.entry((method_label(t), t.target.clone(), t.d, t.n, t.m)).or_default().push(r);
+        groups.entry((t.label.clone(), t.target.clone(), t.d, t.n, t.m)).or_default().push(r);
     }
     groups
         .into_iter()

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use featlearn::rng::{stream_rng, Stream};
 
-use crate::records::{format_table, method_label, summarize, Record};
+use crate::records::{format_table, summarize, Record};
 
 /// n*(d) of one method.
 #[derive(Clone, Debug, Serialize)]
@@ -85,7 +85,7 @@ fn cells(records: &[Record]) -> Cells {
     for r in records.iter().filter(|r| r.status == "ok") {
         if let Some(e) = r.test_mse {
             let t = &r.trial;
-            out.entry((method_label(t), t.target.clone())).or_default().entry(t.d).or_default().entry(t.seed).or_default().insert(t.n, e);
+            out.entry((t.label.clone(), t.target.clone())).or_default().entry(t.d).or_default().entry(t.seed).or_default().insert(t.n, e);
         }
     }
     out
@@ -189,7 +189,7 @@ pub fn render_markdown(report: &Report, records: &[Record]) -> String {
         s.push_str("| method | target | d | n | m | seed | lambda |\n| --- | --- | --- | --- | --- | --- | --- |\n");
         for r in edge {
             let t = &r.trial;
-            s.push_str(&format!("| {} | {} | {} | {} | {} | {} | {:e} |\n", method_label(t), t.target, t.d, t.n, t.m, t.seed, r.lambda.unwrap_or(f64::NAN)));
+            s.push_str(&format!("| {} | {} | {} | {} | {} | {} | {:e} |\n", t.label.clone(), t.target, t.d, t.n, t.m, t.seed, r.lambda.unwrap_or(f64::NAN)));
         }
     }
     s

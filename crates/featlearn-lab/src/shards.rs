@@ -92,11 +92,12 @@ pub fn load_config(dir: &Path) -> Result<Config> {
 }
 
 /// The trials a folder of `config` holds when it is complete: the shard's, or all of them.
-pub fn trials_of(config: &Config, shard: Option<Shard>) -> Vec<Trial> {
-    match shard {
-        Some(s) => s.select(config.trials()),
-        None => config.trials(),
-    }
+pub fn trials_of(config: &Config, shard: Option<Shard>) -> Result<Vec<Trial>> {
+    let all = config.trials()?;
+    Ok(match shard {
+        Some(s) => s.select(all),
+        None => all,
+    })
 }
 
 /// Counts the finished trials of `dir` against what its config (and shard) asks for.
@@ -107,7 +108,7 @@ pub fn progress(dir: &Path) -> Result<Progress> {
 /// `progress` of `dir` from its config and records, already read.
 pub fn tally(dir: &Path, config: &Config, records: &[Record]) -> Result<Progress> {
     let shard = Shard::read(dir)?;
-    let wanted = trials_of(config, shard);
+    let wanted = trials_of(config, shard)?;
     let keys: HashSet<String> = wanted.iter().map(trial_key).collect();
     let mut seen = HashSet::new();
     let mut not_ok = 0;
@@ -153,7 +154,7 @@ mod tests {
     #[test]
     fn shards_partition_the_trials_in_order() {
         let config = Config::from_toml("[data]\nn = [10, 20, 30]\n[run]\nseeds = 3\n", &[]).unwrap();
-        let all = config.trials();
+        let all = config.trials().unwrap();
         let parts: Vec<Vec<Trial>> = (1..=4).map(|i| Shard { index: i, count: 4 }.select(all.clone())).collect();
         assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), all.len());
         for (k, t) in all.iter().enumerate() {

@@ -1,0 +1,170 @@
+//! The methods `featlearn run` knows. Each is one type in a file of its own: its options, typed
+//! and checked when the config is read, its own sweep axes, and its fit-and-measure function.
+//! The runner only draws a trial's data, calls [`Method::fit`] and writes the record.
+//!
+//! Adding a method: a file in this folder with a type that implements [`Method`], and one line
+//! in [`REGISTRY`].
+
+use anyhow::{anyhow, Result};
+use burn::tensor::Tensor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+use featlearn::algorithm1::Fit;
+use featlearn::compute::Compute;
+use featlearn::data::{sample_rows, Dataset, Split};
+use featlearn::metrics::{l1_excess, normalized_mse, principal_angles_deg, subspace_alignment};
+use featlearn::target::Target;
+use featlearn::Error;
+
+use crate::config::{Config, Trial};
+use crate::records::{CurvePoint, Record};
+
+mod gd;
+mod kernel;
+mod onestep;
+mod rf;
+mod transfer;
+
+/// A method: built once from the config, then fitted once per trial.
+pub trait Method {
+    /// The method's own sweep axes at input dimension d, one [`Point`] per combination; methods
+    /// without axes of their own keep the default, a single empty point.
+    fn points(&self, _d: usize) -> Vec<Point> {
+        vec![Point::default()]
+    }
+
+    /// Fits on the trial's data and writes what it measured into `record` (and, for methods
+    /// that train, their curve).
+    fn fit(&self, task: &Task, record: &mut Record, curve: &mut Vec<CurvePoint>) -> Result<()>;
+}
+
+/// How a method is built from a validated config; an error names the config key at fault.
+type Build = fn(&Config) -> Result<Box<dyn Method>>;
+
+/// Every method, by the name `methods.list` and the records use.
+pub const REGISTRY: &[(&str, Build)] = &[
+    ("onestep", onestep::OneStep::build),
+    ("rf", rf::RandomFeatures::build),
+    ("gd", gd::GradientDescent::build),
+    ("transfer", transfer::Transfer::build),
+    ("ntk", |c| kernel::KernelRidge::build(c, "ntk")),
+    ("nngp", |c| kernel::KernelRidge::build(c, "nngp")),
+    ("rbf", |c| kernel::KernelRidge::build(c, "rbf")),
+    ("laplace", |c| kernel::KernelRidge::build(c, "laplace")),
+    ("poly", |c| kernel::KernelRidge::build(c, "poly")),
+];
+
+/// The method registered as `name`, built from `config`.
+pub fn build(name: &str, config: &Config) -> Result<Box<dyn Method>> {
+    let names: Vec<&str> = REGISTRY.iter().map(|(n, _)| *n).collect();
+    let (_, build) = REGISTRY
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| anyhow!("key `methods.list`: unknown method '{name}' (expected one of {})", names.join(", ")))?;
+    build(config)
+}
+
+/// One point of a method's own axes: the options a trial records (and the fit reads back), and
+/// what the method's label in tables adds for it (empty when the axis has a single value).
+#[derive(Clone, Debug, Default)]
+pub struct Point {
+    pub options: BTreeMap<String, serde_json::Value>,
+    pub label: String,
+}
+
+impl Point {
+    /// A point from a struct of options; `label` is appended to the method's name as `name/label`.
+    pub fn new(options: &impl Serialize, label: String) -> Self {
+        let value = serde_json::to_value(options).expect("method options serialise");
+        let options = value.as_object().map(|o| o.clone().into_iter().collect()).unwrap_or_default();
+        Point { options, label }
+    }
+}
+
+/// `name=value` when an axis has more than one value, else nothing: labels name what varies.
+pub fn axis_label(name: &str, value: impl std::fmt::Display, axis_len: usize) -> String {
+    if axis_len > 1 {
+        format!("{name}={value}")
+    } else {
+        String::new()
+    }
+}
+
+/// What a method fits on: the trial, its target and its training and validation samples.
+pub struct Task<'a> {
+    pub c: &'a Compute,
+    pub config: &'a Config,
+    pub trial: &'a Trial,
+    pub target: Target,
+    pub train: Dataset,
+    pub val: Dataset,
+    /// Reports progress within the trial (the progress bar's message).
+    pub status: &'a dyn Fn(String),
+}
+
+impl<'a> Task<'a> {
+    /// The trial's target and its training and validation samples.
+    pub fn new(c: &'a Compute, config: &'a Config, trial: &'a Trial, status: &'a dyn Fn(String)) -> Result<Self> {
+        let spec = config.target_spec(&trial.target, trial.p)?;
+        let target = Target::new(&spec, trial.d, trial.r, trial.seed, config.task.normalize, trial.noise)?;
+        let draw = |split, n| sample_rows(c, &target, trial.seed, split, 0, n, config.data.chunk);
+        let (train, val) = (draw(Split::Train, trial.n)?, draw(Split::Val, config.data.n_val)?);
+        Ok(Task { c, config, trial, target, train, val, status })
+    }
+
+    /// The trial's point on its method's axes, read back as the method's options type.
+    pub fn options<T: DeserializeOwned>(&self) -> Result<T> {
+        let map = serde_json::Map::from_iter(self.trial.options.clone());
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| anyhow!("options of trial {:?}: {e}", self.trial.label))
+    }
+
+    /// n rows of `split` of the trial's target (the test split has `data.n_test`).
+    pub fn draw(&self, split: Split, n: usize) -> Result<Dataset, Error> {
+        sample_rows(self.c, &self.target, self.trial.seed, split, 0, n, self.config.data.chunk)
+    }
+
+    pub fn test(&self) -> Result<Dataset, Error> {
+        self.draw(Split::Test, self.config.data.n_test)
+    }
+
+    /// Writes test_mse (against the noiseless f*), test_excess_mse and test_l1_excess (against
+    /// the noisy labels) of `pred` on `test`; a non-finite value is a divergence.
+    pub fn measure_test(&self, test: &Dataset, pred: Tensor<1>, record: &mut Record) -> Result<()> {
+        let target = &self.target;
+        let f_star = target.eval(self.c, test.x.clone());
+        let mse = normalized_mse(pred.clone(), f_star, target)?;
+        let label_mse = normalized_mse(pred.clone(), test.y.clone(), target)?;
+        let excess = label_mse - target.noise * target.noise / target.second_moment();
+        let l1 = l1_excess(pred, test.y.clone(), target)?;
+        for (name, v) in [("test_mse", mse), ("test_excess_mse", excess), ("test_l1_excess", l1)] {
+            if !v.is_finite() {
+                return Err(Error::Diverged(format!("{name} is not finite")).into());
+            }
+        }
+        record.test_mse = Some(mse);
+        record.test_excess_mse = Some(excess);
+        record.test_l1_excess = Some(l1);
+        Ok(())
+    }
+
+    /// Measures a first-layer-plus-ridge fit (onestep, its variants, rf, transfer) on the test
+    /// split and records its head; `learned_w` adds the alignment of the learned first layer.
+    pub fn record_fit(&self, fit: &Fit, learned_w: bool, record: &mut Record) -> Result<()> {
+        let test = self.test()?;
+        self.measure_test(&test, fit.predictor.predict(&test.x), record)?;
+        if learned_w {
+            let w = fit.predictor.net.w.clone();
+            record.alignment = Some(subspace_alignment(self.c, w.clone(), &self.target)?);
+            record.principal_angles_deg = Some(principal_angles_deg(w, &self.target)?);
+        }
+        record.lambda = Some(fit.head.lambda);
+        record.lambda_at_edge = Some(fit.head.lambda_at_edge);
+        record.eta1 = fit.eta1;
+        record.solver = Some(fit.head.solver.into());
+        record.iterations = Some(fit.head.iterations);
+        record.relative_residual = Some(fit.head.relative_residual);
+        Ok(())
+    }
+}
