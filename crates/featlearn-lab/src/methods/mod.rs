@@ -24,6 +24,7 @@ use crate::records::{CurvePoint, Record};
 mod gd;
 mod kernel;
 mod onestep;
+mod onestep_authors;
 mod rf;
 mod transfer;
 
@@ -46,6 +47,7 @@ type Build = fn(&Config) -> Result<Box<dyn Method>>;
 /// Every method, by the name `methods.list` and the records use.
 pub const REGISTRY: &[(&str, Build)] = &[
     ("onestep", onestep::OneStep::build),
+    ("onestep-authors", onestep_authors::OneStepAuthors::build),
     ("rf", rf::RandomFeatures::build),
     ("gd", gd::GradientDescent::build),
     ("transfer", transfer::Transfer::build),
