@@ -62,7 +62,7 @@ def he2_plus_hep(z, p=3):
 
 
 def quick_trial(rng, method, n, d=16, r=2, m=1000, n_val=1000, n_test=5000,
-                lambdas=(1e-4, 1e-3, 1e-2, 1e-1, 1.0)):
+                lambdas=tuple(10.0 ** k for k in range(-6, 4))):
     """One trial of configs/quick.toml as featlearn runs it: data, Algorithm 1 (onestep) or random
     features (rf), the ridge head by Cholesky over the grid, test MSE and subspace alignment."""
     u = np.linalg.qr(rng.standard_normal((d, r)))[0].T.astype(np.float32)  # r x d, orthonormal rows

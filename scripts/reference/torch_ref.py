@@ -65,7 +65,7 @@ def he2_plus_hep(z, p=3):
 
 
 def quick_trial(g, dev, method, n, d=16, r=2, m=1000, n_val=1000, n_test=5000,
-                lambdas=(1e-4, 1e-3, 1e-2, 1e-1, 1.0)):
+                lambdas=tuple(10.0 ** k for k in range(-6, 4))):
     """One trial of configs/quick.toml as featlearn runs it (see numpy_ref.quick_trial)."""
     rand = lambda *shape: torch.randn(*shape, generator=g).to(dev)
     u = torch.linalg.qr(rand(d, r))[0].T  # r x d

@@ -304,7 +304,7 @@ impl Default for OneStepConfig {
 impl Default for RidgeConfig {
     fn default() -> Self {
         RidgeConfig {
-            lambdas: LambdaGrid::List(vec![1e-4, 1e-3, 1e-2, 1e-1, 1.0]),
+            lambdas: LambdaGrid::Geometric { from: 1e-6, to: 1e3, count: 10 },
             solver: "direct".into(),
             cg_tol: 1e-6,
             cg_max_iter: 2000,
@@ -321,7 +321,7 @@ impl Default for KernelConfig {
             lengthscale: 0.0,
             degree: 3,
             offset: 1.0,
-            lambdas: LambdaGrid::List(vec![1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]),
+            lambdas: LambdaGrid::Geometric { from: 1e-8, to: 1e2, count: 11 },
             solver: "auto".into(),
             tile: 0,
             pcg_tol: 1e-6,
