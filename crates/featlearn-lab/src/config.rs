@@ -511,6 +511,9 @@ impl Config {
     /// The `onestep.eta` axis, each value checked.
     pub fn etas(&self) -> Result<Vec<EtaValue>> {
         let etas = self.onestep.eta.values();
+        if etas.is_empty() {
+            bail!("key `onestep.eta`: the axis needs at least one value");
+        }
         for eta in &etas {
             eta_of(eta)?;
         }
@@ -533,6 +536,18 @@ impl Config {
     /// Checks every value that could make a trial fail before any work starts.
     pub fn validate(&self) -> Result<()> {
         let t = &self.task;
+        let sizes = [
+            ("task.target", t.target.values().len()),
+            ("task.d", t.d.values().len()),
+            ("task.r", t.r.values().len()),
+            ("task.p", t.p.values().len()),
+            ("task.noise", t.noise.values().len()),
+            ("net.m", self.net.m.values().len()),
+            ("data.n", self.data.n.values().len()),
+        ];
+        if let Some((key, _)) = sizes.iter().find(|(_, len)| *len == 0) {
+            bail!("key `{key}`: the axis needs at least one value");
+        }
         for target in t.target.values() {
             for p in t.p.values() {
                 self.target_spec(&target, p)?;
@@ -799,6 +814,10 @@ mod tests {
             ("[methods]\nlist = [\"svm\"]\n", "methods.list"),
             ("[gd]\nlr = [0.1, -1.0]\n", "gd.lr"),
             ("[onestep]\neta = \"big\"\n", "onestep.eta"),
+            ("[onestep]\neta = []\n", "onestep.eta"),
+            ("[gd]\nlr = []\n", "gd.lr"),
+            ("[data]\nn = []\n", "data.n"),
+            ("[transfer]\nn_source = []\n", "transfer.n_source"),
             ("[transfer]\nsource = \"cubic\"\n", "transfer.source"),
         ];
         for (text, key) in cases {

@@ -54,6 +54,9 @@ impl GradientDescent {
             }
         }
         let lrs = g.lr.values();
+        if parameterizations.is_empty() || lrs.is_empty() {
+            bail!("key `gd.parameterization`/`gd.lr`: an axis needs at least one value");
+        }
         if let Some(lr) = lrs.iter().find(|lr| !(**lr > 0.0 && lr.is_finite())) {
             bail!("key `gd.lr`: {lr} must be positive and finite");
         }

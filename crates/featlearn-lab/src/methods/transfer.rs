@@ -47,8 +47,8 @@ impl Transfer {
         if !(tr.n_source_per_d2 >= 0.0 && tr.n_source_per_d2.is_finite()) {
             bail!("key `transfer.n_source_per_d2`: must be finite and >= 0");
         }
-        if tr.n_source.values().contains(&0) {
-            bail!("key `transfer.n_source`: must be positive");
+        if tr.n_source.values().is_empty() || tr.n_source.values().contains(&0) {
+            bail!("key `transfer.n_source`: needs at least one value, each positive");
         }
         Ok(Box::new(Transfer {
             etas: config.etas()?,
