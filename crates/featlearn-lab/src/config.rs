@@ -129,8 +129,16 @@ impl LambdaGrid {
             LambdaGrid::List(ref v) => v.clone(),
             LambdaGrid::Geometric { count: 1, from, .. } => vec![from],
             LambdaGrid::Geometric { from, to, count } => {
-                let step = (to / from).ln() / (count - 1) as f64;
-                (0..count).map(|i| if i + 1 == count { to } else { from * (step * i as f64).exp() }).collect()
+                // through log10, so a grid of whole decades holds 1e-3 itself, not 0.000999...
+                let (lo, hi) = (from.log10(), to.log10());
+                let step = (hi - lo) / (count - 1) as f64;
+                (0..count)
+                    .map(|i| match i {
+                        0 => from,
+                        _ if i + 1 == count => to,
+                        _ => 10f64.powf(lo + step * i as f64),
+                    })
+                    .collect()
             }
         }
     }
@@ -792,6 +800,8 @@ mod tests {
         assert_eq!((v.len(), v[0], v[99]), (100, 1e-10, 1e15));
         let ratio = (1e25f64).powf(1.0 / 99.0);
         assert!(v.windows(2).all(|w| (w[1] / w[0] / ratio - 1.0).abs() < 1e-12));
+        let decades = Config::default().ridge.lambdas.values();
+        assert_eq!(decades, [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0]);
         // the resolved config keeps the form and reads back the same grid
         assert_eq!(Config::from_toml(&c.to_toml(), &[]).unwrap().ridge.lambdas, c.ridge.lambdas);
         for bad in ["{ from = 0.0, to = 1.0, count = 5 }", "{ from = 1.0, to = 0.1, count = 5 }", "{ from = 1.0, to = 2.0, count = 0 }", "[]", "[-1.0]"] {

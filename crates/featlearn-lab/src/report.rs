@@ -189,7 +189,7 @@ pub fn render_markdown(report: &Report, records: &[Record]) -> String {
         s.push_str("| method | target | d | n | m | seed | lambda |\n| --- | --- | --- | --- | --- | --- | --- |\n");
         for r in edge {
             let t = &r.trial;
-            s.push_str(&format!("| {} | {} | {} | {} | {} | {} | {:e} |\n", t.label.clone(), t.target, t.d, t.n, t.m, t.seed, r.lambda.unwrap_or(f64::NAN)));
+            s.push_str(&format!("| {} | {} | {} | {} | {} | {} | {:.3e} |\n", t.label, t.target, t.d, t.n, t.m, t.seed, r.lambda.unwrap_or(f64::NAN)));
         }
     }
     s
