@@ -478,3 +478,31 @@ fn bench_small_writes_json_with_every_key() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--cases gram") && !err.contains("panicked"), "{err}");
 }
+
+/// test_excess_mse (noisy labels, noise variance subtracted) estimates the same quantity as
+/// test_mse (noiseless target): on 40000 test points with noise s = 0.5 their difference,
+/// eps^2 - s^2 - 2 eps (f - f*) averaged, has standard error sqrt((2 s^4 + 4 s^2 mse) / n_test),
+/// below 0.005 here. Both methods, including the authors' variant, are checked at 5 standard
+/// errors.
+#[test]
+fn the_loss_on_noisy_labels_minus_the_noise_estimates_the_noiseless_error() {
+    let dir = scratch("excess");
+    let cfg = write(
+        &dir,
+        "noisy.toml",
+        "[task]\ntarget = \"single-index-hek\"\nd = 8\nr = 1\np = 2\nnoise = 0.5\n[data]\nn = 400\nn_val = 400\nn_test = 40000\n\
+         [methods]\nlist = [\"onestep-authors\", \"rf\"]\n[net]\nm = 100\n[run]\nseeds = 1\n",
+    );
+    let out = dir.join("out");
+    let run = featlearn(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let text = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    for line in text.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (mse, excess) = (r["test_mse"].as_f64().unwrap(), r["test_excess_mse"].as_f64().unwrap());
+        let se = ((2.0 * 0.5f64.powi(4) + 4.0 * 0.25 * mse) / 40000.0).sqrt();
+        assert!((excess - mse).abs() < 5.0 * se, "{}: test_mse {mse}, test_excess_mse {excess}, se {se}", r["method"]);
+        assert!(mse > 0.0 && mse < 1.0, "{}: test_mse {mse}", r["method"]);
+    }
+    assert_eq!(text.lines().count(), 2);
+}

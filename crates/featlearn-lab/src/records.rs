@@ -169,6 +169,7 @@ pub struct SummaryRow {
     pub seeds: usize,
     pub failed: usize,
     pub test_mse: (f64, f64),
+    pub test_excess_mse: (f64, f64),
     pub test_l1_excess: (f64, f64),
     pub alignment: Option<(f64, f64)>,
 }
@@ -186,6 +187,7 @@ pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
             let col = |f: fn(&Record) -> Option<f64>| -> Vec<f64> { ok.iter().filter_map(|r| f(r)).collect() };
             let mse = col(|r| r.test_mse);
             let l1 = col(|r| r.test_l1_excess);
+            let excess = col(|r| r.test_excess_mse);
             let al = col(|r| r.alignment);
             SummaryRow {
                 method,
@@ -196,6 +198,7 @@ pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
                 seeds: ok.len(),
                 failed: rs.len() - ok.len(),
                 test_mse: if mse.is_empty() { (f64::NAN, f64::NAN) } else { mean_se(&mse) },
+                test_excess_mse: if excess.is_empty() { (f64::NAN, f64::NAN) } else { mean_se(&excess) },
                 test_l1_excess: if l1.is_empty() { (f64::NAN, f64::NAN) } else { mean_se(&l1) },
                 alignment: if al.is_empty() { None } else { Some(mean_se(&al)) },
             }
@@ -205,13 +208,13 @@ pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
 
 pub fn write_summary_csv(path: &Path, rows: &[SummaryRow]) -> Result<()> {
     let mut s = String::from(
-        "method,target,d,n,m,seeds,failed,test_mse_mean,test_mse_se,test_l1_excess_mean,test_l1_excess_se,alignment_mean,alignment_se\n",
+        "method,target,d,n,m,seeds,failed,test_mse_mean,test_mse_se,test_excess_mse_mean,test_excess_mse_se,test_l1_excess_mean,test_l1_excess_se,alignment_mean,alignment_se\n",
     );
     let num = |v: f64| if v.is_finite() { format!("{v:.6e}") } else { String::new() };
     for r in rows {
         let (am, ase) = r.alignment.map(|(a, b)| (num(a), num(b))).unwrap_or_default();
         s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.method,
             r.target,
             r.d,
@@ -221,6 +224,8 @@ pub fn write_summary_csv(path: &Path, rows: &[SummaryRow]) -> Result<()> {
             r.failed,
             num(r.test_mse.0),
             num(r.test_mse.1),
+            num(r.test_excess_mse.0),
+            num(r.test_excess_mse.1),
             num(r.test_l1_excess.0),
             num(r.test_l1_excess.1),
             am,
