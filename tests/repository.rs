@@ -25,3 +25,28 @@ fn no_tracked_file_names_a_path_outside_the_repository() {
     }
     assert!(offenders.is_empty(), "{offenders:#?}");
 }
+
+/// Every config the repository ships loads: its keys exist, its values pass every method's
+/// checks, and its sweep has trials.
+#[test]
+fn every_shipped_config_loads_and_has_trials() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut found = Vec::new();
+    let mut stack = vec![root.join("configs"), root.join("tests/slurm")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                found.push(path);
+            }
+        }
+    }
+    assert!(found.len() >= 10, "only {} configs found", found.len());
+    for path in found {
+        let config = featlearn_lab::config::Config::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        let trials = config.trials().unwrap();
+        assert!(!trials.is_empty(), "{} has no trial", path.display());
+    }
+}
