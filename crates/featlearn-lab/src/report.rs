@@ -185,7 +185,7 @@ pub fn render_markdown(report: &Report, records: &[Record]) -> String {
     if edge.is_empty() {
         s.push_str("No trial chose the smallest or the largest lambda of its grid.\n");
     } else {
-        s.push_str("These trials chose the smallest or the largest lambda of the grid; a wider grid may do better.\n\n");
+        s.push_str("These trials chose the smallest or the largest lambda of the grid; a wider grid may do better. At the smallest, when the fit is already ridgeless, a smaller lambda changes nothing; at the largest, predicting 0 won (docs/science.md, section 8).\n\n");
         s.push_str("| method | target | d | n | m | seed | lambda |\n| --- | --- | --- | --- | --- | --- | --- |\n");
         for r in edge {
             let t = &r.trial;
