@@ -530,15 +530,16 @@ impl Config {
 
     /// The second-layer ridge of onestep, its variants, rf and transfer: `[ridge]` and
     /// `net.bias_scale`.
-    pub fn head_options(&self) -> HeadOptions {
+    pub fn head_options(&self) -> Result<HeadOptions> {
         let r = &self.ridge;
         let solver = match r.solver.as_str() {
+            "direct" => HeadSolver::Direct,
             "eigen" => HeadSolver::Eigen,
             "cg" => HeadSolver::Cg { tol: r.cg_tol, max_iter: r.cg_max_iter },
             "gd" => HeadSolver::Gd { steps: r.gd_steps, lr: if r.gd_lr > 0.0 { Some(r.gd_lr) } else { None } },
-            _ => HeadSolver::Direct,
+            other => bail!("key `ridge.solver`: '{other}' (expected direct, eigen, cg or gd)"),
         };
-        HeadOptions { bias_scale: self.net.bias_scale, lambdas: r.lambdas.values(), solver }
+        Ok(HeadOptions { bias_scale: self.net.bias_scale, lambdas: r.lambdas.values(), solver })
     }
 
     /// Checks every value that could make a trial fail before any work starts.
@@ -633,9 +634,6 @@ impl Config {
             bail!("key `net.bias_scale`: must be finite and >= 0");
         }
         self.ridge.lambdas.check("ridge.lambdas")?;
-        if !matches!(self.ridge.solver.as_str(), "direct" | "eigen" | "cg" | "gd") {
-            bail!("key `ridge.solver`: '{}' (expected direct, eigen, cg or gd)", self.ridge.solver);
-        }
         if !(self.ridge.cg_tol > 0.0) || self.ridge.cg_max_iter == 0 {
             bail!("key `ridge.cg_tol`/`ridge.cg_max_iter`: must be positive");
         }
@@ -821,6 +819,7 @@ mod tests {
             ("[data]\nn = 0\n", "data.n"),
             ("[bogus]\nx = 1\n", "bogus"),
             ("[kernel]\nsolver = \"lu\"\n", "kernel.solver"),
+            ("[ridge]\nsolver = \"lu\"\n", "ridge.solver"),
             ("[methods]\nlist = [\"svm\"]\n", "methods.list"),
             ("[gd]\nlr = [0.1, -1.0]\n", "gd.lr"),
             ("[onestep]\neta = \"big\"\n", "onestep.eta"),

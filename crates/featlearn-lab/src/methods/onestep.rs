@@ -34,7 +34,7 @@ impl OneStep {
             etas: config.etas()?,
             w_init: config.w_init(),
             a_scale: config.net.a_scale,
-            head: config.head_options(),
+            head: config.head_options()?,
             fresh_split: config.data.fresh_split,
         }))
     }

@@ -35,7 +35,7 @@ impl OneStepAuthors {
             w_init: config.w_init(),
             a_scale: config.net.a_scale,
             bias_scale: config.net.bias_scale,
-            head: config.head_options(),
+            head: config.head_options()?,
         }))
     }
 
@@ -91,7 +91,7 @@ mod tests {
         let trial = config.trials().unwrap().remove(0);
         let c = config.open_compute().unwrap();
         let task = Task::new(&c, &config, &trial, &|_| {}).unwrap();
-        let method = OneStepAuthors { etas: config.etas().unwrap(), w_init: config.w_init(), a_scale: 1.0, bias_scale: 1.5, head: config.head_options() };
+        let method = OneStepAuthors { etas: config.etas().unwrap(), w_init: config.w_init(), a_scale: 1.0, bias_scale: 1.5, head: config.head_options().unwrap() };
         let (net1, eta1) = method.first_layer(&task).unwrap();
         let (n, d, m) = (300, 6, 20);
         let x = to_host(task.train.x.clone()).unwrap();

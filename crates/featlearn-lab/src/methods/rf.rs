@@ -18,7 +18,7 @@ pub struct RandomFeatures {
 
 impl RandomFeatures {
     pub fn build(config: &Config) -> Result<Box<dyn Method>> {
-        Ok(Box::new(RandomFeatures { w_init: config.w_init(), a_scale: config.net.a_scale, head: config.head_options() }))
+        Ok(Box::new(RandomFeatures { w_init: config.w_init(), a_scale: config.net.a_scale, head: config.head_options()? }))
     }
 }
 

@@ -57,7 +57,7 @@ impl Transfer {
             n_source_per_d2: tr.n_source_per_d2,
             w_init: config.w_init(),
             a_scale: config.net.a_scale,
-            head: config.head_options(),
+            head: config.head_options()?,
         }))
     }
 }
