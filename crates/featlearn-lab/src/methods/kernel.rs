@@ -13,16 +13,25 @@ use super::{Method, Task};
 use crate::config::{Config, KernelConfig};
 use crate::records::{CurvePoint, Record};
 
+/// Which closed-form kernel (docs/science.md, section 4).
+#[derive(Clone, Copy, Debug)]
+pub enum Family {
+    Ntk,
+    Nngp,
+    Rbf,
+    Laplace,
+    Poly,
+}
+
 pub struct KernelRidge {
-    /// ntk | nngp | rbf | laplace | poly
-    pub name: &'static str,
+    pub family: Family,
     /// The `[kernel]` section: scales, grid and solver settings.
     pub settings: KernelConfig,
     pub solver: KrrSolver,
 }
 
 impl KernelRidge {
-    pub fn build(config: &Config, name: &'static str) -> Result<Box<dyn Method>> {
+    pub fn build(config: &Config, family: Family) -> Result<Box<dyn Method>> {
         let solver = match config.kernel.solver.as_str() {
             "auto" => KrrSolver::Auto,
             "cholesky" => KrrSolver::Cholesky,
@@ -30,19 +39,19 @@ impl KernelRidge {
             "pcg" => KrrSolver::Pcg,
             other => bail!("key `kernel.solver`: '{other}' (expected auto, cholesky, eigen or pcg)"),
         };
-        Ok(Box::new(KernelRidge { name, settings: config.kernel.clone(), solver }))
+        Ok(Box::new(KernelRidge { family, settings: config.kernel.clone(), solver }))
     }
 
     /// The kernel at input dimension d; a length scale of 0 means sqrt(d).
     pub fn kernel(&self, d: usize) -> Kernel {
         let k = &self.settings;
         let l = if k.lengthscale > 0.0 { k.lengthscale } else { (d as f64).sqrt() };
-        match self.name {
-            "ntk" => Kernel::Ntk { sw: k.sw, sb: k.sb },
-            "nngp" => Kernel::Nngp { sw: k.sw, sb: k.sb },
-            "rbf" => Kernel::Rbf { lengthscale: l },
-            "laplace" => Kernel::Laplace { lengthscale: l },
-            _ => Kernel::Poly { degree: k.degree, offset: k.offset, lengthscale: l },
+        match self.family {
+            Family::Ntk => Kernel::Ntk { sw: k.sw, sb: k.sb },
+            Family::Nngp => Kernel::Nngp { sw: k.sw, sb: k.sb },
+            Family::Rbf => Kernel::Rbf { lengthscale: l },
+            Family::Laplace => Kernel::Laplace { lengthscale: l },
+            Family::Poly => Kernel::Poly { degree: k.degree, offset: k.offset, lengthscale: l },
         }
     }
 

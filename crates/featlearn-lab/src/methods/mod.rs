@@ -51,11 +51,11 @@ pub const REGISTRY: &[(&str, Build)] = &[
     ("rf", rf::RandomFeatures::build),
     ("gd", gd::GradientDescent::build),
     ("transfer", transfer::Transfer::build),
-    ("ntk", |c| kernel::KernelRidge::build(c, "ntk")),
-    ("nngp", |c| kernel::KernelRidge::build(c, "nngp")),
-    ("rbf", |c| kernel::KernelRidge::build(c, "rbf")),
-    ("laplace", |c| kernel::KernelRidge::build(c, "laplace")),
-    ("poly", |c| kernel::KernelRidge::build(c, "poly")),
+    ("ntk", |c| kernel::KernelRidge::build(c, kernel::Family::Ntk)),
+    ("nngp", |c| kernel::KernelRidge::build(c, kernel::Family::Nngp)),
+    ("rbf", |c| kernel::KernelRidge::build(c, kernel::Family::Rbf)),
+    ("laplace", |c| kernel::KernelRidge::build(c, kernel::Family::Laplace)),
+    ("poly", |c| kernel::KernelRidge::build(c, kernel::Family::Poly)),
 ];
 
 /// The method registered as `name`, built from `config`.
