@@ -151,6 +151,13 @@ pub fn first_step(net: &TwoLayer, x: &Tensor<2>, y_resid: &Tensor<1>, eta: Eta) 
     Ok((w1, eta))
 }
 
+/// Steps 1 and 2 on `train`: the labels less their constant and linear part, then
+/// W1 = -eta_1 grad_W L at `net` (whatever its biases). Returns W1 and the eta used.
+pub fn learn_first_layer(net: &TwoLayer, train: &Dataset, eta: Eta) -> Result<(Tensor<2>, f64), Error> {
+    let y_resid = LinearPart::fit(&train.x, &train.y).residual(&train.x, &train.y);
+    first_step(net, &train.x, &y_resid, eta)
+}
+
 /// Algorithm 1: preprocessing, one large step on W from the symmetric initialisation `net0`,
 /// fresh biases N(0, bias_scale^2), then the ridge head on `head_train` (the same samples as
 /// `train` in the paper, or a fresh split), lambda_2 chosen on `val`.
@@ -168,9 +175,7 @@ pub fn fit_onestep(
     opts: &HeadOptions,
     seed: u64,
 ) -> Result<Fit, Error> {
-    let pre = LinearPart::fit(&train.x, &train.y);
-    let y_resid = pre.residual(&train.x, &train.y);
-    let (w1, eta1) = first_step(net0, &train.x, &y_resid, Eta::clone(&eta))?;
+    let (w1, eta1) = learn_first_layer(net0, train, eta)?;
     let net = TwoLayer { w: w1, b: random_biases(c, net0.width(), opts.bias_scale, seed), a: net0.a.clone() };
     let (predictor, head) = fit_head(c, net, head_train, val, opts)?;
     Ok(Fit { predictor, eta1: Some(eta1), head })

@@ -11,7 +11,7 @@
 use anyhow::Result;
 use burn::tensor::Tensor;
 
-use featlearn::algorithm1::{first_step, fit_head, Fit, HeadOptions, LinearPart};
+use featlearn::algorithm1::{fit_head, learn_first_layer, Fit, HeadOptions};
 use featlearn::network::{random_biases, TwoLayer, WInit};
 
 use super::onestep::{eta_points, EtaPoint};
@@ -53,9 +53,7 @@ impl OneStepAuthors {
     pub fn first_layer(&self, task: &Task) -> Result<(TwoLayer, f64)> {
         let EtaPoint { eta } = task.options()?;
         let net0 = self.init(task)?;
-        let (x, y) = (&task.train.x, &task.train.y);
-        let y_resid = LinearPart::fit(x, y).residual(x, y);
-        let (w1, eta1) = first_step(&net0, x, &y_resid, eta_of(&eta)?)?;
+        let (w1, eta1) = learn_first_layer(&net0, &task.train, eta_of(&eta)?)?;
         Ok((TwoLayer { w: w1, ..net0 }, eta1))
     }
 }
