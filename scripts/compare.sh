@@ -4,10 +4,17 @@
 #
 #   scripts/compare.sh [small|medium|large] [ndarray|wgpu] [repeats]
 #
-# FEATLEARN names the binary (default: the release build); for the CPU targets of BENCHMARKS.md
-# build it with `--features blas`. The PyTorch reference runs on CUDA where torch sees a GPU.
-# COMPARE_DIR keeps the three JSON files (featlearn.json, numpy.json, torch.json) there. The last line adds up the NTK Gram build and the Cholesky
-# solve, the kernel-ridge pipeline the CPU target is stated for.
+# FEATLEARN names the binary (default: the release build); `--features blas` builds the blas
+# variant. PYTHON names the interpreter (scripts/reference/setup.sh makes a virtualenv with the
+# pinned packages). REFERENCES lists the references to run (default "numpy torch"; CI's smoke
+# check runs "numpy"). The PyTorch reference runs on CUDA where torch sees a GPU.
+# COMPARE_DIR keeps the JSON files (featlearn.json, numpy.json, torch.json) there. The
+# gram+cholesky line adds up the NTK Gram build and the Cholesky solve, the kernel-ridge
+# pipeline the CPU target is stated for.
+#
+# Exits non-zero when featlearn or a listed reference fails, or when a case either of them
+# should have timed is missing: a comparison with dashes is a broken comparison. It asserts no
+# ratio (speed is for BENCHMARKS.md, not for a check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=${1:-medium}
@@ -16,14 +23,33 @@ repeats=${3:-5}
 tmp=${COMPARE_DIR:-$(mktemp -d)}
 mkdir -p "$tmp"
 bin=${FEATLEARN:-${CARGO_TARGET_DIR:-target}/release/featlearn}
+python=${PYTHON:-python3}
+references=${REFERENCES:-numpy torch}
+rm -f "$tmp"/featlearn.json "$tmp"/numpy.json "$tmp"/torch.json
 "$bin" bench --backend "$backend" --sizes "$sizes" --repeats "$repeats" --out "$tmp/featlearn.json" >/dev/null
-python3 scripts/reference/numpy_ref.py --sizes "$sizes" --repeats "$repeats" --out "$tmp/numpy.json" >/dev/null || echo "numpy reference unavailable" >&2
-python3 scripts/reference/torch_ref.py --sizes "$sizes" --repeats "$repeats" --out "$tmp/torch.json" >/dev/null || echo "torch reference unavailable" >&2
-python3 - "$tmp" <<'PY'
+for ref in $references; do
+  case $ref in
+    numpy|torch) ;;
+    *) echo "compare.sh: unknown reference '$ref' (expected numpy or torch)" >&2; exit 2 ;;
+  esac
+  if ! "$python" "scripts/reference/${ref}_ref.py" --sizes "$sizes" --repeats "$repeats" --out "$tmp/$ref.json" >/dev/null; then
+    echo "compare.sh: the $ref reference failed (its error is above)" >&2
+    exit 1
+  fi
+done
+"$python" - "$tmp" $references <<'PY'
 import json, os, sys
-tmp = sys.argv[1]
-load = lambda n: {r["case"]: r for r in json.load(open(os.path.join(tmp, n)))} if os.path.exists(os.path.join(tmp, n)) else {}
-ours, refs = load("featlearn.json"), {"numpy": load("numpy.json"), "torch": load("torch.json")}
+tmp, listed = sys.argv[1], sys.argv[2:]
+load = lambda n: {r["case"]: r for r in json.load(open(os.path.join(tmp, n + ".json")))}
+ours = load("featlearn")
+refs = {name: load(name) for name in listed}
+# the cases each side must time: a missing one fails the comparison
+expected = {
+    "featlearn": ["matmul", "first_step", "gd_step", "ntk_gram", "cholesky_solve", "quick_experiment"],
+    "numpy": ["matmul", "first_step", "ntk_gram", "cholesky_solve", "quick_experiment"],
+    "torch": ["matmul", "first_step", "gd_step", "ntk_gram", "cholesky_solve", "quick_experiment"],
+}
+missing = [f"{name}: {case}" for name, table in [("featlearn", ours), *refs.items()] for case in expected[name] if case not in table]
 pipeline = ("ntk_gram", "cholesky_solve")
 for table in [ours, *refs.values()]:
     if all(c in table for c in pipeline):
@@ -37,4 +63,6 @@ for case, r in ours.items():
         else:
             line += f"{'-':>12}{'-':>8}"
     print(line)
+if missing:
+    sys.exit("compare.sh: cases missing from the comparison: " + ", ".join(missing))
 PY

@@ -92,7 +92,11 @@ def quick_trial(rng, method, n, d=16, r=2, m=1000, n_val=1000, n_test=5000,
     rhs = phi.T @ yr / n
     best = None
     for lam in sorted(lambdas, reverse=True):
-        head = scipy.linalg.cho_solve(scipy.linalg.cho_factor(g + lam * np.eye(m, dtype=np.float32), lower=True), rhs)
+        try:
+            factor = scipy.linalg.cho_factor(g + lam * np.eye(m, dtype=np.float32), lower=True)
+        except np.linalg.LinAlgError:
+            continue  # not positive definite in rounding: featlearn skips such a lambda too
+        head = scipy.linalg.cho_solve(factor, rhs)
         val = float(np.mean((phi_v @ head - resid(xv, yv)) ** 2))
         if best is None or val < best[0]:
             best = (val, head)

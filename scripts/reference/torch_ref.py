@@ -97,7 +97,10 @@ def quick_trial(g, dev, method, n, d=16, r=2, m=1000, n_val=1000, n_test=5000,
     rhs = (phi.T @ yr / n)[:, None]
     best = None
     for lam in sorted(lambdas, reverse=True):
-        head = torch.cholesky_solve(rhs, torch.linalg.cholesky(gram + lam * torch.eye(m, device=dev)))[:, 0]
+        factor, info = torch.linalg.cholesky_ex(gram + lam * torch.eye(m, device=dev))
+        if int(info) != 0:
+            continue  # not positive definite in rounding: featlearn skips such a lambda too
+        head = torch.cholesky_solve(rhs, factor)[:, 0]
         val = float(((phi_v @ head - resid(xv, yv)) ** 2).mean())
         if best is None or val < best[0]:
             best = (val, head)
