@@ -216,6 +216,8 @@ fn main() -> ExitCode {
     malloc::keep_freed_memory();
     #[cfg(all(feature = "blas", target_os = "linux", target_arch = "x86_64"))]
     openblas::use_the_cpus_kernels();
+    featlearn::compute::quiet_driver_probes();
+    featlearn::compute::init_threads();
     match dispatch(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,7 +3,8 @@
 
 use burn::tensor::Tensor;
 
-use crate::compute::{scalar, to_host, Compute};
+use crate::compute::{matmul, matmul_tn, scalar, to_host, BackendKind, Compute};
+use crate::host;
 use crate::data::Dataset;
 use crate::linalg::{conjugate_gradient, largest_eigenvalue, Cholesky, Spectral};
 use crate::tiles::SymTiles;
@@ -207,8 +208,49 @@ pub fn fit_head(c: &Compute, net: TwoLayer, train: &Dataset, val: &Dataset, opts
     Ok((Predictor { linear, net }, head))
 }
 
+/// [`ridge_head`]'s direct and eigen solvers where the host is the device (ndarray): G and the
+/// right-hand side are read once, every lambda is solved on the host in f64 (faer, every core)
+/// with no per-lambda round trip through device tensors, and the validation predictions of the
+/// whole grid are one n_val x m by m x L product.
+fn ridge_head_on_host(
+    c: &Compute,
+    phi: &Tensor<2>,
+    rhs: &Tensor<2>,
+    phi_val: &Tensor<2>,
+    y_val: &Tensor<1>,
+    lambdas: &[f64],
+    solver: HeadSolver,
+) -> Result<HeadFit, Error> {
+    let [n, m] = phi.dims();
+    let g = to_host(matmul_tn(phi.clone(), phi.clone()) / n as f64)?;
+    let b = to_host(rhs.clone())?;
+    let solutions = match solver {
+        HeadSolver::Eigen => host::ridge_by_eigen(&g, m, &b, lambdas),
+        _ => host::ridge_by_cholesky(&g, m, &b, lambdas),
+    };
+    // a lambda whose shifted system is not positive definite in rounding is skipped
+    let (grid, solved): (Vec<f64>, Vec<Vec<f64>>) = lambdas.iter().zip(solutions).filter_map(|(&l, a)| a.map(|a| (l, a))).unzip();
+    if grid.is_empty() {
+        return Err(Error::Diverged("G + lambda I is not positive definite for any lambda of the grid".into()));
+    }
+    let columns: Vec<f64> = (0..m).flat_map(|i| solved.iter().map(move |a| a[i])).collect(); // m x L, row-major
+    let all = c.matrix(&columns, m, grid.len());
+    let (best, errs) = best_on_validation(matmul(phi_val.clone(), all.clone()), y_val)?;
+    Ok(HeadFit {
+        a: all.slice([0..m, best..best + 1]).reshape([m]),
+        lambda: grid[best],
+        val_mse: errs[best],
+        solver: if solver == HeadSolver::Eigen { "eigen" } else { "cholesky" },
+        iterations: 0,
+        relative_residual: host::ridge_residual(&g, m, &b, grid[best], &solved[best]),
+        lambda_at_edge: at_edge(lambdas, grid[best]),
+    })
+}
+
 /// Solves min_a (1/2n) ||Phi a - y||^2 + (lambda/2) ||a||^2 for each lambda of the grid and keeps
-/// the one with the smallest validation MSE ||Phi_val a - y_val||^2 / n_val.
+/// the one with the smallest validation MSE ||Phi_val a - y_val||^2 / n_val. On ndarray the
+/// direct and eigen solvers run on the host ([`ridge_head_on_host`]); on a GPU the m x m system
+/// is tiled under the device's largest buffer.
 pub fn ridge_head(
     c: &Compute,
     phi: &Tensor<2>,
@@ -224,6 +266,9 @@ pub fn ridge_head(
         return Err(Error::Invalid("the ridge grid is empty".into()));
     }
     let rhs = phi.clone().transpose().matmul(y.clone().reshape([n, 1])) / n as f64; // m x 1
+    if c.backend == BackendKind::NdArray && matches!(solver, HeadSolver::Direct | HeadSolver::Eigen) {
+        return ridge_head_on_host(c, phi, &rhs, phi_val, y_val, lambdas, solver);
+    }
     let rhs_norm = scalar(rhs.clone().powi_scalar(2).sum())?.sqrt().max(1e-300);
     let gram_apply = |v: Tensor<2>| phi.clone().transpose().matmul(phi.clone().matmul(v)) / n as f64;
     let gram = match solver {

@@ -182,6 +182,25 @@ impl Compute {
         }
     }
 
+    /// The adapter's name when a GPU backend runs on a software rasterizer on the CPU (llvmpipe,
+    /// lavapipe, WARP, SwiftShader: an adapter without a physical device); None on ndarray and
+    /// on a real GPU.
+    pub fn software_adapter(&self) -> Option<String> {
+        if self.backend == BackendKind::NdArray {
+            return None;
+        }
+        let id = std::panic::catch_unwind(|| self.device.identity()).ok().flatten()?;
+        let name = id.name.to_lowercase();
+        let software = ["llvmpipe", "lavapipe", "warp", "swiftshader"].iter().any(|s| name.contains(s));
+        (id.physical.is_none() || software).then_some(id.name)
+    }
+
+    /// Whether dense factorisations run on the host in one piece: on ndarray (the host is the
+    /// device) unless a buffer limit asks for tiles.
+    pub fn factors_on_host(&self) -> bool {
+        self.backend == BackendKind::NdArray && self.max_buffer.is_none()
+    }
+
     /// The same device with gradients enabled (tensors made through it can `require_grad`).
     pub fn autodiff(&self) -> Compute {
         Compute { device: self.device.clone().autodiff(), ..self.clone() }
@@ -217,6 +236,58 @@ impl Compute {
             Precision::F64 => TensorData::new(values.to_vec(), shape),
         }
     }
+}
+
+/// Keeps the Vulkan drivers' window-system probes off stderr. Without a desktop session
+/// (XDG_RUNTIME_DIR unset: CI, batch jobs, ssh), Mesa's device-select layer asks Wayland for the
+/// display's GPU at every Vulkan instance, and libwayland prints "error: XDG_RUNTIME_DIR is
+/// invalid or not set" each time. There is no display to prefer a GPU for then, so the layer is
+/// switched off (`NODEVICE_SELECT=1`) unless the user set that variable. Call it first in `main`,
+/// before any thread starts.
+pub fn quiet_driver_probes() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() && std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
+/// Where the CPU thread count came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadSource {
+    RayonNumThreads,
+    SlurmCpusPerTask,
+    AllCores,
+}
+
+/// The CPU threads of this process and where the count came from: `RAYON_NUM_THREADS` when set
+/// to a positive count, else `SLURM_CPUS_PER_TASK` (a Slurm task gets the CPUs it asked for, so
+/// tasks that share a node do not oversubscribe it), else every core the OS lets us use.
+pub fn thread_count_from(rayon: Option<&str>, slurm: Option<&str>, cores: usize) -> (usize, ThreadSource) {
+    let count = |v: Option<&str>| v.and_then(|s| s.trim().parse::<usize>().ok()).filter(|&n| n > 0);
+    match (count(rayon), count(slurm)) {
+        (Some(n), _) => (n, ThreadSource::RayonNumThreads),
+        (None, Some(n)) => (n, ThreadSource::SlurmCpusPerTask),
+        (None, None) => (cores.max(1), ThreadSource::AllCores),
+    }
+}
+
+/// Sets the CPU thread count of the process once, before any tensor work, and returns it:
+/// rayon's global pool (burn-ndarray's element-wise ops, faer, the fused kernels) and
+/// matrixmultiply's own pool (`MATMUL_NUM_THREADS`, which it caps at 4; a value the user set is
+/// kept) follow [`thread_count_from`]. Later calls return the first answer.
+pub fn init_threads() -> (usize, ThreadSource) {
+    static THREADS: OnceLock<(usize, ThreadSource)> = OnceLock::new();
+    *THREADS.get_or_init(|| {
+        let var = |k: &str| std::env::var(k).ok();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (n, source) = thread_count_from(var("RAYON_NUM_THREADS").as_deref(), var("SLURM_CPUS_PER_TASK").as_deref(), cores);
+        if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+            // read by matrixmultiply at its first product; set before any thread of ours runs
+            std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
+        }
+        // fails only when the pool was already built (by an earlier caller): it then keeps its size
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        (rayon::current_num_threads(), source)
+    })
 }
 
 /// Default memory budget of a job: half of the host's available memory for ndarray; 90% of the
@@ -268,6 +339,88 @@ pub fn is_ndarray(device: &Device) -> bool {
     #[allow(deprecated)]
     let ndarray = Device::ndarray();
     *device == ndarray
+}
+
+/// Multiply-adds from which the products below hand an ndarray product to faer's gemm: below it
+/// the copies in and out cost more than the faster kernel saves.
+const HOST_GEMM_MIN: usize = 1 << 22;
+
+/// Whether an operand enters the product as it is or transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    N,
+    T,
+}
+
+/// The product a b (a: m x k, b: k x n). On ndarray, a product of at least 2^22 multiply-adds
+/// runs through faer's gemm on the host buffers: every core and the CPU's widest SIMD kernels
+/// (AVX-512 where present), where matrixmultiply stops at 4 threads and narrower kernels
+/// (BENCHMARKS.md). On the GPU backends, and for small products, it is burn's matmul.
+pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    product(a, Op::N, b, Op::N)
+}
+
+/// a^T b (a: k x m, b: k x n) without forming a^T: faer reads a's rows as columns.
+pub fn matmul_tn(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    product(a, Op::T, b, Op::N)
+}
+
+/// a b^T (a: m x k, b: n x k) without forming b^T.
+pub fn matmul_nt(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    product(a, Op::N, b, Op::T)
+}
+
+fn product(a: Tensor<2>, op_a: Op, b: Tensor<2>, op_b: Op) -> Tensor<2> {
+    let orient = |t: Tensor<2>, op| if op == Op::T { t.transpose() } else { t };
+    let (da, db) = (a.dims(), b.dims());
+    let (m, k) = if op_a == Op::T { (da[1], da[0]) } else { (da[0], da[1]) };
+    let n = if op_b == Op::T { db[0] } else { db[1] };
+    let dtype = a.dtype();
+    let host = matches!(dtype, DType::F32 | DType::F64) && dtype == b.dtype() && is_ndarray(&a.device());
+    if !host || m.saturating_mul(k).saturating_mul(n) < HOST_GEMM_MIN {
+        return orient(a, op_a).matmul(orient(b, op_b));
+    }
+    let device = a.device();
+    let (ad, bd) = (owned_data(a), owned_data(b));
+    let out = match dtype {
+        DType::F32 => host_gemm::<f32>(&ad, da, op_a, &bd, db, op_b),
+        _ => host_gemm::<f64>(&ad, da, op_a, &bd, db, op_b),
+    };
+    Tensor::from_data(out, (&device, dtype))
+}
+
+/// An ndarray tensor's values, row-major. burn-ndarray hands over a uniquely held contiguous
+/// buffer without a copy but copies a shared or strided one element by element through dynamic
+/// indices (about 20 ns a value); a scalar multiply by 1 first gives a fresh contiguous buffer in
+/// one vectorised pass.
+pub(crate) fn owned_data<const D: usize>(t: Tensor<D>) -> TensorData {
+    // ndarray's buffers are host memory: reading them cannot fail
+    (t * 1.0).into_data()
+}
+
+fn host_gemm<T: faer::traits::ComplexField + burn::tensor::Element + Copy>(
+    a: &TensorData,
+    [ar, ac]: [usize; 2],
+    op_a: Op,
+    b: &TensorData,
+    [br, bc]: [usize; 2],
+    op_b: Op,
+) -> TensorData {
+    let (a, b) = (a.as_slice::<T>().expect("dtype checked"), b.as_slice::<T>().expect("dtype checked"));
+    let (a, b) = (faer::MatRef::from_row_major_slice(a, ar, ac), faer::MatRef::from_row_major_slice(b, br, bc));
+    let a = if op_a == Op::T { a.transpose() } else { a };
+    let b = if op_b == Op::T { b.transpose() } else { b };
+    let (m, n) = (a.nrows(), b.ncols());
+    let mut out = vec![T::zero_impl(); m * n];
+    faer::linalg::matmul::matmul(
+        faer::MatMut::from_row_major_slice_mut(&mut out, m, n),
+        faer::Accum::Replace,
+        a,
+        b,
+        T::one_impl(),
+        faer::Par::rayon(0),
+    );
+    TensorData::new(out, [m, n])
 }
 
 /// Reads a tensor back to the host: the data as the device holds it. A failed allocation, a
@@ -352,10 +505,16 @@ fn open_cuda() -> Result<Device, Error> {
     Err(Error::Backend("this featlearn was built without the cuda backend (cargo build --release --features featlearn-cli/cuda)".into()))
 }
 
-/// One line per device this build can use: ndarray always, then each wgpu adapter with its name
+/// One line per device this build can use: ndarray always (with its thread count), then each wgpu adapter with its name
 /// and whether it is a physical GPU or a software/CPU adapter (e.g. lavapipe).
 pub fn list_devices() -> Vec<String> {
-    let mut lines = vec!["ndarray  cpu  (host CPU; f32 and f64)".to_string()];
+    let (threads, source) = init_threads();
+    let source = match source {
+        ThreadSource::RayonNumThreads => "RAYON_NUM_THREADS",
+        ThreadSource::SlurmCpusPerTask => "SLURM_CPUS_PER_TASK",
+        ThreadSource::AllCores => "all cores",
+    };
+    let mut lines = vec![format!("ndarray  cpu  (host CPU, {threads} threads from {source}; f32 and f64)")];
     let found = std::panic::catch_unwind(|| Device::enumerate(DeviceType::Wgpu).into_vec());
     match found {
         Ok(devices) if !devices.is_empty() => {

@@ -1,8 +1,13 @@
-//! Small dense linear algebra on the host through faer, for r x r, d x d and t x t matrices
-//! (row-major f64 slices in and out): the heavy n x n and m x m work runs on the device.
+//! Dense linear algebra on the host through faer (row-major f64 slices in and out): r x r, d x d
+//! and t x t matrices for every backend, and on the CPU backend, where the host is the device,
+//! the m x m ridge systems of the second layer.
 
 use faer::linalg::triangular_inverse::invert_lower_triangular;
-use faer::{Mat, Par, Side};
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt::factor::{cholesky_in_place as cholesky_in_place_impl, cholesky_in_place_scratch, LltError};
+use faer::linalg::cholesky::llt::solve::solve_in_place_with_conj;
+use faer::traits::ComplexField;
+use faer::{Conj, Mat, MatMut, Par, Side};
 
 fn mat(a: &[f64], rows: usize, cols: usize) -> Mat<f64> {
     Mat::from_fn(rows, cols, |i, j| a[i * cols + j])
@@ -56,6 +61,78 @@ pub fn cholesky_and_inverse(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>),
     Ok((lower(&l), lower(&inverse)))
 }
 
+/// L of A = L L^T over A's lower triangle, in place (faer's blocked left-looking factorisation,
+/// every core): no second n x n matrix. Or the index of the first non-positive pivot.
+pub fn cholesky_in_place<T: ComplexField>(mut a: Mat<T>) -> Result<Mat<T>, usize> {
+    let n = a.nrows();
+    let par = Par::rayon(0);
+    let mut scratch = MemBuffer::new(cholesky_in_place_scratch::<T>(n, par, Default::default()));
+    match cholesky_in_place_impl(a.as_mut(), Default::default(), par, MemStack::new(&mut scratch), Default::default()) {
+        Ok(_) => Ok(a),
+        Err(LltError::NonPositivePivot { index }) => Err(index),
+    }
+}
+
+/// X = A^{-1} B in place for the factor L of A ([`cholesky_in_place`]): L Z = B, then L^T X = Z.
+pub fn cholesky_solve_in_place<T: ComplexField>(l: &Mat<T>, b: MatMut<'_, T>) {
+    solve_in_place_with_conj(l.as_ref(), Conj::No, b, Par::rayon(0), MemStack::new(&mut []));
+}
+
+/// Ridge solutions a(lambda) = (G + lambda I)^{-1} b of a symmetric positive semi-definite
+/// `m x m` G (row-major, its lower triangle read) for each lambda, by one Cholesky factorisation
+/// each (faer, f64, every core); None for a lambda whose shifted matrix meets a non-positive
+/// pivot in rounding.
+pub fn ridge_by_cholesky(g: &[f64], m: usize, b: &[f64], lambdas: &[f64]) -> Vec<Option<Vec<f64>>> {
+    lambdas
+        .iter()
+        .map(|&lambda| {
+            // G is symmetric: its row-major values read as a column-major matrix are G itself
+            let shifted = Mat::from_fn(m, m, |i, j| if i == j { g[j * m + i] + lambda } else { g[j * m + i] });
+            let l = cholesky_in_place(shifted).ok()?;
+            let mut a = b.to_vec();
+            cholesky_solve_in_place(&l, MatMut::from_column_major_slice_mut(&mut a, m, 1));
+            Some(a)
+        })
+        .collect()
+}
+
+/// The same solutions from one eigendecomposition G = Q diag(s) Q^T:
+/// a(lambda) = Q diag(1 / (s + lambda)) Q^T b; None for a lambda with s_min + lambda <= 0.
+pub fn ridge_by_eigen(g: &[f64], m: usize, b: &[f64], lambdas: &[f64]) -> Vec<Option<Vec<f64>>> {
+    if m == 0 {
+        return lambdas.iter().map(|_| Some(Vec::new())).collect();
+    }
+    let evd = mat(g, m, m).self_adjoint_eigen(Side::Lower).expect("the symmetric eigensolver converges on finite input");
+    let (s, q) = (evd.S().column_vector(), evd.U());
+    let qtb = q.transpose() * Mat::from_fn(m, 1, |i, _| b[i]);
+    let s_min = (0..m).map(|k| s[k]).fold(f64::INFINITY, f64::min);
+    let kept: Vec<f64> = lambdas.iter().copied().filter(|l| s_min + l > 0.0).collect();
+    // every kept lambda at once: Q (m x m) times the coefficients (m x L)
+    let all = q * Mat::from_fn(m, kept.len(), |k, l| qtb[(k, 0)] / (s[k] + kept[l]));
+    let mut column = 0;
+    lambdas
+        .iter()
+        .map(|&lambda| {
+            (s_min + lambda > 0.0).then(|| {
+                column += 1;
+                (0..m).map(|i| all[(i, column - 1)]).collect()
+            })
+        })
+        .collect()
+}
+
+/// ||(G + lambda I) a - b|| / ||b|| for a row-major `m x m` G.
+pub fn ridge_residual(g: &[f64], m: usize, b: &[f64], lambda: f64, a: &[f64]) -> f64 {
+    let r2: f64 = (0..m)
+        .map(|i| {
+            let row = &g[i * m..(i + 1) * m];
+            let ga: f64 = row.iter().zip(a).map(|(x, y)| x * y).sum();
+            (ga + lambda * a[i] - b[i]).powi(2)
+        })
+        .sum();
+    r2.sqrt() / b.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-300)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +163,30 @@ mod tests {
         for k in 0..4 {
             assert!((q[k] - q0[k]).abs() < 1e-14 && (q[4 + k] - rest[k] / n1).abs() < 1e-14, "{q:?}");
         }
+    }
+
+    #[test]
+    fn ridge_by_cholesky_and_by_eigen_solve_the_shifted_system() {
+        // G = B B^T / 5 for a 4 x 5 B: positive definite, rank 4
+        let bm = [1.0, 0.3, -0.2, 0.5, 2.0, 0.1, 1.5, 0.4, -1.0, 0.0, 0.7, -0.3, 1.1, 0.2, 0.9, -0.5, 0.2, 0.6, 1.3, -0.4];
+        let g: Vec<f64> = (0..16).map(|ij| (0..5).map(|k| bm[ij / 4 * 5 + k] * bm[ij % 4 * 5 + k]).sum::<f64>() / 5.0).collect();
+        let b = [0.5, -1.0, 2.0, 0.25];
+        let lambdas = [1e-3, 0.1, 10.0];
+        let (ch, ev) = (ridge_by_cholesky(&g, 4, &b, &lambdas), ridge_by_eigen(&g, 4, &b, &lambdas));
+        for (k, &lambda) in lambdas.iter().enumerate() {
+            let (x, y) = (ch[k].as_ref().unwrap(), ev[k].as_ref().unwrap());
+            assert!(ridge_residual(&g, 4, &b, lambda, x) < 1e-12 && ridge_residual(&g, 4, &b, lambda, y) < 1e-12);
+            // (G + lambda I) x = b checked by hand, not through ridge_residual
+            for i in 0..4 {
+                let lhs: f64 = (0..4).map(|j| g[i * 4 + j] * x[j]).sum::<f64>() + lambda * x[i];
+                assert!((lhs - b[i]).abs() < 1e-10 && (x[i] - y[i]).abs() < 1e-9 * x[i].abs().max(1.0));
+            }
+        }
+        // an indefinite shift is refused by both
+        let indefinite = [1.0, 2.0, 2.0, 1.0]; // eigenvalues 3 and -1
+        assert!(ridge_by_cholesky(&indefinite, 2, &[1.0, 0.0], &[0.5])[0].is_none());
+        assert!(ridge_by_eigen(&indefinite, 2, &[1.0, 0.0], &[0.5])[0].is_none());
+        assert!(ridge_by_eigen(&indefinite, 2, &[1.0, 0.0], &[1.5])[0].is_some());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use std::f64::consts::PI;
 use std::ops::Range;
 
-use crate::compute::{is_ndarray, read_data, to_host};
+use crate::compute::{is_ndarray, matmul_nt, read_data, to_host};
 use crate::tiles::{blocks, SymTiles};
 use crate::Error;
 
@@ -129,7 +129,7 @@ pub fn relu_kernel_cpu(x: Tensor<2>, z: Tensor<2>, sw: f64, sb: f64, which: Relu
         Ok(to_host(t.clone().powi_scalar(2).sum_dim(1))?.iter().map(|v| scale * v + sb * sb).collect())
     };
     let (sxx, szz) = (self_s(&x)?, self_s(&z)?); // S(x,x): n, S(z,z): k
-    let mut entries = read_data(x.matmul(z.transpose()))?; // x.z, n x k
+    let mut entries = read_data(matmul_nt(x, z))?; // x.z, n x k
     let entry = |i: usize, j: usize, dot: f64| {
         let s = scale * dot + sb * sb;
         let q = (sxx[i] * szz[j]).sqrt();

@@ -45,7 +45,11 @@ pub struct KrrOptions {
 /// How a job will be solved, and what it needs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Plan {
+    /// The tiled factorisation on the device.
     Cholesky,
+    /// ndarray without a buffer limit: the host is the device, one factorisation of a host copy
+    /// ([`Cholesky::factor`]).
+    HostCholesky,
     Eigen,
     PcgStored,
     PcgTiles,
@@ -54,7 +58,7 @@ pub enum Plan {
 impl Plan {
     pub fn name(self) -> &'static str {
         match self {
-            Plan::Cholesky => "cholesky",
+            Plan::Cholesky | Plan::HostCholesky => "cholesky",
             Plan::Eigen => "eigen",
             Plan::PcgStored => "pcg-stored",
             Plan::PcgTiles => "pcg-tiles",
@@ -66,6 +70,8 @@ impl Plan {
 /// and element size b. The lower-triangle tiles of an n x n matrix hold n (n + t) / 2 values.
 /// - Cholesky: the Gram's tiles and the factor's (each lambda starts again from the Gram), the
 ///   inverses of the diagonal tiles (n t) and two tiles of temporaries: (n^2 + 2 n t + 2 t^2) b.
+/// - Host Cholesky: the Gram's tiles, the n x n host matrix factored in place and one tile:
+///   (n (n + t) / 2 + n^2 + t^2) b.
 /// - Eigen: the Gram's tiles, the eigenvectors (n^2) and the n x L solutions, here counted as
 ///   t columns: (n (n + t) / 2 + n^2 + n t) b.
 /// - PCG stored: the Gram's tiles, the Nystrom columns (n k + 2 k^2) and eight n-vectors.
@@ -76,20 +82,26 @@ pub fn plan_bytes(plan: Plan, n: usize, opts: &KrrOptions, b: usize) -> u64 {
     let tiles = n * (n + t) / 2 * b;
     match plan {
         Plan::Cholesky => (n * n + 2 * n * t + 2 * t * t) * b,
+        Plan::HostCholesky => tiles + (n * n + t * t) * b,
         Plan::Eigen => tiles + (n * n + n * t) * b,
         Plan::PcgStored => tiles + nystrom + 8 * n * b,
         Plan::PcgTiles => 2 * t * t * b + nystrom + 8 * n * b,
     }
 }
 
-/// The largest n whose exact (Cholesky) solve fits `budget` bytes with tile `tile` and element
-/// size `b`.
+/// The largest n whose exact (tiled Cholesky) solve fits `budget` bytes with tile `tile` and
+/// element size `b`.
 pub fn largest_exact_n(budget: u64, tile: usize, b: usize) -> usize {
+    largest_n(Plan::Cholesky, budget, tile, b)
+}
+
+/// The largest n whose `plan` fits `budget` bytes.
+fn largest_n(plan: Plan, budget: u64, tile: usize, b: usize) -> usize {
     let opts = KrrOptions { lambdas: vec![], solver: KrrSolver::Cholesky, tile, pcg_tol: 0.0, pcg_max_iter: 0, landmarks: 0, mem_budget: budget };
     let (mut lo, mut hi) = (0usize, 1usize << 32);
     while lo + 1 < hi {
         let mid = lo + (hi - lo) / 2;
-        if plan_bytes(Plan::Cholesky, mid, &opts, b) <= budget {
+        if plan_bytes(plan, mid, &opts, b) <= budget {
             lo = mid;
         } else {
             hi = mid;
@@ -98,8 +110,10 @@ pub fn largest_exact_n(budget: u64, tile: usize, b: usize) -> usize {
     lo
 }
 
-/// Chooses the solver plan, or refuses with the budget and the need named.
-pub fn choose_plan(n: usize, opts: &KrrOptions, b: usize) -> Result<Plan, Error> {
+/// Chooses the solver plan, or refuses with the budget and the need named. `host`: the exact
+/// solve factors on the host ([`Compute::factors_on_host`]).
+pub fn choose_plan(n: usize, opts: &KrrOptions, b: usize, host: bool) -> Result<Plan, Error> {
+    let exact = if host { Plan::HostCholesky } else { Plan::Cholesky };
     let fits = |p| plan_bytes(p, n, opts, b) <= opts.mem_budget;
     let refuse = |p: Plan| {
         Error::Memory(format!(
@@ -109,15 +123,15 @@ pub fn choose_plan(n: usize, opts: &KrrOptions, b: usize) -> Result<Plan, Error>
             human_bytes(plan_bytes(p, n, opts, b)),
             p.name(),
             human_bytes(opts.mem_budget),
-            largest_exact_n(opts.mem_budget, opts.tile, b)
+            largest_n(exact, opts.mem_budget, opts.tile, b)
         ))
     };
     match opts.solver {
-        KrrSolver::Cholesky => if fits(Plan::Cholesky) { Ok(Plan::Cholesky) } else { Err(refuse(Plan::Cholesky)) },
+        KrrSolver::Cholesky => if fits(exact) { Ok(exact) } else { Err(refuse(exact)) },
         KrrSolver::Eigen => if fits(Plan::Eigen) { Ok(Plan::Eigen) } else { Err(refuse(Plan::Eigen)) },
         KrrSolver::Pcg | KrrSolver::Auto => {
-            if opts.solver == KrrSolver::Auto && fits(Plan::Cholesky) {
-                Ok(Plan::Cholesky)
+            if opts.solver == KrrSolver::Auto && fits(exact) {
+                Ok(exact)
             } else if fits(Plan::PcgStored) {
                 Ok(Plan::PcgStored)
             } else if fits(Plan::PcgTiles) {
@@ -220,7 +234,7 @@ pub fn fit_krr(c: &Compute, kernel: &Kernel, train: &Dataset, val: &Dataset, opt
         return Err(Error::Invalid("kernel ridge needs at least one training point".into()));
     }
     let opts = KrrOptions { tile: c.tile_side(opts.tile), ..opts.clone() };
-    let plan = choose_plan(n, &opts, c.precision.bytes())?;
+    let plan = choose_plan(n, &opts, c.precision.bytes(), c.factors_on_host())?;
     let y = train.y.clone().reshape([n, 1]);
     let y_norm = scalar(y.clone().powi_scalar(2).sum())?.sqrt().max(1e-300);
     let stored = match plan {
@@ -232,7 +246,7 @@ pub fn fit_krr(c: &Compute, kernel: &Kernel, train: &Dataset, val: &Dataset, opt
         None => gram_matvec(kernel, &train.x, &train.x, v, opts.tile),
     };
     let nystrom = match plan {
-        Plan::Cholesky | Plan::Eigen => None,
+        Plan::Cholesky | Plan::HostCholesky | Plan::Eigen => None,
         _ => Some(Nystrom::new(c, kernel, &train.x, opts.landmarks, opts.tile)?),
     };
     let mut lambdas = opts.lambdas.clone();

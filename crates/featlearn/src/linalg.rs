@@ -1,27 +1,46 @@
-//! Linear solvers on the device, built from tensor ops: a tiled Cholesky factorisation (the
-//! diagonal tiles on the host with faer, every panel and trailing update a device matmul), its
-//! triangular solves, and a (preconditioned) conjugate gradient.
+//! Linear solvers: a Cholesky factorisation (on a GPU tiled, the diagonal tiles on the host with
+//! faer and every panel and trailing update a device matmul; on ndarray, where the host is the
+//! device, one faer factorisation), its triangular solves, and a (preconditioned) conjugate
+//! gradient on the device.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Element, Tensor, TensorData};
+use faer::traits::ComplexField;
+use faer::Mat;
 
-use crate::compute::{scalar, to_host, Compute};
+use crate::compute::{owned_data, scalar, to_host, Compute, Precision};
 use crate::host;
 use crate::tiles::{index, SymTiles};
 use crate::Error;
 
-/// L of A = L L^T, held in the tiles of A (lower triangle; the diagonal tiles lower-triangular),
-/// with the inverse of each diagonal tile for the solves.
+/// L of A = L L^T: in the tiles of A on a device, or as one host factor where the host is the
+/// device.
 pub struct Cholesky {
-    l: SymTiles,
-    diag_inv: Vec<Tensor<2>>,
+    factor: Factor,
+}
+
+enum Factor {
+    /// The lower triangle of L in A's tiles (the diagonal tiles lower-triangular), with the
+    /// inverse of each diagonal tile for the solves.
+    Tiles { l: SymTiles, diag_inv: Vec<Tensor<2>> },
+    /// ndarray with no buffer limit: one faer factorisation in the run's precision, every core.
+    Host { l: HostLlt, c: Compute, tile: usize },
+}
+
+/// L in the lower triangle of a host matrix (the upper triangle is not read).
+enum HostLlt {
+    F32(Mat<f32>),
+    F64(Mat<f64>),
 }
 
 impl Cholesky {
-    /// Factorises a symmetric positive-definite matrix, rewriting its tiles in place. A
-    /// non-positive pivot is reported as [`Error::NotPositiveDefinite`] with its row, never
-    /// silently solved.
+    /// Factorises a symmetric positive-definite matrix, consuming its tiles. A non-positive pivot
+    /// is reported as [`Error::NotPositiveDefinite`] with its row, never silently solved.
     ///
-    /// Right-looking tile algorithm, one tile column k at a time (T = tiles per side):
+    /// On ndarray without a buffer limit the host is the device: the lower tiles are copied into
+    /// one host matrix and faer factorises it (blocked, multi-threaded, in the run's precision, as
+    /// LAPACK's potrf does). Otherwise (a GPU, or a buffer limit that asks for tiles) the
+    /// right-looking tile algorithm runs on the device, one tile column k at a time (T tiles a
+    /// side):
     ///   L_kk = chol(A_kk) and L_kk^{-1}          on the host (faer, f64),
     ///   L_ik = A_ik L_kk^{-T}                     for k < i < T (device matmuls),
     ///   A_ij = A_ij - L_ik L_jk^T                 for k < j <= i < T (the trailing update).
@@ -29,6 +48,9 @@ impl Cholesky {
     /// of the diagonal tiles (n x t) and one tile of temporaries: each updated tile replaces the
     /// old one, which is freed (or overwritten, when nothing else holds it).
     pub fn factor(c: &Compute, a: SymTiles) -> Result<Self, Error> {
+        if c.factors_on_host() {
+            return Self::factor_on_host(c, a);
+        }
         let count = a.count();
         let (n, tile, tiles) = a.into_parts();
         let mut tiles: Vec<Option<Tensor<2>>> = tiles.into_iter().map(Some).collect();
@@ -58,36 +80,69 @@ impl Cholesky {
             diag_inv.push(l_inv);
         }
         let tiles = tiles.into_iter().map(|t| t.expect("every tile factored")).collect();
-        Ok(Cholesky { l: SymTiles::from_parts(n, tile, tiles), diag_inv })
+        Ok(Cholesky { factor: Factor::Tiles { l: SymTiles::from_parts(n, tile, tiles), diag_inv } })
     }
 
-    /// L's tiles (the lower triangle of L; read the upper triangle of [`SymTiles::to_host`] as zero).
-    pub fn factor_tiles(&self) -> &SymTiles {
-        &self.l
+    fn factor_on_host(c: &Compute, a: SymTiles) -> Result<Self, Error> {
+        let tile = a.tile();
+        let not_pd = |row| Error::NotPositiveDefinite { row };
+        let l = match c.precision {
+            Precision::F32 => HostLlt::F32(host::cholesky_in_place(lower_on_host::<f32>(a)?).map_err(not_pd)?),
+            Precision::F64 => HostLlt::F64(host::cholesky_in_place(lower_on_host::<f64>(a)?).map_err(not_pd)?),
+        };
+        Ok(Cholesky { factor: Factor::Host { l, c: c.clone(), tile } })
     }
 
-    /// Solves A X = B for B of shape n x k: forward substitution L Z = B, then L^T X = Z, a tile
-    /// row at a time:
-    ///   z_i = L_ii^{-1} (b_i - sum_{j<i} L_ij z_j),   x_i = L_ii^{-T} (z_i - sum_{j>i} L_ji^T x_j).
-    /// The transposed products are formed as (x_j^T L_ji)^T: row-major tiles read row by row.
+    /// L's tiles (the lower triangle of L; read the upper triangle of [`SymTiles::to_host`] as
+    /// zero). A host factor is copied into tiles of the size A had.
+    pub fn factor_tiles(&self) -> SymTiles {
+        match &self.factor {
+            Factor::Tiles { l, .. } => l.clone(),
+            Factor::Host { l, c, tile } => {
+                let (values, n) = match l {
+                    HostLlt::F32(f) => lower_values(f.as_ref()),
+                    HostLlt::F64(f) => lower_values(f.as_ref()),
+                };
+                SymTiles::from_dense(c.matrix(&values, n, n), *tile)
+            }
+        }
+    }
+
+    /// Solves A X = B for B of shape n x k. With tiles: forward substitution L Z = B, then
+    /// L^T X = Z, a tile row at a time:
+    ///   z_i = L_ii^{-1} (b_i - sum_{j<i} L_ij z_j),   x_i = L_ii^{-T} (z_i - sum_{j>i} L_ji^T x_j);
+    /// the transposed products are formed as (x_j^T L_ji)^T: row-major tiles read row by row.
+    /// With a host factor: faer's triangular solves on a host copy of B.
     pub fn solve(&self, b: Tensor<2>) -> Tensor<2> {
-        let (count, k) = (self.l.count(), b.dims()[1]);
+        let (l, diag_inv) = match &self.factor {
+            Factor::Tiles { l, diag_inv } => (l, diag_inv),
+            Factor::Host { l, c, .. } => {
+                let [n, k] = b.dims();
+                let data = owned_data(b);
+                let out = match l {
+                    HostLlt::F32(f) => solve_on_host(f, &data, n, k),
+                    HostLlt::F64(f) => solve_on_host(f, &data, n, k),
+                };
+                return Tensor::from_data(out, (&c.device, c.dtype()));
+            }
+        };
+        let (count, k) = (l.count(), b.dims()[1]);
         let mut z: Vec<Tensor<2>> = Vec::with_capacity(count);
         for i in 0..count {
-            let mut r = b.clone().slice([self.l.rows(i), 0..k]);
+            let mut r = b.clone().slice([l.rows(i), 0..k]);
             for (j, zj) in z.iter().enumerate() {
-                r = r - self.l.get(i, j).clone().matmul(zj.clone());
+                r = r - l.get(i, j).clone().matmul(zj.clone());
             }
-            z.push(self.diag_inv[i].clone().matmul(r));
+            z.push(diag_inv[i].clone().matmul(r));
         }
         let mut x: Vec<Tensor<2>> = Vec::with_capacity(count); // x_{count-1}, ..., x_i
         for i in (0..count).rev() {
             let mut r = z[i].clone();
             for (back, xj) in x.iter().enumerate() {
                 let j = count - 1 - back;
-                r = r - xj.clone().transpose().matmul(self.l.get(j, i).clone()).transpose();
+                r = r - xj.clone().transpose().matmul(l.get(j, i).clone()).transpose();
             }
-            x.push(r.transpose().matmul(self.diag_inv[i].clone()).transpose());
+            x.push(r.transpose().matmul(diag_inv[i].clone()).transpose());
         }
         x.reverse();
         match x.len() {
@@ -95,6 +150,44 @@ impl Cholesky {
             _ => Tensor::cat(x, 0),
         }
     }
+}
+
+/// The lower tiles of `a` as one host matrix of element type T (the upper triangle left zero;
+/// the factorisation reads the lower one). Each tile is freed once copied.
+fn lower_on_host<T: ComplexField + Element + Copy>(a: SymTiles) -> Result<Mat<T>, Error> {
+    let n = a.n();
+    let mut out = Mat::<T>::zeros(n, n);
+    let rows: Vec<std::ops::Range<usize>> = (0..a.count()).map(|i| a.rows(i)).collect();
+    let (_, _, tiles) = a.into_parts();
+    let mut tiles = tiles.into_iter();
+    for i in 0..rows.len() {
+        for j in 0..=i {
+            let data = owned_data(tiles.next().expect("one tile per (i, j), j <= i"));
+            let values = data.as_slice::<T>().map_err(|e| Error::Device(format!("reading a tile: {e:?}")))?;
+            let (ri, rj) = (&rows[i], &rows[j]);
+            for (a_row, r) in ri.clone().enumerate() {
+                for (b_col, s) in rj.clone().enumerate() {
+                    out[(r, s)] = values[a_row * rj.len() + b_col];
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// L's lower triangle as row-major f64 values, and n.
+fn lower_values<T: ComplexField + Copy + Into<f64>>(l: faer::MatRef<'_, T>) -> (Vec<f64>, usize) {
+    let n = l.nrows();
+    ((0..n * n).map(|ij| if ij % n <= ij / n { l[(ij / n, ij % n)].into() } else { 0.0 }).collect(), n)
+}
+
+/// X = A^{-1} B for the factor L of A: L Z = B, then L^T X = Z, on a row-major copy of B.
+fn solve_on_host<T: ComplexField + Element + Copy>(l: &Mat<T>, b: &TensorData, n: usize, k: usize) -> TensorData {
+    let values = b.as_slice::<T>().expect("the right-hand side has the factor's dtype");
+    let mut x = vec![T::zero_impl(); n * k];
+    x.copy_from_slice(values);
+    host::cholesky_solve_in_place(l, faer::MatMut::from_row_major_slice_mut(&mut x, n, k));
+    TensorData::new(x, [n, k])
 }
 
 /// Outcome of a conjugate-gradient solve.

@@ -200,17 +200,22 @@ fn jobs_over_the_memory_budget_are_refused_before_they_start() {
     // Cholesky: Gram tiles + factor tiles + inverse diagonal tiles + temporaries, (n^2 + 2nt + 2t^2) b
     let opts = krr_options(KrrSolver::Cholesky, 1 << 30);
     assert_eq!(plan_bytes(Plan::Cholesky, 8_000, &opts, 4), (64_000_000 + 2 * 8_000 * 64 + 2 * 64 * 64) * 4);
-    assert_eq!(choose_plan(8_000, &opts, 4).unwrap(), Plan::Cholesky);
+    assert_eq!(choose_plan(8_000, &opts, 4, false).unwrap(), Plan::Cholesky);
     let largest = largest_exact_n(1 << 30, 64, 4);
-    match choose_plan(20_000, &opts, 4) {
+    match choose_plan(20_000, &opts, 4, false) {
         Err(Error::Memory(msg)) => assert!(msg.contains("1.50 GiB") && msg.contains("1.00 GiB") && msg.contains(&largest.to_string()), "{msg}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     let auto = krr_options(KrrSolver::Auto, 1 << 30);
-    assert_eq!(choose_plan(16_000, &auto, 4).unwrap(), Plan::Cholesky);
-    assert_eq!(choose_plan(20_000, &auto, 4).unwrap(), Plan::PcgStored);
-    assert_eq!(choose_plan(40_000, &auto, 4).unwrap(), Plan::PcgTiles);
-    assert!(matches!(choose_plan(10_000_000, &auto, 4), Err(Error::Memory(_))));
+    assert_eq!(choose_plan(16_000, &auto, 4, false).unwrap(), Plan::Cholesky);
+    assert_eq!(choose_plan(20_000, &auto, 4, false).unwrap(), Plan::PcgStored);
+    assert_eq!(choose_plan(40_000, &auto, 4, false).unwrap(), Plan::PcgTiles);
+    assert!(matches!(choose_plan(10_000_000, &auto, 4, false), Err(Error::Memory(_))));
+    // the host factorisation (ndarray) holds the Gram's tiles beside the n x n matrix it factors
+    // in place: (n (n + t) / 2 + n^2 + t^2) b, so 16,000 f32 no longer fits 1 GiB exactly
+    assert_eq!(plan_bytes(Plan::HostCholesky, 8_000, &opts, 4), (8_000 * 8_064 / 2 + 64_000_000 + 64 * 64) * 4);
+    assert_eq!(choose_plan(8_000, &opts, 4, true).unwrap(), Plan::HostCholesky);
+    assert_eq!(choose_plan(16_000, &auto, 4, true).unwrap(), Plan::PcgStored);
     // the largest exact solve is the edge of the plan, and n = 100,000 f32 fits an 80 GB GPU
     for (budget, tile, b) in [(1u64 << 30, 64, 4), (80_000_000_000, 2048, 4), (141_000_000_000, 2048, 8)] {
         let opts = KrrOptions { tile, ..krr_options(KrrSolver::Cholesky, budget) };
