@@ -538,3 +538,17 @@ pub fn list_devices() -> Vec<String> {
     }
     lines
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_thread_count_follows_rayon_then_slurm_then_the_cores() {
+        assert_eq!(thread_count_from(Some("3"), Some("8"), 16), (3, ThreadSource::RayonNumThreads));
+        assert_eq!(thread_count_from(None, Some("8"), 16), (8, ThreadSource::SlurmCpusPerTask));
+        assert_eq!(thread_count_from(Some("0"), Some(" 2 "), 16), (2, ThreadSource::SlurmCpusPerTask));
+        assert_eq!(thread_count_from(Some("many"), None, 16), (16, ThreadSource::AllCores));
+        assert_eq!(thread_count_from(None, None, 0), (1, ThreadSource::AllCores));
+    }
+}

@@ -368,3 +368,30 @@ fn eigen_ridge_head_equals_per_lambda_cholesky_and_flags_the_grid_edge() {
         assert!(f.lambda_at_edge, "grid {part:?}");
     }
 }
+
+/// The products that hand large ndarray products to faer's gemm (a b, a^T b, a b^T) against
+/// burn's own matmul of the same operands, above and below the hand-over size, shared operands
+/// included (burn-ndarray reads those differently).
+#[test]
+fn host_gemm_products_equal_burns_matmul() {
+    use featlearn::compute::{matmul, matmul_nt, matmul_tn};
+    for (p, tol) in [(Precision::F64, 1e-12), (Precision::F32, 1e-5)] {
+        let c = cpu(p);
+        for (m, k, n) in [(300, 200, 100), (7, 5, 3)] {
+            let rand = |seed, r, s| c.matrix(&featlearn::rng::normal_rows(seed, featlearn::rng::Stream::TestX, 0, r, s), r, s);
+            let (a, b) = (rand(1, m, k), rand(2, k, n));
+            let (at, bt) = (rand(3, k, m), rand(4, n, k));
+            let reference = [a.clone().matmul(b.clone()), at.clone().transpose().matmul(b.clone()), a.clone().matmul(bt.clone().transpose())];
+            let ours = [matmul(a.clone(), b.clone()), matmul_tn(at.clone(), b.clone()), matmul_nt(a.clone(), bt.clone())];
+            for (i, (r, o)) in reference.into_iter().zip(ours).enumerate() {
+                assert_eq!(o.dims(), [m, n]);
+                let (r, o) = (to_host(r).unwrap(), to_host(o).unwrap());
+                let scale = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+                let err = r.iter().zip(&o).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / scale;
+                assert!(err < tol, "{p} {m}x{k}x{n} product {i}: relative error {err}");
+            }
+            // the operands are untouched and still shared by the clones above
+            assert_eq!(to_host(a.clone()).unwrap(), to_host(rand(1, m, k)).unwrap());
+        }
+    }
+}
