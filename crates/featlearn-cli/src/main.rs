@@ -10,6 +10,7 @@ use featlearn::kernels::Kernel;
 use featlearn::data::{sample_rows, Split};
 use featlearn::target::Target;
 use featlearn_lab::config::Config;
+use featlearn_lab::files::write_atomic;
 use featlearn_lab::export::{read_npy_matrix, write_gram_npy, write_npy};
 use featlearn::BackendKind;
 use featlearn_lab::bench::{bench, Sizes};
@@ -339,7 +340,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let (results, table) = bench(&backends, precision.parse()?, Sizes::parse(&sizes)?, repeats, &cases)?;
             print!("{table}");
             if let Some(path) = out {
-                std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+                write_atomic(&path, serde_json::to_string_pretty(&results)?.as_bytes())?;
                 println!("wrote {}", path.display());
             }
             Ok(())

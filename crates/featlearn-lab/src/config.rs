@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use featlearn::algorithm1::{Eta, HeadOptions, HeadSolver};
-use featlearn::compute::Compute;
+use featlearn::compute::{default_memory_budget, Compute};
 use featlearn::network::WInit;
 use featlearn::target::{Term, TargetSpec};
 use featlearn::{BackendKind, Precision};
@@ -442,6 +442,14 @@ impl Config {
         match &self.run.seeds {
             Axis::One(k) => (0..*k).collect(),
             Axis::Many(list) => list.clone(),
+        }
+    }
+
+    /// Bytes a trial may hold: `kernel.mem_budget_gb`, or the backend's default when it is 0.
+    pub fn memory_budget(&self, c: &Compute) -> u64 {
+        match self.kernel.mem_budget_gb {
+            g if g > 0.0 => (g * (1u64 << 30) as f64) as u64,
+            _ => default_memory_budget(c),
         }
     }
 

@@ -10,27 +10,30 @@ use featlearn::kernels::{gram_rows, Kernel};
 use featlearn::tiles::blocks;
 use featlearn::Precision;
 
+use crate::files::write_streamed;
+
 /// Writes row-major `values` with `shape` as a C-order .npy array of f32 or f64.
 pub fn write_npy(path: &Path, values: &[f64], shape: &[usize], precision: Precision) -> Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut out = std::io::BufWriter::new(file);
     let shape: Vec<u64> = shape.iter().map(|&s| s as u64).collect();
-    match precision {
-        Precision::F32 => {
-            let mut w = npyz::WriteOptions::<f32>::new().default_dtype().shape(&shape).writer(&mut out).begin_nd()?;
-            w.extend(values.iter().map(|&v| v as f32))?;
-            w.finish()?;
+    write_streamed(path, |out| {
+        match precision {
+            Precision::F32 => {
+                let mut w = npyz::WriteOptions::<f32>::new().default_dtype().shape(&shape).writer(out).begin_nd()?;
+                w.extend(values.iter().map(|&v| v as f32))?;
+                w.finish()?;
+            }
+            Precision::F64 => {
+                let mut w = npyz::WriteOptions::<f64>::new().default_dtype().shape(&shape).writer(out).begin_nd()?;
+                w.extend(values.iter().copied())?;
+                w.finish()?;
+            }
         }
-        Precision::F64 => {
-            let mut w = npyz::WriteOptions::<f64>::new().default_dtype().shape(&shape).writer(&mut out).begin_nd()?;
-            w.extend(values.iter().copied())?;
-            w.finish()?;
-        }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
-/// Reads a 2-D .npy array (f32 or f64, C order) as f64 values with its shape.
+/// Reads a 2-D .npy array (f32 or f64, C order) as f64 values with its shape; a NaN or an
+/// infinity is refused with its row and column (0-based).
 pub fn read_npy_matrix(path: &Path) -> Result<(Vec<f64>, usize, usize)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{} is not a .npy file", path.display()))?;
@@ -50,6 +53,15 @@ pub fn read_npy_matrix(path: &Path) -> Result<(Vec<f64>, usize, usize)> {
         npyz::DType::Plain(t) if t.size_field() == 4 => npy.into_vec::<f32>()?.into_iter().map(f64::from).collect(),
         _ => npy.into_vec::<f64>().with_context(|| format!("{}: expected float32 or float64", path.display()))?,
     };
+    if let Some(i) = values.iter().position(|v: &f64| !v.is_finite()) {
+        anyhow::bail!(
+            "{}: row {}, column {} is {} (every value must be finite)",
+            path.display(),
+            i / cols,
+            i % cols,
+            values[i]
+        );
+    }
     Ok((values, rows, cols))
 }
 
@@ -59,27 +71,27 @@ pub fn read_npy_matrix(path: &Path) -> Result<(Vec<f64>, usize, usize)> {
 /// panel of at most `tile` rows, fewer when k is large).
 pub fn write_gram_npy(path: &Path, c: &Compute, kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, tile: usize) -> Result<()> {
     let (n, k) = (x.dims()[0], z.dims()[0]);
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut out = std::io::BufWriter::new(file);
     let shape = [n as u64, k as u64];
     // at most 2^25 values (256 MiB of f64) per host panel
     let rows = tile.min((1usize << 25) / k.max(1)).max(1);
     let panels = blocks(n, rows);
-    match c.precision {
-        Precision::F32 => {
-            let mut w = npyz::WriteOptions::<f32>::new().default_dtype().shape(&shape).writer(&mut out).begin_nd()?;
-            for panel in panels {
-                w.extend(gram_rows(kernel, x, z, panel, tile)?.into_iter().map(|v| v as f32))?;
+    write_streamed(path, |out| {
+        match c.precision {
+            Precision::F32 => {
+                let mut w = npyz::WriteOptions::<f32>::new().default_dtype().shape(&shape).writer(out).begin_nd()?;
+                for panel in panels {
+                    w.extend(gram_rows(kernel, x, z, panel, tile)?.into_iter().map(|v| v as f32))?;
+                }
+                w.finish()?;
             }
-            w.finish()?;
-        }
-        Precision::F64 => {
-            let mut w = npyz::WriteOptions::<f64>::new().default_dtype().shape(&shape).writer(&mut out).begin_nd()?;
-            for panel in panels {
-                w.extend(gram_rows(kernel, x, z, panel, tile)?)?;
+            Precision::F64 => {
+                let mut w = npyz::WriteOptions::<f64>::new().default_dtype().shape(&shape).writer(out).begin_nd()?;
+                for panel in panels {
+                    w.extend(gram_rows(kernel, x, z, panel, tile)?)?;
+                }
+                w.finish()?;
             }
-            w.finish()?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }

@@ -1,9 +1,10 @@
 //! `featlearn merge`: shard folders of one config into one folder.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use crate::files::{io_error, write_atomic, FolderLock};
 use crate::records::{read_lines, CurvePoint, Record};
 use crate::runner::write_outputs;
 use crate::shards::{load_config, missing_shards, tally, trial_key, Progress, Shard};
@@ -55,7 +56,8 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
     if out.join("config.toml").exists() && load_config(out)?.to_toml() != resolved {
         bail!("{} holds results of a different config; merge into another folder", out.display());
     }
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(|e| io_error("create", out, &e))?;
+    let _lock = FolderLock::take(out, "merge")?;
 
     // position of each trial in an unsharded run
     let trials = config.trials()?;
@@ -93,18 +95,11 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
     }
     curves.sort_by_key(|(i, k, _)| (*i, *k));
 
-    replace(&out.join("config.toml"), &resolved)?;
-    replace(&out.join("results.jsonl"), &results.iter().map(|(_, _, l)| l.as_str()).collect::<String>())?;
-    replace(&out.join("curves.jsonl"), &curves.iter().map(|(_, _, l)| l.as_str()).collect::<String>())?;
+    write_atomic(&out.join("config.toml"), resolved.as_bytes())?;
+    write_atomic(&out.join("results.jsonl"), results.iter().map(|(_, _, l)| l.as_str()).collect::<String>().as_bytes())?;
+    write_atomic(&out.join("curves.jsonl"), curves.iter().map(|(_, _, l)| l.as_str()).collect::<String>().as_bytes())?;
     let records: Vec<Record> = results.into_iter().map(|(_, r, _)| r).collect();
     let table = write_outputs(out, &config, &records)?;
     Ok(MergeOutcome { trials: records.len(), expected: trials.len(), duplicates, missing: missing_shards(&folders), folders, table })
 }
 
-/// Writes `path` whole or not at all: a temporary file beside it, then a rename.
-fn replace(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    Ok(())
-}

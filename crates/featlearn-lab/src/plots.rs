@@ -2,13 +2,16 @@
 //! display): error vs n per d, n*(d) with the fitted power laws, alignment vs n/d^2, transfer
 //! error vs n_target.
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
+use image::codecs::png::PngEncoder;
+use image::{ColorType, ImageEncoder};
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
+use crate::files::write_atomic;
 use crate::records::{mean_se, Record};
 use crate::report::Report;
 
@@ -40,6 +43,9 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
+/// Width and height of every figure, in pixels (the SVG's units too).
+pub const SIZE: (u32, u32) = (800, 560);
+
 /// Draws the series on log-log axes (or log x / linear y) into `stem.svg` and `stem.png`.
 pub fn line_plot(stem: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series], log_y: bool) -> Result<Vec<PathBuf>> {
     ensure_font();
@@ -62,16 +68,25 @@ pub fn line_plot(stem: &Path, title: &str, x_label: &str, y_label: &str, series:
         y0 -= pad;
         y1 += pad;
     }
-    let svg = stem.with_extension("svg");
-    let png = stem.with_extension("png");
+    let (svg, png) = (stem.with_extension("svg"), stem.with_extension("png"));
+    let (width, height) = SIZE;
+    // both are drawn in memory, then written whole (a full disk leaves no truncated figure)
+    let mut svg_text = String::new();
     {
-        let root = SVGBackend::new(&svg, (800, 560)).into_drawing_area();
-        draw(&root, title, x_label, y_label, series, (x0 / 1.1, x1 * 1.1), (y0, y1), log_y)?;
+        let root = SVGBackend::with_string(&mut svg_text, SIZE).into_drawing_area();
+        draw(&root, title, x_label, y_label, series, (x0 / 1.1, x1 * 1.1), (y0, y1), log_y).with_context(|| format!("cannot draw {}", svg.display()))?;
     }
+    let mut pixels = vec![0u8; (width * height * 3) as usize];
     {
-        let root = BitMapBackend::new(&png, (800, 560)).into_drawing_area();
-        draw(&root, title, x_label, y_label, series, (x0 / 1.1, x1 * 1.1), (y0, y1), log_y)?;
+        let root = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
+        draw(&root, title, x_label, y_label, series, (x0 / 1.1, x1 * 1.1), (y0, y1), log_y).with_context(|| format!("cannot draw {}", png.display()))?;
     }
+    let mut png_bytes = Vec::new();
+    PngEncoder::new(&mut png_bytes)
+        .write_image(&pixels, width, height, ColorType::Rgb8)
+        .map_err(|e| anyhow!("cannot encode {}: {e}", png.display()))?;
+    write_atomic(&svg, svg_text.as_bytes())?;
+    write_atomic(&png, &png_bytes)?;
     Ok(vec![svg, png])
 }
 
@@ -89,7 +104,7 @@ fn draw<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plot: {e:?}");
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e}");
     root.fill(&WHITE).map_err(err)?;
     let mut builder = ChartBuilder::on(root);
     builder.caption(title, ("sans-serif", 22)).margin(12).x_label_area_size(44).y_label_area_size(64);

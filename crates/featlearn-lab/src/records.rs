@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::Trial;
+use crate::files::{io_error, write_atomic};
 
 /// One logged step of a `gd` trial (a line of `curves.jsonl`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,6 +60,10 @@ pub struct Record {
     pub lambda: Option<f64>,
     /// Whether that lambda is the smallest or the largest of its grid (the best may lie beyond).
     pub lambda_at_edge: Option<bool>,
+    /// Which terms of the linear part alpha + beta . x validation kept under the head: "affine",
+    /// "constant" or "none" (network methods with a ridge head).
+    #[serde(default)]
+    pub linear_part: Option<String>,
     pub eta1: Option<f64>,
     /// Training steps of `gd`.
     pub steps: Option<usize>,
@@ -87,6 +92,7 @@ pub struct Record {
 /// interrupted run leaves only whole lines.
 pub struct JsonlWriter {
     file: File,
+    path: PathBuf,
 }
 
 impl JsonlWriter {
@@ -96,12 +102,12 @@ impl JsonlWriter {
         if let Ok(text) = std::fs::read(path) {
             let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             if whole < text.len() {
-                let f = OpenOptions::new().write(true).open(path)?;
-                f.set_len(whole as u64)?;
+                let f = OpenOptions::new().write(true).open(path).map_err(|e| io_error("open", path, &e))?;
+                f.set_len(whole as u64).map_err(|e| io_error("cut the partial last line of", path, &e))?;
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(JsonlWriter { file })
+        let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| io_error("open", path, &e))?;
+        Ok(JsonlWriter { file, path: path.to_path_buf() })
     }
 
     pub fn append<T: Serialize>(&mut self, record: &T) -> Result<()> {
@@ -115,8 +121,8 @@ impl JsonlWriter {
             text.push_str(&serde_json::to_string(r)?);
             text.push('\n');
         }
-        self.file.write_all(text.as_bytes())?;
-        self.file.flush()?;
+        self.file.write_all(text.as_bytes()).map_err(|e| io_error("append to", &self.path, &e))?;
+        self.file.flush().map_err(|e| io_error("append to", &self.path, &e))?;
         self.file.sync_data().ok();
         Ok(())
     }
@@ -232,7 +238,7 @@ pub fn write_summary_csv(path: &Path, rows: &[SummaryRow]) -> Result<()> {
             ase
         ));
     }
-    std::fs::write(path, s).with_context(|| format!("cannot write {}", path.display()))
+    write_atomic(path, s.as_bytes())
 }
 
 /// The results table printed at the end of a run.

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use featlearn::rng::{stream_rng, Stream};
 
+use crate::files::write_atomic;
 use crate::records::{format_table, summarize, Record};
 
 /// n*(d) of one method.
@@ -196,8 +197,8 @@ pub fn render_markdown(report: &Report, records: &[Record]) -> String {
 }
 
 pub fn write_report(dir: &std::path::Path, report: &Report, records: &[Record]) -> Result<()> {
-    std::fs::write(dir.join("report.md"), render_markdown(report, records))?;
-    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(report)?)?;
+    write_atomic(&dir.join("report.md"), render_markdown(report, records).as_bytes())?;
+    write_atomic(&dir.join("report.json"), serde_json::to_string_pretty(report)?.as_bytes())?;
     Ok(())
 }
 

@@ -10,7 +10,8 @@ use featlearn::compute::Compute;
 use featlearn::Error;
 
 use crate::config::{Config, Trial};
-use crate::methods::{Method, Task};
+use crate::files::{io_error, write_atomic, FolderLock};
+use crate::methods::{check_memory, Method, Task};
 use crate::plots::draw_all;
 use crate::records::{format_table, read_results, summarize, write_summary_csv, CurvePoint, JsonlWriter, Record};
 use crate::report::{build_report, write_report};
@@ -32,12 +33,14 @@ pub struct RunOutcome {
 
 /// Runs the config's trials into `opts.out`: `config.toml`, `results.jsonl`, `summary.csv`.
 pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    std::fs::create_dir_all(&opts.out).map_err(|e| io_error("create", &opts.out, &e))?;
+    // one writer per folder: a double launch or a requeue beside a live task is refused here
+    let _lock = FolderLock::take(&opts.out, "run")?;
     let config_path = opts.out.join("config.toml");
     let resolved = config.to_toml();
     if config_path.exists() {
         // compare resolved configs, so a folder written before new keys existed still resumes
-        let before = std::fs::read_to_string(&config_path)?;
+        let before = std::fs::read_to_string(&config_path).map_err(|e| io_error("read", &config_path, &e))?;
         let same = Config::from_toml(&before, &[]).map(|c| c.to_toml() == resolved).unwrap_or(false);
         if !same {
             bail!(
@@ -46,7 +49,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
             );
         }
     } else {
-        std::fs::write(&config_path, &resolved)?;
+        write_atomic(&config_path, resolved.as_bytes())?;
     }
     match (opts.shard, Shard::read(&opts.out)?) {
         (Some(shard), _) => shard.claim(&opts.out)?,
@@ -69,6 +72,12 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     );
     // a hidden bar prints nothing, so without one (--quiet, batch jobs) these lines go to stderr
     let say = |line: String| if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) };
+    if let Some(adapter) = compute.software_adapter() {
+        say(format!(
+            "note: the {} backend runs on {adapter}, a software adapter on the CPU; --backend ndarray is much faster here",
+            compute.backend
+        ));
+    }
     if !done.is_empty() {
         say(format!("resuming: {} trials already in {}", done.len(), results_path.display()));
     }
@@ -87,7 +96,15 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     }
     bar.finish_and_clear();
     let records = read_results(&results_path)?;
-    let table = write_outputs(&opts.out, config, &records)?;
+    let table = write_outputs(&opts.out, config, &records).with_context(|| {
+        format!(
+            "all {} records are safe in {}, but the summary, report or figures could not be written; \
+             once the cause is fixed, `featlearn report {}` writes them",
+            records.len(),
+            results_path.display(),
+            opts.out.display()
+        )
+    })?;
     Ok(RunOutcome { table, records })
 }
 
@@ -146,6 +163,7 @@ pub fn run_trial(c: &Compute, config: &Config, method: &dyn Method, trial: &Tria
         n_target: None,
         lambda: None,
         lambda_at_edge: None,
+        linear_part: None,
         eta1: None,
         steps: None,
         final_train_loss: None,
@@ -163,7 +181,9 @@ pub fn run_trial(c: &Compute, config: &Config, method: &dyn Method, trial: &Tria
         precision: c.precision.name().into(),
     };
     let mut curve = Vec::new();
-    let outcome = Task::new(c, config, trial, status).and_then(|task| {
+    let budget = config.memory_budget(c);
+    let planned = check_memory(config, trial, c.precision.bytes(), method.uses_network(), budget).map_err(anyhow::Error::from);
+    let outcome = planned.and_then(|_| Task::new(c, config, trial, status)).and_then(|task| {
         let hessian = task.target.hessian_report();
         record.hessian_rank = Some(hessian.rank);
         record.hessian_condition = hessian.condition.is_finite().then_some(hessian.condition);

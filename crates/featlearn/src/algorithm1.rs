@@ -40,6 +40,8 @@ pub struct LinearPart {
     pub alpha: Tensor<1>,
     /// d x 1
     pub beta: Tensor<2>,
+    /// Which of its terms are kept: "affine" (alpha + beta . x), "constant" (alpha) or "none".
+    pub kept: &'static str,
 }
 
 impl LinearPart {
@@ -47,7 +49,35 @@ impl LinearPart {
         let [n, _] = x.dims();
         let alpha = y.clone().mean();
         let beta = x.clone().transpose().matmul(y.clone().reshape([n, 1])) / n as f64;
-        LinearPart { alpha, beta }
+        LinearPart { alpha, beta, kept: "affine" }
+    }
+
+    /// The same part with only the terms that predict the validation labels best: alpha + beta . x,
+    /// alpha alone, or nothing, by validation MSE. beta = mean(y_i x_i) carries about d / n of
+    /// E[y^2] in sampling noise, so at n close to d, on a target without a linear part, keeping
+    /// it costs more than predicting zero; validation sees that.
+    pub fn validated(self, x_val: &Tensor<2>, y_val: &Tensor<1>) -> Result<Self, Error> {
+        let n_val = x_val.dims()[0];
+        let beta_x = x_val.clone().matmul(self.beta.clone()).reshape([n_val]);
+        let alpha = self.alpha.clone().reshape([1]);
+        let candidates = [
+            ("affine", y_val.clone() - beta_x - alpha.clone()),
+            ("constant", y_val.clone() - alpha),
+            ("none", y_val.clone()),
+        ];
+        let mut best = ("affine", f64::INFINITY);
+        for (kept, residual) in candidates {
+            let mse = scalar(residual.powi_scalar(2).mean())?;
+            if mse < best.1 {
+                best = (kept, mse);
+            }
+        }
+        let LinearPart { alpha, beta, .. } = self;
+        Ok(match best.0 {
+            "affine" => LinearPart { alpha, beta, kept: "affine" },
+            "constant" => LinearPart { alpha, beta: beta.zeros_like(), kept: "constant" },
+            _ => LinearPart { alpha: alpha.zeros_like(), beta: beta.zeros_like(), kept: "none" },
+        })
     }
 
     /// alpha + beta . x for every row.
@@ -189,10 +219,11 @@ pub fn fit_random_features(c: &Compute, net0: &TwoLayer, train: &Dataset, val: &
     Ok(Fit { predictor, eta1: None, head })
 }
 
-/// Step 4 on a fixed first layer: fits alpha, beta on `train`, then a by ridge regression of
-/// the residual on phi(x) = relu(W x + b), lambda chosen by validation MSE.
+/// Step 4 on a fixed first layer: fits alpha, beta on `train` and keeps the terms validation
+/// favours ([`LinearPart::validated`]), then a by ridge regression of the residual on
+/// phi(x) = relu(W x + b), lambda chosen by validation MSE.
 pub fn fit_head(c: &Compute, net: TwoLayer, train: &Dataset, val: &Dataset, opts: &HeadOptions) -> Result<(Predictor, HeadFit), Error> {
-    let linear = LinearPart::fit(&train.x, &train.y);
+    let linear = LinearPart::fit(&train.x, &train.y).validated(&val.x, &val.y)?;
     let y = linear.residual(&train.x, &train.y);
     let y_val = linear.residual(&val.x, &val.y);
     let phi = net.features(train.x.clone());

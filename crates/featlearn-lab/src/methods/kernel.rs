@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 
-use featlearn::compute::{default_memory_budget, Compute};
+use featlearn::compute::Compute;
 use featlearn::kernels::{gram, Kernel};
 use featlearn::krr::{fit_krr, KrrOptions, KrrSolver};
 use featlearn::metrics::kernel_target_alignment;
@@ -56,7 +56,7 @@ impl KernelRidge {
     }
 
     /// Solver options on a device: a tile or memory budget of 0 means the backend's default.
-    pub fn krr_options(&self, c: &Compute) -> KrrOptions {
+    pub fn krr_options(&self, c: &Compute, mem_budget: u64) -> KrrOptions {
         let k = &self.settings;
         KrrOptions {
             lambdas: k.lambdas.values(),
@@ -65,16 +65,20 @@ impl KernelRidge {
             pcg_tol: k.pcg_tol,
             pcg_max_iter: k.pcg_max_iter,
             landmarks: k.landmarks,
-            mem_budget: if k.mem_budget_gb > 0.0 { (k.mem_budget_gb * (1u64 << 30) as f64) as u64 } else { default_memory_budget(c) },
+            mem_budget,
         }
     }
 }
 
 impl Method for KernelRidge {
+    fn uses_network(&self) -> bool {
+        false
+    }
+
     fn fit(&self, task: &Task, record: &mut Record, _curve: &mut Vec<CurvePoint>) -> Result<()> {
         let (c, t) = (task.c, task.trial);
         let kernel = self.kernel(t.d);
-        let opts = self.krr_options(c);
+        let opts = self.krr_options(c, task.config.memory_budget(c));
         let (model, fit) = fit_krr(c, &kernel, &task.train, &task.val, &opts)?;
         let test = task.test()?;
         task.measure_test(&test, model.predict(&test.x)?, record)?;

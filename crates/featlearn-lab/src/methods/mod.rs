@@ -39,6 +39,52 @@ pub trait Method {
     /// Fits on the trial's data and writes what it measured into `record` (and, for methods
     /// that train, their curve).
     fn fit(&self, task: &Task, record: &mut Record, curve: &mut Vec<CurvePoint>) -> Result<()>;
+
+    /// Whether the method builds the width-m network (all but the kernels, whose n x n Gram
+    /// [`featlearn::krr::fit_krr`] plans itself).
+    fn uses_network(&self) -> bool {
+        true
+    }
+}
+
+/// Peak bytes a trial holds at `elem` bytes a value, checked against the memory budget before
+/// anything is allocated:
+/// - the samples: target U (r x d, host f64) and the train, validation and test splits,
+///   (n_train + n_val + n_test) (d + 1) values, n_train = max(n, n_source);
+/// - with a network: W (m x d) twice (initial and learned), and four n_max x m matrices (the
+///   features, the ReLU mask, the gradient's weights and one temporary), n_max the largest split;
+///   the m x m head on the device and in host f64 (Gram and factor).
+pub fn trial_bytes(config: &Config, trial: &Trial, elem: usize, network: bool) -> u128 {
+    let (d, m, r) = (trial.d as u128, trial.m as u128, trial.r as u128);
+    let n_source = trial.options.get("n_source").and_then(|v| v.as_u64()).unwrap_or(0) as u128;
+    let n_train = (trial.n as u128).max(n_source);
+    let (n_val, n_test) = (config.data.n_val as u128, config.data.n_test as u128);
+    let e = elem as u128;
+    let data = r * d * 8 + (n_train + n_val + n_test) * (d + 1) * e;
+    if !network {
+        return data;
+    }
+    let n_max = n_train.max(n_val).max(n_test);
+    data + 2 * m * d * e + 4 * n_max * m * e + m * m * (e + 16)
+}
+
+/// Refuses a trial whose [`trial_bytes`] exceed `budget`, naming its size and the budget.
+pub fn check_memory(config: &Config, trial: &Trial, elem: usize, network: bool, budget: u64) -> Result<(), Error> {
+    let need = trial_bytes(config, trial, elem, network);
+    if need > budget as u128 {
+        let need = u64::try_from(need).map_or("more than 16 EiB".to_string(), featlearn::compute::human_bytes);
+        return Err(Error::Memory(format!(
+            "the trial needs about {need} (d = {}, m = {}, n = {}, n_val = {}, n_test = {}), over the memory budget of {} \
+             (kernel.mem_budget_gb / --mem-budget sets it)",
+            trial.d,
+            trial.m,
+            trial.n,
+            config.data.n_val,
+            config.data.n_test,
+            featlearn::compute::human_bytes(budget)
+        )));
+    }
+    Ok(())
 }
 
 /// How a method is built from a validated config; an error names the config key at fault.
@@ -163,6 +209,7 @@ impl<'a> Task<'a> {
         }
         record.lambda = Some(fit.head.lambda);
         record.lambda_at_edge = Some(fit.head.lambda_at_edge);
+        record.linear_part = Some(fit.predictor.linear.kept.into());
         record.eta1 = fit.eta1;
         record.solver = Some(fit.head.solver.into());
         record.iterations = Some(fit.head.iterations);
