@@ -679,3 +679,41 @@ fn no_validated_method_loses_to_the_zero_predictor_at_small_n() {
         assert!(mse <= z * 1.03, "{} at n = {n}, seed {seed}: test_mse {mse} against the zero predictor's {z}", r["method"]);
     }
 }
+
+/// (width, height) from a PNG's IHDR chunk, after checking the signature and that the file ends
+/// with the IEND chunk (a whole file).
+fn png_size(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && &bytes[12..16] == b"IHDR", "{} is not a PNG", path.display());
+    assert!(bytes.ends_with(&[0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82]), "{} is cut short", path.display());
+    let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+/// Every figure of configs/quick.toml and of a shrunk configs/paper/transfer-cpu.toml is written
+/// as SVG and PNG, each PNG a whole image of the documented size.
+#[test]
+fn every_figure_of_quick_and_of_a_paper_config_is_a_whole_svg_and_png() {
+    let dir = scratch("figures");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let runs: [(&str, Vec<&str>, Vec<&str>); 2] = [
+        ("configs/quick.toml", vec![], vec!["error_vs_n_d16", "nstar", "alignment_vs_n_over_d2"]),
+        (
+            "configs/paper/transfer-cpu.toml",
+            vec!["--set", "data.n=[125, 500, 2000]", "--set", "data.n_test=1000", "--set", "run.seeds=1", "--set", "net.m=200", "--set", "task.d=[8, 12, 16]"],
+            vec!["error_vs_n_d8", "error_vs_n_d12", "error_vs_n_d16", "nstar", "nstar_local_slopes", "alignment_vs_n_over_d2", "transfer_vs_n_target"],
+        ),
+    ];
+    for (k, (config, extra, figures)) in runs.iter().enumerate() {
+        let out = dir.join(format!("run{k}"));
+        let mut args = vec!["run", config, "--out", out.to_str().unwrap(), "--quiet"];
+        args.extend(extra.iter().copied());
+        let o = Command::new(binary()).args(&args).current_dir(&root).output().unwrap();
+        assert!(o.status.success(), "{config}: {}", String::from_utf8_lossy(&o.stderr));
+        for stem in figures {
+            let svg = std::fs::read_to_string(out.join(format!("{stem}.svg"))).unwrap_or_else(|e| panic!("{config} {stem}.svg: {e}"));
+            assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"), "{config}: {stem}.svg is not whole");
+            assert_eq!(png_size(&out.join(format!("{stem}.png"))), (960, 560), "{config}: {stem}.png");
+        }
+    }
+}

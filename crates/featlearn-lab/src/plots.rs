@@ -1,19 +1,27 @@
 //! Figures as SVG and PNG, rendered with plotters and an embedded font (no system font, no
-//! display): error vs n per d, n*(d) with the fitted power laws, alignment vs n/d^2, transfer
-//! error vs n_target.
+//! display): error vs n per d, n*(d) with the fitted power laws and the theory's slopes, the
+//! local slopes of n*(d), alignment vs n/d^2, transfer error vs n_target beside learning from
+//! scratch.
+//!
+//! A method's colour and marker are a function of its label alone ([`style_of`]), the same in
+//! every figure and every results folder; a fit is dashed in its method's colour, a reference
+//! line grey. The legend has a panel of its own beside the plot, so it never covers data. Log
+//! axes carry 1-2-5 labels and a light minor grid. Points are means over seeds with standard
+//! error bars (a shaded band where a series has many points).
 
 use anyhow::{anyhow, Context, Result};
 use image::codecs::png::PngEncoder;
 use image::{ColorType, ImageEncoder};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use crate::files::write_atomic;
 use crate::records::{mean_se, Record};
-use crate::report::Report;
+use crate::report::{Report, SLOPE_WINDOW};
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
@@ -24,62 +32,162 @@ fn ensure_font() {
     });
 }
 
-/// One line of a plot: points (x, y, standard error of y).
-pub struct Series {
-    pub name: String,
-    pub points: Vec<(f64, f64, f64)>,
-    /// Drawn dashed-looking (no markers): fitted curves.
-    pub fitted: bool,
+/// Width and height of every figure, in pixels (the SVG's units too).
+pub const SIZE: (u32, u32) = (960, 560);
+/// Width of the legend panel at the right of every figure.
+const LEGEND_WIDTH: u32 = 250;
+
+/// What a series is, which decides how it is drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Measured means with standard errors, in the method's colour; `variant` (0, 1, ...) picks
+    /// the marker when one figure tells d or targets apart.
+    Data { variant: usize },
+    /// A fitted curve: dashed, in the method's colour, no markers.
+    Fit,
+    /// A reference (theory slope, threshold, level at initialisation): grey and thin; `pattern`
+    /// (0, 1, ...) picks the dashes when one figure holds several.
+    Reference { pattern: usize },
 }
 
-const COLORS: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(255, 127, 14),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
+/// One line of a plot: points (x, y, standard error of y).
+pub struct Series {
+    /// The legend's text.
+    pub name: String,
+    /// The method's label, which picks the colour ([`style_of`]); unused for references.
+    pub label: String,
+    pub points: Vec<(f64, f64, f64)>,
+    pub kind: Kind,
+}
+
+/// The markers, in the order methods and variants take them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    Circle,
+    Square,
+    Triangle,
+    Diamond,
+    Cross,
+}
+
+const MARKERS: [Marker; 5] = [Marker::Circle, Marker::Square, Marker::Triangle, Marker::Diamond, Marker::Cross];
+
+/// Colour and marker of each method the registry knows (Okabe-Ito's colour-blind-safe palette
+/// and black).
+const METHODS: [(&str, RGBColor, Marker); 10] = [
+    ("onestep", RGBColor(0, 114, 178), Marker::Circle),
+    ("onestep-authors", RGBColor(86, 180, 233), Marker::Diamond),
+    ("transfer", RGBColor(0, 158, 115), Marker::Triangle),
+    ("gd", RGBColor(204, 121, 167), Marker::Square),
+    ("rf", RGBColor(230, 159, 0), Marker::Square),
+    ("ntk", RGBColor(213, 94, 0), Marker::Triangle),
+    ("nngp", RGBColor(150, 110, 0), Marker::Diamond),
+    ("rbf", RGBColor(90, 90, 90), Marker::Circle),
+    ("laplace", RGBColor(0, 0, 0), Marker::Cross),
+    ("poly", RGBColor(140, 86, 75), Marker::Cross),
 ];
 
-/// Width and height of every figure, in pixels (the SVG's units too).
-pub const SIZE: (u32, u32) = (800, 560);
+const GREY: RGBColor = RGBColor(120, 120, 120);
+
+/// Dash and gap lengths of the reference lines, in pixels: dashed, dotted, long dashes.
+const DASHES: [(i32, i32); 3] = [(6, 4), (2, 3), (12, 4)];
+
+/// The colour and marker of a method's label, a function of the label alone: the method (the
+/// label up to its first '/') picks a fixed colour and marker; the rest (the method's own axes,
+/// `gd/mean-field/lr=0.05`) picks a shade of that colour, lighter or darker, by a hash of its
+/// text. An unknown method gets a colour by a hash of its name.
+pub fn style_of(label: &str) -> (RGBColor, Marker) {
+    let (method, rest) = label.split_once('/').unwrap_or((label, ""));
+    let (base, marker) = METHODS.iter().find(|(m, _, _)| *m == method).map(|&(_, c, k)| (c, k)).unwrap_or_else(|| {
+        let h = fnv(method);
+        let palette = [RGBColor(0, 114, 178), RGBColor(213, 94, 0), RGBColor(0, 158, 115), RGBColor(204, 121, 167)];
+        (palette[(h % 4) as usize], MARKERS[(h / 4 % 5) as usize])
+    });
+    if rest.is_empty() {
+        return (base, marker);
+    }
+    // -0.45, -0.3, -0.15, 0.15, 0.3, 0.45: towards black below 0, towards white above
+    let shade = [-0.45, -0.3, -0.15, 0.15, 0.3, 0.45][(fnv(rest) % 6) as usize];
+    let mix = |c: u8| {
+        let c = c as f64;
+        (if shade < 0.0 { c * (1.0 + shade) } else { c + (255.0 - c) * shade }).round() as u8
+    };
+    (RGBColor(mix(base.0), mix(base.1), mix(base.2)), marker)
+}
+
+/// FNV-1a: a hash that is the same in every process and build.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// 1-2-5 labels for a log axis from `lo` to `hi` (every decade's 1 alone when 1-2-5 would print
+/// more than 8), and the minor grid's 1..9 per decade.
+pub fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
+    let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let within = |v: &f64| *v >= lo * (1.0 - 1e-9) && *v <= hi * (1.0 + 1e-9);
+    let decade = |mults: &[f64]| -> Vec<f64> { (a..=b).flat_map(|e| mults.iter().map(move |m| m * 10f64.powi(e))).filter(within).collect() };
+    let mut major = decade(&[1.0, 2.0, 5.0]);
+    if major.len() > 8 {
+        major = decade(&[1.0]);
+    }
+    if major.len() < 2 {
+        major = decade(&[1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    }
+    if major.len() < 2 {
+        // less than a factor of 1.5 wide: the ends and their geometric middle
+        major = vec![lo, (lo * hi).sqrt(), hi];
+    }
+    let minor = decade(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]).into_iter().filter(|v| !major.contains(v)).collect();
+    (major, minor)
+}
 
 /// Draws the series on log-log axes (or log x / linear y) into `stem.svg` and `stem.png`.
 pub fn line_plot(stem: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series], log_y: bool) -> Result<Vec<PathBuf>> {
     ensure_font();
-    let pts: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().map(|p| (p.0, p.1))).filter(|p| p.0 > 0.0 && p.1.is_finite()).collect();
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .filter(|s| !matches!(s.kind, Kind::Reference { .. }))
+        .flat_map(|s| s.points.iter().map(|p| (p.0, p.1)))
+        .filter(|p| p.0 > 0.0 && p.1.is_finite() && (!log_y || p.1 > 0.0))
+        .collect();
     if pts.is_empty() {
         return Ok(Vec::new());
     }
     let (mut x0, mut x1) = pts.iter().fold((f64::INFINITY, 0f64), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let ys: Vec<f64> = pts.iter().map(|p| p.1).filter(|&y| !log_y || y > 0.0).collect();
+    // horizontal references (one point per end) widen only the y range
+    // the y range holds every point with its error bar
+    let ys: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().flat_map(|p| [p.1, p.1 - p.2, p.1 + p.2]))
+        .filter(|&y| y.is_finite() && (!log_y || y > 0.0))
+        .collect();
     let (mut y0, mut y1) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| (a.min(y), b.max(y)));
     if x1 <= x0 {
         x0 /= 1.5;
         x1 *= 1.5;
     }
+    (x0, x1) = (x0 / 1.1, x1 * 1.1);
     if log_y {
-        y0 /= 1.5;
-        y1 *= 1.5;
+        y0 /= 1.3;
+        y1 *= 1.3;
     } else {
-        let pad = ((y1 - y0) * 0.1).max(1e-3);
+        let pad = ((y1 - y0) * 0.06).max(1e-3);
         y0 -= pad;
         y1 += pad;
     }
     let (svg, png) = (stem.with_extension("svg"), stem.with_extension("png"));
     let (width, height) = SIZE;
+    let axes = Axes { title, x_label, y_label, x: (x0, x1), y: (y0, y1), log_y };
     // both are drawn in memory, then written whole (a full disk leaves no truncated figure)
     let mut svg_text = String::new();
     {
         let root = SVGBackend::with_string(&mut svg_text, SIZE).into_drawing_area();
-        draw(&root, title, x_label, y_label, series, (x0 / 1.1, x1 * 1.1), (y0, y1), log_y).with_context(|| format!("cannot draw {}", svg.display()))?;
+        draw(&root, &axes, series).with_context(|| format!("cannot draw {}", svg.display()))?;
     }
     let mut pixels = vec![0u8; (width * height * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
-        draw(&root, title, x_label, y_label, series, (x0 / 1.1, x1 * 1.1), (y0, y1), log_y).with_context(|| format!("cannot draw {}", png.display()))?;
+        draw(&root, &axes, series).with_context(|| format!("cannot draw {}", png.display()))?;
     }
     let mut png_bytes = Vec::new();
     PngEncoder::new(&mut png_bytes)
@@ -90,70 +198,181 @@ pub fn line_plot(stem: &Path, title: &str, x_label: &str, y_label: &str, series:
     Ok(vec![svg, png])
 }
 
-#[allow(clippy::too_many_arguments)]
-fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, plotters::coord::Shift>,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-    (x0, x1): (f64, f64),
-    (y0, y1): (f64, f64),
+/// A figure's title, axis labels and ranges.
+struct Axes<'a> {
+    title: &'a str,
+    x_label: &'a str,
+    y_label: &'a str,
+    x: (f64, f64),
+    y: (f64, f64),
     log_y: bool,
-) -> Result<()>
+}
+
+/// The colour, marker and line of a series.
+fn look(s: &Series) -> (RGBColor, Option<Marker>) {
+    match s.kind {
+        Kind::Reference { .. } => (GREY, None),
+        Kind::Fit => (style_of(&s.label).0, None),
+        Kind::Data { variant: 0 } => {
+            let (c, m) = style_of(&s.label);
+            (c, Some(m))
+        }
+        Kind::Data { variant } => (style_of(&s.label).0, Some(MARKERS[variant % MARKERS.len()])),
+    }
+}
+
+fn marker_at<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, marker: Marker, (x, y): (i32, i32), color: RGBColor) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e}");
+    let style = color.filled();
+    match marker {
+        Marker::Circle => area.draw(&Circle::new((x, y), 4, style)).map_err(err),
+        Marker::Square => area.draw(&Rectangle::new([(x - 4, y - 4), (x + 4, y + 4)], style)).map_err(err),
+        Marker::Triangle => area.draw(&Polygon::new(vec![(x, y - 5), (x - 5, y + 4), (x + 5, y + 4)], style)).map_err(err),
+        Marker::Diamond => area.draw(&Polygon::new(vec![(x, y - 5), (x - 5, y), (x, y + 5), (x + 5, y)], style)).map_err(err),
+        Marker::Cross => {
+            area.draw(&PathElement::new(vec![(x - 4, y - 4), (x + 4, y + 4)], color.stroke_width(2))).map_err(err)?;
+            area.draw(&PathElement::new(vec![(x - 4, y + 4), (x + 4, y - 4)], color.stroke_width(2))).map_err(err)
+        }
+    }
+}
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, axes: &Axes, series: &[Series]) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e}");
     root.fill(&WHITE).map_err(err)?;
-    let mut builder = ChartBuilder::on(root);
-    builder.caption(title, ("sans-serif", 22)).margin(12).x_label_area_size(44).y_label_area_size(64);
+    let (plot_area, legend_area) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+    let (x0, x1) = axes.x;
+    let (y0, y1) = axes.y;
+    let (x_major, x_minor) = log_ticks(x0, x1);
+    let mut builder = ChartBuilder::on(&plot_area);
+    builder.caption(axes.title, ("sans-serif", 20)).margin(12).x_label_area_size(46).y_label_area_size(66);
     macro_rules! body {
         ($chart:expr) => {{
             let mut chart = $chart;
             chart
                 .configure_mesh()
-                .x_desc(x_label)
-                .y_desc(y_label)
+                .x_desc(axes.x_label)
+                .y_desc(axes.y_label)
                 .x_label_formatter(&|v: &f64| tick(*v))
                 .y_label_formatter(&|v: &f64| tick(*v))
                 .label_style(("sans-serif", 14))
+                .bold_line_style(RGBColor(215, 215, 215))
+                .light_line_style(RGBColor(240, 240, 240))
                 .draw()
                 .map_err(err)?;
-            for (i, s) in series.iter().enumerate() {
-                let color = COLORS[i % COLORS.len()];
-                let line: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.1)).filter(|p| !log_y || p.1 > 0.0).collect();
-                let style = if s.fitted { color.stroke_width(1) } else { color.stroke_width(2) };
-                chart
-                    .draw_series(LineSeries::new(line.clone(), style))
-                    .map_err(err)?
-                    .label(s.name.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-                if !s.fitted {
-                    chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
-                    chart
-                        .draw_series(s.points.iter().filter(|p| p.2 > 0.0 && (!log_y || p.1 - p.2 > 0.0)).map(|p| {
-                            ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, color.stroke_width(1), 6)
-                        }))
-                        .map_err(err)?;
+            for s in series {
+                let (color, marker) = look(s);
+                let line: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.1)).filter(|p| p.1.is_finite() && (!axes.log_y || p.1 > 0.0)).collect();
+                match s.kind {
+                    Kind::Data { .. } => {
+                        if s.points.len() > 8 {
+                            // many points: a shaded band of +- one standard error
+                            let upper = s.points.iter().map(|p| (p.0, p.1 + p.2));
+                            let lower = s.points.iter().rev().map(|p| (p.0, p.1 - p.2));
+                            let band: Vec<(f64, f64)> = upper.chain(lower).filter(|p| !axes.log_y || p.1 > 0.0).collect();
+                            chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.18).filled()))).map_err(err)?;
+                        } else {
+                            chart
+                                .draw_series(s.points.iter().filter(|p| p.2 > 0.0 && (!axes.log_y || p.1 - p.2 > 0.0)).map(|p| {
+                                    ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, color.stroke_width(1), 6)
+                                }))
+                                .map_err(err)?;
+                        }
+                        match s.kind {
+                            // past the markers, the variants are told apart by dashes too
+                            Kind::Data { variant } if variant >= MARKERS.len() => {
+                                chart.draw_series(DashedLineSeries::new(line.clone(), 9, 4, color.stroke_width(2))).map_err(err)?
+                            }
+                            _ => chart.draw_series(LineSeries::new(line.clone(), color.stroke_width(2))).map_err(err)?,
+                        };
+                    }
+                    Kind::Fit => {
+                        chart.draw_series(DashedLineSeries::new(line.clone(), 9, 6, color.stroke_width(2))).map_err(err)?;
+                    }
+                    Kind::Reference { pattern } => {
+                        let (dash, gap) = DASHES[pattern % DASHES.len()];
+                        chart.draw_series(DashedLineSeries::new(line.clone(), dash, gap, GREY.stroke_width(1))).map_err(err)?;
+                    }
                 }
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 14))
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
+                let fill = color.filled();
+                let at = |p: &(f64, f64)| EmptyElement::at(*p);
+                match marker {
+                    None => None,
+                    Some(Marker::Circle) => Some(chart.draw_series(line.iter().map(|p| at(p) + Circle::new((0, 0), 4, fill)))),
+                    Some(Marker::Square) => Some(chart.draw_series(line.iter().map(|p| at(p) + Rectangle::new([(-4, -4), (4, 4)], fill)))),
+                    Some(Marker::Triangle) => Some(chart.draw_series(line.iter().map(|p| at(p) + Polygon::new(vec![(0, -5), (-5, 4), (5, 4)], fill)))),
+                    Some(Marker::Diamond) => Some(chart.draw_series(line.iter().map(|p| at(p) + Polygon::new(vec![(0, -5), (-5, 0), (0, 5), (5, 0)], fill)))),
+                    Some(Marker::Cross) => Some(chart.draw_series(line.iter().map(|p| {
+                        at(p) + PathElement::new(vec![(-4, -4), (4, 4)], color.stroke_width(2)) + PathElement::new(vec![(-4, 4), (4, -4)], color.stroke_width(2))
+                    }))),
+                }
+                .transpose()
                 .map_err(err)?;
+            }
         }};
     }
-    if log_y {
-        body!(builder.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale()).map_err(err)?);
+    let x_axis = (x0..x1).log_scale().with_key_points(x_major).with_light_points(x_minor);
+    if axes.log_y {
+        let (y_major, y_minor) = log_ticks(y0, y1);
+        body!(builder.build_cartesian_2d(x_axis, (y0..y1).log_scale().with_key_points(y_major).with_light_points(y_minor)).map_err(err)?);
     } else {
-        body!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1).map_err(err)?);
+        body!(builder.build_cartesian_2d(x_axis, y0..y1).map_err(err)?);
     }
+    draw_legend(&legend_area, series)?;
     root.present().map_err(err)?;
+    Ok(())
+}
+
+/// The legend in its own panel: a sample of each series' line and marker, then its name.
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, series: &[Series]) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e}");
+    let font = ("sans-serif", 13).into_font();
+    let mut y = 44;
+    for s in series {
+        let (color, marker) = look(s);
+        if s.name.is_empty() {
+            continue; // drawn, but named by an earlier entry
+        }
+        let (style, (dash, gap)) = match s.kind {
+            Kind::Data { variant } if variant >= MARKERS.len() => (color.stroke_width(2), (9, 4)),
+            Kind::Data { .. } => (color.stroke_width(2), (30, 0)),
+            Kind::Fit => (color.stroke_width(2), (9, 6)),
+            Kind::Reference { pattern } => (GREY.stroke_width(1), DASHES[pattern % DASHES.len()]),
+        };
+        let mut a = 6;
+        while a < 36 {
+            area.draw(&PathElement::new(vec![(a, y), ((a + dash).min(36), y)], style)).map_err(err)?;
+            a += dash + gap.max(1);
+        }
+        if let Some(marker) = marker {
+            marker_at(area, marker, (21, y), color)?;
+        }
+        // long names wrap onto a second line
+        let mut lines = vec![String::new()];
+        for word in s.name.split(' ') {
+            let last = lines.last_mut().expect("one line at least");
+            if !last.is_empty() && last.len() + word.len() > 26 {
+                lines.push(word.to_string());
+            } else {
+                if !last.is_empty() {
+                    last.push(' ');
+                }
+                last.push_str(word);
+            }
+        }
+        for (k, line) in lines.iter().enumerate() {
+            area.draw(&Text::new(line.clone(), (44, y - 7 + 16 * k as i32), font.clone())).map_err(err)?;
+        }
+        y += 16 * lines.len() as i32 + 8;
+    }
     Ok(())
 }
 
@@ -167,17 +386,12 @@ fn tick(v: f64) -> String {
     if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
 }
 
-/// mean ± se of a record field per (d, series label, x); the label is the method, and the
-/// target too when the records hold more than one.
-fn grouped(records: &[Record], keep: impl Fn(&Record) -> bool, x: impl Fn(&Record) -> f64, y: impl Fn(&Record) -> Option<f64>) -> BTreeMap<(usize, String), Vec<(f64, f64, f64)>> {
-    let several_targets = records.iter().any(|r| r.trial.target != records[0].trial.target);
-    let label = |r: &Record| {
-        if several_targets { format!("{} on {}", r.trial.label.clone(), r.trial.target) } else { r.trial.label.clone() }
-    };
-    let mut acc: BTreeMap<(usize, String), BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
+/// mean ± se of a record field per (d, label, target, x).
+fn grouped(records: &[Record], keep: impl Fn(&Record) -> bool, x: impl Fn(&Record) -> f64, y: impl Fn(&Record) -> Option<f64>) -> BTreeMap<(usize, String, String), Vec<(f64, f64, f64)>> {
+    let mut acc: BTreeMap<(usize, String, String), BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
     for r in records.iter().filter(|r| r.status == "ok" && keep(r)) {
         if let Some(v) = y(r) {
-            acc.entry((r.trial.d, label(r))).or_default().entry(x(r).to_bits()).or_default().push(v);
+            acc.entry((r.trial.d, r.trial.label.clone(), r.trial.target.clone())).or_default().entry(x(r).to_bits()).or_default().push(v);
         }
     }
     acc.into_iter()
@@ -195,46 +409,161 @@ fn grouped(records: &[Record], keep: impl Fn(&Record) -> bool, x: impl Fn(&Recor
         .collect()
 }
 
+/// A horizontal reference line at `y` across `xs`' range.
+fn level(name: String, y: f64, xs: impl Iterator<Item = f64>, pattern: usize) -> Option<Series> {
+    let (lo, hi) = xs.fold((f64::INFINITY, 0f64), |(a, b), x| (a.min(x), b.max(x)));
+    (lo.is_finite() && hi > 0.0).then(|| Series { name, label: String::new(), points: vec![(lo / 1.1, y, 0.0), (hi * 1.1, y, 0.0)], kind: Kind::Reference { pattern } })
+}
+
 /// All figures of a results folder; returns the files written.
 pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
+    let targets: BTreeSet<&str> = records.iter().map(|r| r.trial.target.as_str()).collect();
+    let several_targets = targets.len() > 1;
+    let variant_of_target = |t: &str| targets.iter().position(|x| *x == t).unwrap_or(0);
+    let name = |label: &str, target: &str| if several_targets { format!("{label} on {target}") } else { label.to_string() };
+    const SE: &str = "(mean ± standard error over seeds)";
+
+    // error vs n, one figure per d, with eps
     let errors = grouped(records, |_| true, |r| r.trial.n as f64, |r| r.test_mse);
-    let dims: Vec<usize> = errors.keys().map(|k| k.0).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let dims: BTreeSet<usize> = errors.keys().map(|k| k.0).collect();
     for &d in &dims {
-        let series: Vec<Series> = errors
+        let mut series: Vec<Series> = errors
             .iter()
             .filter(|(k, _)| k.0 == d)
-            .map(|(k, pts)| Series { name: k.1.clone(), points: pts.clone(), fitted: false })
+            .map(|(k, pts)| Series { name: name(&k.1, &k.2), label: k.1.clone(), points: pts.clone(), kind: Kind::Data { variant: variant_of_target(&k.2) } })
             .collect();
-        files.extend(line_plot(&dir.join(format!("error_vs_n_d{d}")), &format!("test error vs n, d = {d}"), "n (training samples)", "test MSE / E[f*^2]", &series, true)?);
+        let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
+        series.extend(level(format!("eps = {} (defines n*)", report.eps), report.eps, xs.into_iter(), 0));
+        files.extend(line_plot(&dir.join(format!("error_vs_n_d{d}")), &format!("test error vs n, d = {d} {SE}"), "n (training samples)", "test MSE / E[f*^2]", &series, true)?);
     }
-    // n*(d) with fitted power laws
+
+    // n*(d) with fitted power laws and the theory's d^2 and d^p, anchored at the smallest d
     let mut nstar: Vec<Series> = Vec::new();
-    let mut by_method: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
-    let several_targets = report.n_star.iter().any(|r| r.target != report.n_star[0].target);
-    let name = |method: &str, target: &str| if several_targets { format!("{method} on {target}") } else { method.to_string() };
+    let mut by_method: BTreeMap<(String, String), Vec<(f64, f64, f64)>> = BTreeMap::new();
     for r in report.n_star.iter() {
         if let Some(v) = r.n_star {
-            by_method.entry(name(&r.method, &r.target)).or_default().push((r.d as f64, v, 0.0));
+            by_method.entry((r.method.clone(), r.target.clone())).or_default().push((r.d as f64, v, 0.0));
         }
     }
-    for (m, pts) in by_method {
-        if let Some(fit) = report.exponents.iter().find(|e| name(&e.method, &e.target) == m) {
+    for ((label, target), pts) in &by_method {
+        nstar.push(Series { name: name(label, target), label: label.clone(), points: pts.clone(), kind: Kind::Data { variant: variant_of_target(target) } });
+        if let Some(fit) = report.exponents.iter().find(|e| &e.method == label && &e.target == target) {
             let c = pts.iter().map(|p| p.1.ln() - fit.exponent * p.0.ln()).sum::<f64>() / pts.len() as f64;
-            let (a, b) = (pts.first().unwrap().0, pts.last().unwrap().0);
+            let (a, b) = (pts.first().expect("a reached d").0, pts.last().expect("a reached d").0);
             let line = (0..=20).map(|i| a * (b / a).powf(i as f64 / 20.0)).map(|d| (d, (c + fit.exponent * d.ln()).exp(), 0.0)).collect();
-            nstar.push(Series { name: format!("{m} fit: d^{:.2}", fit.exponent), points: line, fitted: true });
+            nstar.push(Series { name: format!("{} fit: d^{:.2}", name(label, target), fit.exponent), label: label.clone(), points: line, kind: Kind::Fit });
         }
-        nstar.push(Series { name: m, points: pts, fitted: false });
     }
-    files.extend(line_plot(&dir.join("nstar"), &format!("sample complexity n*(d) at eps = {}", report.eps), "d", "n*", &nstar, true)?);
-    // alignment vs n / d^2 (onestep): curves of different d should collapse
+    let all: Vec<(f64, f64)> = by_method.values().flatten().map(|p| (p.0, p.1)).collect();
+    if let (Some(d_min), Some(d_max)) = (all.iter().map(|p| p.0).reduce(f64::min), all.iter().map(|p| p.0).reduce(f64::max)) {
+        if d_max > d_min {
+            let anchor = all.iter().filter(|p| p.0 == d_min).map(|p| p.1).fold(f64::INFINITY, f64::min);
+            let ps: BTreeSet<usize> = records.iter().map(|r| r.trial.p).collect();
+            let mut guides = vec![(2.0, "d^2: theory, Algorithm 1".to_string())];
+            guides.extend(ps.iter().filter(|&&p| p > 2).map(|&p| (p as f64, format!("d^{p}: theory, kernels (p = {p})"))));
+            for (pattern, (k, text)) in guides.into_iter().enumerate() {
+                let line = (0..=20).map(|i| d_min * (d_max / d_min).powf(i as f64 / 20.0)).map(|d| (d, anchor * (d / d_min).powf(k), 0.0)).collect();
+                nstar.push(Series { name: text, label: String::new(), points: line, kind: Kind::Reference { pattern } });
+            }
+        }
+    }
+    let title = format!("sample complexity n*(d) at eps = {} (theory lines start at the lowest n* of the smallest d)", report.eps);
+    files.extend(line_plot(&dir.join("nstar"), &title, "d", "n* (interpolated in log n)", &nstar, true)?);
+
+    // local slopes of n*(d): each window at the geometric mean of its d, with its interval
+    let mut slopes: BTreeMap<(String, String), Vec<(f64, f64, f64)>> = BTreeMap::new();
+    for l in &report.local_slopes {
+        let centre = (l.dims.iter().map(|&d| (d as f64).ln()).sum::<f64>() / l.dims.len() as f64).exp();
+        let half = l.interval.map_or(0.0, |(lo, hi)| (hi - lo) / 2.0);
+        slopes.entry((l.method.clone(), l.target.clone())).or_default().push((centre, l.slope, half));
+    }
+    if !slopes.is_empty() {
+        let mut series: Vec<Series> = slopes
+            .iter()
+            .map(|((label, target), pts)| Series { name: name(label, target), label: label.clone(), points: pts.clone(), kind: Kind::Data { variant: variant_of_target(target) } })
+            .collect();
+        let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
+        let ps: BTreeSet<usize> = records.iter().map(|r| r.trial.p).collect();
+        series.extend(level("2: theory, Algorithm 1".into(), 2.0, xs.iter().copied(), 0));
+        for (pattern, p) in ps.into_iter().filter(|&p| p > 2).enumerate() {
+            series.extend(level(format!("{p}: theory, kernels (p = {p})"), p as f64, xs.iter().copied(), pattern + 1));
+        }
+        let title = format!("local slope of n*(d) over {SLOPE_WINDOW} consecutive d (bars: half the 95% bootstrap interval)");
+        files.extend(line_plot(&dir.join("nstar_local_slopes"), &title, "d (geometric mean of the window)", "k in n* ~ d^k", &series, false)?);
+    }
+
+    // alignment vs n / d^2 (onestep), one marker per d, with r/d at initialisation
     let align = grouped(records, |r| r.trial.method == "onestep", |r| r.trial.n as f64 / (r.trial.d * r.trial.d) as f64, |r| r.alignment);
-    let series: Vec<Series> = align.iter().map(|(k, pts)| Series { name: format!("{} d = {}", k.1, k.0), points: pts.clone(), fitted: false }).collect();
-    files.extend(line_plot(&dir.join("alignment_vs_n_over_d2"), "first-layer alignment vs n / d^2 (onestep)", "n / d^2", "||W P_U||^2 / ||W||^2", &series, false)?);
-    // transfer error vs n_target per d
-    let tr = grouped(records, |r| r.trial.method == "transfer", |r| r.trial.n as f64, |r| r.test_mse);
-    let series: Vec<Series> = tr.iter().map(|(k, pts)| Series { name: format!("{} d = {}", k.1, k.0), points: pts.clone(), fitted: false }).collect();
-    files.extend(line_plot(&dir.join("transfer_vs_n_target"), "transfer: target error vs n_target", "n_target", "test MSE / E[f*^2]", &series, true)?);
+    let align_dims: Vec<usize> = align.keys().map(|k| k.0).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut series: Vec<Series> = align
+        .iter()
+        .map(|(k, pts)| Series {
+            name: format!("{} d = {}", name(&k.1, &k.2), k.0),
+            label: k.1.clone(),
+            points: pts.clone(),
+            kind: Kind::Data { variant: align_dims.iter().position(|&d| d == k.0).unwrap_or(0) },
+        })
+        .collect();
+    let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
+    let mut levels: BTreeSet<(usize, usize)> = BTreeSet::new();
+    for r in records.iter().filter(|r| r.trial.method == "onestep") {
+        levels.insert((r.trial.r, r.trial.d));
+    }
+    let ratios: Vec<f64> = levels.iter().map(|&(r, d)| r as f64 / d as f64).collect();
+    for (k, &ratio) in ratios.iter().enumerate() {
+        let name = match (k, ratios.len()) {
+            (0, 1) => format!("r/d = {ratio:.3} at initialisation"),
+            (0, _) => format!("r/d at initialisation, one line per d ({:.3} to {:.3})", ratios.iter().copied().fold(f64::INFINITY, f64::min), ratios.iter().copied().fold(0.0, f64::max)),
+            _ => String::new(),
+        };
+        series.extend(level(name, ratio, xs.iter().copied(), 0));
+    }
+    files.extend(line_plot(&dir.join("alignment_vs_n_over_d2"), &format!("first-layer alignment vs n / d^2 (onestep) {SE}"), "n / d^2", "||W P_U||^2 / ||W||^2", &series, false)?);
+
+    // transfer: the target's error vs n_target, beside onestep learning the target from scratch
+    let transfer_dims: BTreeSet<usize> = records.iter().filter(|r| r.trial.method == "transfer").map(|r| r.trial.d).collect();
+    let tr = grouped(records, |r| transfer_dims.contains(&r.trial.d) && matches!(r.trial.method.as_str(), "transfer" | "onestep"), |r| r.trial.n as f64, |r| r.test_mse);
+    let tr_dims: Vec<usize> = transfer_dims.iter().copied().collect();
+    let series: Vec<Series> = tr
+        .iter()
+        .map(|(k, pts)| {
+            let what = if k.1.starts_with("transfer") { "" } else { " (from scratch)" };
+            Series { name: format!("{}{what} d = {}", name(&k.1, &k.2), k.0), label: k.1.clone(), points: pts.clone(), kind: Kind::Data { variant: tr_dims.iter().position(|&d| d == k.0).unwrap_or(0) } }
+        })
+        .collect();
+    if !transfer_dims.is_empty() {
+        files.extend(line_plot(&dir.join("transfer_vs_n_target"), &format!("transfer vs from scratch: target error vs n_target {SE}"), "n_target (target samples)", "test MSE / E[f*^2]", &series, true)?);
+    }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_methods_colour_is_a_function_of_its_label_alone() {
+        // the same label gives the same colour whatever else a figure holds, and in any order
+        assert_eq!(style_of("ntk"), style_of("ntk"));
+        assert_eq!(style_of("onestep").0, RGBColor(0, 114, 178));
+        assert_eq!(style_of("gd/mean-field/lr=0.05"), style_of("gd/mean-field/lr=0.05"));
+        // the method's axes shade its colour: same family, another shade
+        assert_ne!(style_of("gd/mean-field/lr=0.05").0, style_of("gd").0);
+        assert_eq!(style_of("gd/mean-field/lr=0.05").1, style_of("gd").1);
+        // every registered method has its own colour
+        let colours: BTreeSet<(u8, u8, u8)> = METHODS.iter().map(|(m, _, _)| style_of(m).0).map(|c| (c.0, c.1, c.2)).collect();
+        assert_eq!(colours.len(), METHODS.len());
+    }
+
+    #[test]
+    fn log_ticks_are_1_2_5_and_never_too_many() {
+        let (major, minor) = log_ticks(100.0, 9000.0);
+        assert_eq!(major, [100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]);
+        assert!(minor.contains(&300.0) && minor.contains(&9000.0) && !minor.contains(&200.0));
+        let (wide, _) = log_ticks(1e-3, 1e4);
+        assert_eq!(wide.len(), 8); // 1e-3 .. 1e4, one label a decade
+        let (narrow, _) = log_ticks(120.0, 180.0);
+        assert!(narrow.len() >= 2, "{narrow:?}");
+    }
 }
