@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Regenerates the figures shown in README.md from the CPU-sized paper configs:
 # runs each into runs/paper-cpu/NAME (resuming if interrupted) and copies its PNGs into
-# docs/figures/NAME/. About 10-20 minutes per config on 2 CPU cores.
+# docs/figures/NAME/. Wall times on 2 CPU cores are in docs/figures/README.md.
 #
-#   scripts/figures.sh [scaling-cpu transfer-cpu negative-control-cpu]
+#   scripts/figures.sh [scaling-cpu transfer-cpu negative-control-cpu scaling-onestep-cpu]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p featlearn-cli
+# the whole workspace: selecting one package changes the shared dependencies' features
+cargo build --release --workspace
 bin=${CARGO_TARGET_DIR:-target}/release/featlearn
-names=${*:-scaling-cpu transfer-cpu negative-control-cpu}
+names=${*:-scaling-cpu transfer-cpu negative-control-cpu scaling-onestep-cpu}
 for name in $names; do
   out=runs/paper-cpu/$name
   "$bin" run "configs/paper/$name.toml" --out "$out"

@@ -10,7 +10,7 @@ use featlearn::kernels::Kernel;
 use featlearn::data::{sample_rows, Split};
 use featlearn::target::Target;
 use featlearn_lab::config::Config;
-use featlearn_lab::files::write_atomic;
+use featlearn_lab::files::{write_atomic, FolderLock};
 use featlearn_lab::export::{read_npy_matrix, write_gram_npy, write_npy};
 use featlearn::BackendKind;
 use featlearn_lab::bench::{bench, Sizes};
@@ -174,8 +174,9 @@ enum Command {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
-    /// Sample complexity n*(d), fitted exponents with bootstrap intervals, report.md,
-    /// report.json and the figures (SVG and PNG) of a results folder.
+    /// Sample complexity n*(d), fitted exponents and local slopes with bootstrap intervals,
+    /// report.md, report.json and the figures (SVG and PNG) of a results folder (refused while
+    /// a run or merge writes the folder).
     Report {
         dir: PathBuf,
         /// Error threshold for n* (default: the folder's report.eps).
@@ -316,6 +317,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Report { dir, eps } => {
             let cfg = Config::load(&dir.join("config.toml"), &[])?;
+            // report writes into the folder too: not beside a run or a merge that is writing it
+            let _lock = FolderLock::take(&dir, "report")?;
             let records = read_results(&dir.join("results.jsonl"))?;
             if records.is_empty() {
                 bail!("{} has no finished trials", dir.display());

@@ -186,7 +186,8 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
             Ok(())
         })?;
         let f = (gn as f64).powi(3) / 3.0 + 2.0 * (gn as f64).powi(2);
-        push("cholesky_solve", format!("n={gn} tile={tile}, in place over the Gram's tiles"), t, 1.0, "solves/s", Some(f), roof, repeats);
+        let how = if c.factors_on_host() { "one host factorisation in place (faer)" } else { "in place over the Gram's tiles" };
+        push("cholesky_solve", format!("n={gn} tile={tile}, {how}"), t, 1.0, "solves/s", Some(f), roof, repeats);
     }
     if wanted("pcg_krr") {
         let val = sample(c, &gt, 0, Split::Val, 500)?;

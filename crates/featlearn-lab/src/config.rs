@@ -65,6 +65,9 @@ pub struct TaskConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     pub n: Axis<usize>,
+    /// When non-empty, the n axis is ceil(c d^2) for each c here at each d, instead of `n`: a
+    /// grid that follows the d^2 the theory predicts, so that every d reaches its n*.
+    pub n_per_d2: Vec<f64>,
     pub n_val: usize,
     pub n_test: usize,
     /// Fit the second layer of `onestep` on a fresh sample of n instead of reusing the first.
@@ -291,7 +294,7 @@ impl Default for TaskConfig {
 }
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { n: Axis::One(1000), n_val: 1000, n_test: 5000, fresh_split: false, chunk: 65_536 }
+        DataConfig { n: Axis::One(1000), n_per_d2: Vec::new(), n_val: 1000, n_test: 5000, fresh_split: false, chunk: 65_536 }
     }
 }
 impl Default for MethodsConfig {
@@ -463,11 +466,12 @@ impl Config {
     pub fn trials(&self) -> Result<Vec<Trial>> {
         let t = &self.task;
         let (targets, ds, rs, ps, noises) = (t.target.values(), t.d.values(), t.r.values(), t.p.values(), t.noise.values());
-        let (ms, ns, seeds) = (self.net.m.values(), self.data.n.values(), self.seeds());
+        let (ms, seeds) = (self.net.m.values(), self.seeds());
         let methods = self.methods()?;
         let mut out = Vec::new();
-        for ix in product(&[targets.len(), ds.len(), rs.len(), ps.len(), noises.len(), ms.len(), ns.len()]) {
+        for ix in product(&[targets.len(), ds.len(), rs.len(), ps.len(), noises.len(), ms.len(), self.n_values(1).len()]) {
             let d = ds[ix[1]];
+            let ns = self.n_values(d);
             for (name, method) in &methods {
                 for point in method.points(d) {
                     for &seed in &seeds {
@@ -489,6 +493,14 @@ impl Config {
             }
         }
         Ok(out)
+    }
+
+    /// The n axis at dimension d: `data.n`, or ceil(c d^2) for each c of `data.n_per_d2`.
+    pub fn n_values(&self, d: usize) -> Vec<usize> {
+        match self.data.n_per_d2.as_slice() {
+            [] => self.data.n.values(),
+            per => per.iter().map(|c| (c * (d * d) as f64).ceil() as usize).collect(),
+        }
     }
 
     /// The target specification of a trial.
@@ -614,6 +626,9 @@ impl Config {
             if n == 0 {
                 bail!("key `data.n`: n must be positive");
             }
+        }
+        if self.data.n_per_d2.iter().any(|c| !(*c > 0.0 && c.is_finite())) {
+            bail!("key `data.n_per_d2`: every multiple of d^2 must be positive and finite");
         }
         if self.data.n_val == 0 {
             bail!("key `data.n_val`: the validation split chooses the ridge and must be non-empty");
@@ -797,6 +812,15 @@ mod tests {
         let per = per.trials().unwrap();
         let sizes: Vec<(usize, u64, &str)> = per.iter().filter(|t| t.seed == 0).map(|t| (t.d, t.options["n_source"].as_u64().unwrap(), t.label.as_str())).collect();
         assert_eq!(sizes, [(8, 32, "transfer/n_source=0.5d^2"), (12, 72, "transfer/n_source=0.5d^2")]);
+    }
+
+    #[test]
+    fn an_n_grid_in_multiples_of_d_squared_follows_d() {
+        let c = Config::from_toml("[task]\nd = [8, 20]\n[data]\nn_per_d2 = [0.5, 2.0]\n[methods]\nlist = [\"onestep\"]\n[run]\nseeds = 1\n", &[]).unwrap();
+        let dn: Vec<(usize, usize)> = c.trials().unwrap().iter().map(|t| (t.d, t.n)).collect();
+        assert_eq!(dn, [(8, 32), (8, 128), (20, 200), (20, 800)]);
+        let e = Config::from_toml("[data]\nn_per_d2 = [1.0, -2.0]\n", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("data.n_per_d2"));
     }
 
     #[test]

@@ -355,7 +355,9 @@ enum Op {
 /// The product a b (a: m x k, b: k x n). On ndarray, a product of at least 2^22 multiply-adds
 /// runs through faer's gemm on the host buffers: every core and the CPU's widest SIMD kernels
 /// (AVX-512 where present), where matrixmultiply stops at 4 threads and narrower kernels
-/// (BENCHMARKS.md). On the GPU backends, and for small products, it is burn's matmul.
+/// (BENCHMARKS.md), in the `blas` build too (burn-ndarray's OpenBLAS path was slower on the
+/// transposed operands of the first step). On the GPU backends, and for small products, it is
+/// burn's matmul.
 pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     product(a, Op::N, b, Op::N)
 }
