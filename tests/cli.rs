@@ -716,4 +716,14 @@ fn every_figure_of_quick_and_of_a_paper_config_is_a_whole_svg_and_png() {
             assert_eq!(png_size(&out.join(format!("{stem}.png"))), (960, 560), "{config}: {stem}.png");
         }
     }
+    // onestep's colour is the same in both runs, whose method lists differ (onestep, rf against
+    // transfer, onestep, ntk); each other method has its own
+    let strokes = |k: usize| std::fs::read_to_string(dir.join(format!("run{k}/error_vs_n_d16.svg"))).unwrap();
+    let (quick, transfer) = (strokes(0), strokes(1));
+    for (svg, colours) in [(&quick, ["#0072B2", "#E69F00"]), (&transfer, ["#0072B2", "#D55E00"])] {
+        for c in colours {
+            assert!(svg.contains(&format!("stroke=\"{c}\"")), "no stroke {c}");
+        }
+    }
+    assert!(!quick.contains("stroke=\"#D55E00\"") && !transfer.contains("stroke=\"#E69F00\""));
 }
