@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 
-use crate::compute::{matmul, matmul_tn, scalar, to_host, BackendKind, Compute};
+use crate::compute::{matmul, matmul_tn, scalar, to_host, Compute};
 use crate::host;
 use crate::data::Dataset;
 use crate::linalg::{conjugate_gradient, largest_eigenvalue, Cholesky, Spectral};
@@ -280,8 +280,9 @@ fn ridge_head_on_host(
 
 /// Solves min_a (1/2n) ||Phi a - y||^2 + (lambda/2) ||a||^2 for each lambda of the grid and keeps
 /// the one with the smallest validation MSE ||Phi_val a - y_val||^2 / n_val. On ndarray the
-/// direct and eigen solvers run on the host ([`ridge_head_on_host`]); on a GPU the m x m system
-/// is tiled under the device's largest buffer.
+/// direct and eigen solvers run on the host ([`ridge_head_on_host`]; a buffer limit keeps the
+/// tiles, [`Compute::factors_on_host`]); on a GPU the m x m system is tiled under the device's
+/// largest buffer.
 pub fn ridge_head(
     c: &Compute,
     phi: &Tensor<2>,
@@ -297,7 +298,7 @@ pub fn ridge_head(
         return Err(Error::Invalid("the ridge grid is empty".into()));
     }
     let rhs = phi.clone().transpose().matmul(y.clone().reshape([n, 1])) / n as f64; // m x 1
-    if c.backend == BackendKind::NdArray && matches!(solver, HeadSolver::Direct | HeadSolver::Eigen) {
+    if c.factors_on_host() && matches!(solver, HeadSolver::Direct | HeadSolver::Eigen) {
         return ridge_head_on_host(c, phi, &rhs, phi_val, y_val, lambdas, solver);
     }
     let rhs_norm = scalar(rhs.clone().powi_scalar(2).sum())?.sqrt().max(1e-300);
