@@ -213,7 +213,25 @@ enum Command {
     Devices,
 }
 
+/// A closed stdout (`featlearn run ... | head`) ends the process quietly, as it does other Unix
+/// tools, instead of a panic with a backtrace on the next print: Rust ignores SIGPIPE by
+/// default, this restores the default action.
+#[cfg(unix)]
+fn end_quietly_on_a_closed_pipe() {
+    extern "C" {
+        fn signal(signum: std::ffi::c_int, handler: usize) -> usize;
+    }
+    const SIGPIPE: std::ffi::c_int = 13;
+    const SIG_DFL: usize = 0;
+    // SAFETY: setting a signal's disposition to the default before any other thread runs.
+    unsafe {
+        signal(SIGPIPE, SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    end_quietly_on_a_closed_pipe();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     malloc::keep_freed_memory();
     #[cfg(all(feature = "blas", target_os = "linux", target_arch = "x86_64"))]

@@ -559,7 +559,7 @@ impl Config {
             "gd" => HeadSolver::Gd { steps: r.gd_steps, lr: if r.gd_lr > 0.0 { Some(r.gd_lr) } else { None } },
             other => bail!("key `ridge.solver`: '{other}' (expected direct, eigen, cg or gd)"),
         };
-        Ok(HeadOptions { bias_scale: self.net.bias_scale, lambdas: r.lambdas.values(), solver })
+        Ok(HeadOptions { bias_scale: self.net.bias_scale, lambdas: r.lambdas.values(), solver, validate_linear: true })
     }
 
     /// Checks every value that could make a trial fail before any work starts.

@@ -250,7 +250,7 @@ where
     let (y0, y1) = axes.y;
     let (x_major, x_minor) = log_ticks(x0, x1);
     let mut builder = ChartBuilder::on(&plot_area);
-    builder.caption(axes.title, ("sans-serif", 20)).margin(12).x_label_area_size(46).y_label_area_size(66);
+    builder.caption(axes.title, ("sans-serif", 17)).margin(12).x_label_area_size(46).y_label_area_size(66);
     macro_rules! body {
         ($chart:expr) => {{
             let mut chart = $chart;
@@ -422,7 +422,7 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
     let several_targets = targets.len() > 1;
     let variant_of_target = |t: &str| targets.iter().position(|x| *x == t).unwrap_or(0);
     let name = |label: &str, target: &str| if several_targets { format!("{label} on {target}") } else { label.to_string() };
-    const SE: &str = "(mean ± standard error over seeds)";
+    const SE: &str = "(mean ± s.e. over seeds)";
 
     // error vs n, one figure per d, with eps
     let errors = grouped(records, |_| true, |r| r.trial.n as f64, |r| r.test_mse);
@@ -468,7 +468,7 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
             }
         }
     }
-    let title = format!("sample complexity n*(d) at eps = {} (theory lines start at the lowest n* of the smallest d)", report.eps);
+    let title = format!("n*(d) at eps = {} (theory lines from the lowest n* at the smallest d)", report.eps);
     files.extend(line_plot(&dir.join("nstar"), &title, "d", "n* (interpolated in log n)", &nstar, true)?);
 
     // local slopes of n*(d): each window at the geometric mean of its d, with its interval
@@ -489,20 +489,21 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
         for (pattern, p) in ps.into_iter().filter(|&p| p > 2).enumerate() {
             series.extend(level(format!("{p}: theory, kernels (p = {p})"), p as f64, xs.iter().copied(), pattern + 1));
         }
-        let title = format!("local slope of n*(d) over {SLOPE_WINDOW} consecutive d (bars: half the 95% bootstrap interval)");
+        let title = format!("local slope of n*(d) over {SLOPE_WINDOW} consecutive d (bars: ± half the 95% bootstrap width)");
         files.extend(line_plot(&dir.join("nstar_local_slopes"), &title, "d (geometric mean of the window)", "k in n* ~ d^k", &series, false)?);
     }
 
     // alignment vs n / d^2 (onestep), one marker per d, with r/d at initialisation
     let align = grouped(records, |r| r.trial.method == "onestep", |r| r.trial.n as f64 / (r.trial.d * r.trial.d) as f64, |r| r.alignment);
-    let align_dims: Vec<usize> = align.keys().map(|k| k.0).collect::<BTreeSet<_>>().into_iter().collect();
+    // one marker per (target, d): both tell the curves apart here
+    let align_keys: Vec<(String, usize)> = align.keys().map(|k| (k.2.clone(), k.0)).collect::<BTreeSet<_>>().into_iter().collect();
     let mut series: Vec<Series> = align
         .iter()
         .map(|(k, pts)| Series {
             name: format!("{} d = {}", name(&k.1, &k.2), k.0),
             label: k.1.clone(),
             points: pts.clone(),
-            kind: Kind::Data { variant: align_dims.iter().position(|&d| d == k.0).unwrap_or(0) },
+            kind: Kind::Data { variant: align_keys.iter().position(|x| x.0 == k.2 && x.1 == k.0).unwrap_or(0) },
         })
         .collect();
     let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
@@ -519,7 +520,7 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
         };
         series.extend(level(name, ratio, xs.iter().copied(), 0));
     }
-    files.extend(line_plot(&dir.join("alignment_vs_n_over_d2"), &format!("first-layer alignment vs n / d^2 (onestep) {SE}"), "n / d^2", "||W P_U||^2 / ||W||^2", &series, false)?);
+    files.extend(line_plot(&dir.join("alignment_vs_n_over_d2"), &format!("alignment of W vs n / d^2, onestep {SE}"), "n / d^2", "||W P_U||^2 / ||W||^2", &series, false)?);
 
     // transfer: the target's error vs n_target, beside onestep learning the target from scratch
     let transfer_dims: BTreeSet<usize> = records.iter().filter(|r| r.trial.method == "transfer").map(|r| r.trial.d).collect();
@@ -533,7 +534,7 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
         })
         .collect();
     if !transfer_dims.is_empty() {
-        files.extend(line_plot(&dir.join("transfer_vs_n_target"), &format!("transfer vs from scratch: target error vs n_target {SE}"), "n_target (target samples)", "test MSE / E[f*^2]", &series, true)?);
+        files.extend(line_plot(&dir.join("transfer_vs_n_target"), &format!("transfer vs from scratch: error vs n_target {SE}"), "n_target (target samples)", "test MSE / E[f*^2]", &series, true)?);
     }
     Ok(files)
 }

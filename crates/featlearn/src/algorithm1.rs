@@ -155,6 +155,9 @@ pub struct HeadOptions {
     /// Ridge grid for lambda_2, chosen on the validation split.
     pub lambdas: Vec<f64>,
     pub solver: HeadSolver,
+    /// Keep only the linear terms the validation split favours ([`LinearPart::validated`]);
+    /// false adds back the whole alpha + beta . x, as the authors' script does.
+    pub validate_linear: bool,
 }
 
 /// Step 2: W1 = W0 - eta (grad_W L(theta0) + W0 / eta) = -eta grad_W L(theta0), with y the
@@ -220,10 +223,14 @@ pub fn fit_random_features(c: &Compute, net0: &TwoLayer, train: &Dataset, val: &
 }
 
 /// Step 4 on a fixed first layer: fits alpha, beta on `train` and keeps the terms validation
-/// favours ([`LinearPart::validated`]), then a by ridge regression of the residual on
+/// favours ([`LinearPart::validated`], unless `opts.validate_linear` is off), then a by ridge
+/// regression of the residual on
 /// phi(x) = relu(W x + b), lambda chosen by validation MSE.
 pub fn fit_head(c: &Compute, net: TwoLayer, train: &Dataset, val: &Dataset, opts: &HeadOptions) -> Result<(Predictor, HeadFit), Error> {
-    let linear = LinearPart::fit(&train.x, &train.y).validated(&val.x, &val.y)?;
+    let linear = match opts.validate_linear {
+        true => LinearPart::fit(&train.x, &train.y).validated(&val.x, &val.y)?,
+        false => LinearPart::fit(&train.x, &train.y),
+    };
     let y = linear.residual(&train.x, &train.y);
     let y_val = linear.residual(&val.x, &val.y);
     let phi = net.features(train.x.clone());

@@ -292,7 +292,7 @@ fn small_fit(c: &Compute, method: &str) -> f64 {
     let val = sample(c, &t, 1, Split::Val, 300).unwrap();
     let test = sample(c, &t, 1, Split::Test, 1000).unwrap();
     let net = TwoLayer::symmetric_init(c, d, m, WInit::Sphere, 1.0, 1).unwrap();
-    let opts = HeadOptions { bias_scale: 1.0, lambdas: vec![1e-3, 1e-2, 1e-1], solver: HeadSolver::Direct };
+    let opts = HeadOptions { bias_scale: 1.0, lambdas: vec![1e-3, 1e-2, 1e-1], solver: HeadSolver::Direct, validate_linear: true };
     let fit = match method {
         "onestep" => fit_onestep(c, &net, &train, &train, &val, Eta::Auto, &opts, 1).unwrap(),
         _ => fit_random_features(c, &net, &train, &val, &opts, 1).unwrap(),
@@ -319,7 +319,7 @@ fn onestep_learns_the_subspace_and_beats_random_features() {
     let val = sample(&c, &t, 0, Split::Val, 1000).unwrap();
     let test = sample(&c, &t, 0, Split::Test, 5000).unwrap();
     let net = TwoLayer::symmetric_init(&c, d, m, WInit::Sphere, 1.0, 0).unwrap();
-    let opts = HeadOptions { bias_scale: 1.0, lambdas: vec![1e-4, 1e-3, 1e-2, 1e-1, 1.0], solver: HeadSolver::Direct };
+    let opts = HeadOptions { bias_scale: 1.0, lambdas: vec![1e-4, 1e-3, 1e-2, 1e-1, 1.0], solver: HeadSolver::Direct, validate_linear: true };
     let one = fit_onestep(&c, &net, &train, &train, &val, Eta::Auto, &opts, 0).unwrap();
     let rf = fit_random_features(&c, &net, &train, &val, &opts, 0).unwrap();
     let mse_one = normalized_mse(one.predictor.predict(&test.x), test.y.clone(), &t).unwrap();

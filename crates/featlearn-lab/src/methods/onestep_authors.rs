@@ -1,8 +1,10 @@
 //! `onestep-authors`: Algorithm 1 as the authors' published script runs it (docs/science.md,
-//! section 3, "The authors' script"). Two things differ from `onestep`:
+//! section 3, "The authors' script"). Three things differ from `onestep`:
 //! - the biases are drawn at initialisation, b_j ~ N(0, bias_scale^2) and mirrored like w and a
 //!   (b_{j+m/2} = b_j, so f = 0 still), and the first-step gradient is taken at these biases;
-//! - the biases are kept after the step: the head is fitted on relu(W1 x + b0), no fresh draw.
+//! - the biases are kept after the step: the head is fitted on relu(W1 x + b0), no fresh draw;
+//! - the whole linear part alpha + beta . x is added back, as the script does, rather than the
+//!   terms the validation split favours.
 //!
 //! The script's other choices are config values: `net.w_init = "gaussian"` (w_j ~ N(0, I/d)),
 //! `onestep.eta = "auto"` (W1 = -grad / RMS row norm of grad), and the dense ridge grid
@@ -35,7 +37,8 @@ impl OneStepAuthors {
             w_init: config.w_init(),
             a_scale: config.net.a_scale,
             bias_scale: config.net.bias_scale,
-            head: config.head_options()?,
+            // the script adds back the whole linear part C0 + C1 . x, whatever validation says
+            head: HeadOptions { validate_linear: false, ..config.head_options()? },
         }))
     }
 
