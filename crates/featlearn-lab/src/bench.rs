@@ -182,7 +182,7 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
         let rhs = gdata.y.clone().reshape([gn, 1]);
         let t = time_it(c, repeats, || {
             let chol = Cholesky::factor(c, sys.clone())?;
-            to_host(chol.solve(rhs.clone()).slice([0..1, 0..1]))?;
+            to_host(chol.solve(rhs.clone())?.slice([0..1, 0..1]))?;
             Ok(())
         })?;
         let f = (gn as f64).powi(3) / 3.0 + 2.0 * (gn as f64).powi(2);

@@ -352,7 +352,7 @@ pub fn ridge_head(
             HeadSolver::Direct | HeadSolver::Eigen => {
                 let g = gram.clone().expect("the direct solver builds the Gram").shift_diagonal(lambda);
                 match Cholesky::factor(c, g) {
-                    Ok(chol) => (chol.solve(rhs.clone()), 0),
+                    Ok(chol) => (chol.solve(rhs.clone())?, 0),
                     // positive definite in exact arithmetic; skip a lambda that rounding breaks
                     Err(Error::NotPositiveDefinite { .. }) => continue,
                     Err(e) => return Err(e),

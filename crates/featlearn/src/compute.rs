@@ -382,22 +382,24 @@ fn product(a: Tensor<2>, op_a: Op, b: Tensor<2>, op_b: Op) -> Tensor<2> {
     if !host || m.saturating_mul(k).saturating_mul(n) < HOST_GEMM_MIN {
         return orient(a, op_a).matmul(orient(b, op_b));
     }
-    let device = a.device();
-    let (ad, bd) = (owned_data(a), owned_data(b));
+    let (ad, bd) = match (owned_data(a.clone()), owned_data(b.clone())) {
+        (Ok(ad), Ok(bd)) => (ad, bd),
+        // a failed read leaves the product to burn, whose result reports the failure when read
+        _ => return orient(a, op_a).matmul(orient(b, op_b)),
+    };
     let out = match dtype {
         DType::F32 => host_gemm::<f32>(&ad, da, op_a, &bd, db, op_b),
         _ => host_gemm::<f64>(&ad, da, op_a, &bd, db, op_b),
     };
-    Tensor::from_data(out, (&device, dtype))
+    Tensor::from_data(out, (&a.device(), dtype))
 }
 
 /// An ndarray tensor's values, row-major. burn-ndarray hands over a uniquely held contiguous
 /// buffer without a copy but copies a shared or strided one element by element through dynamic
 /// indices (about 20 ns a value); a scalar multiply by 1 first gives a fresh contiguous buffer in
-/// one vectorised pass.
-pub(crate) fn owned_data<const D: usize>(t: Tensor<D>) -> TensorData {
-    // ndarray's buffers are host memory: reading them cannot fail
-    (t * 1.0).into_data()
+/// one vectorised pass. Read through [`read_data`], so a failure is an [`Error::Device`].
+pub(crate) fn owned_data<const D: usize>(t: Tensor<D>) -> Result<TensorData, Error> {
+    read_data(t * 1.0)
 }
 
 fn host_gemm<T: faer::traits::ComplexField + burn::tensor::Element + Copy>(

@@ -188,7 +188,7 @@ impl Nystrom {
                 parts.push(vp);
                 start = rows.end;
             }
-            let s = inner.solve(ctv.expect("n >= 1"));
+            let s = inner.solve(ctv.expect("n >= 1"))?;
             let out: Vec<Tensor<2>> = parts.into_iter().zip(&self.panels).map(|(vp, p)| (vp - p.clone().matmul(s.clone())) / mu).collect();
             Ok(Tensor::cat(out, 0))
         })
@@ -271,7 +271,7 @@ pub fn fit_krr(c: &Compute, kernel: &Kernel, train: &Dataset, val: &Dataset, opt
             let mu = n as f64 * lambda;
             let (alpha, iterations) = match (&stored, &nystrom) {
                 (Some(gram), None) => match Cholesky::factor(c, gram.clone().shift_diagonal(mu)) {
-                    Ok(chol) => (chol.solve(y.clone()), 0),
+                    Ok(chol) => (chol.solve(y.clone())?, 0),
                     // K + n lambda I is positive definite in exact arithmetic; a tiny lambda can
                     // lose that in rounding: skip that lambda, keep the rest of the grid.
                     Err(Error::NotPositiveDefinite { .. }) => continue,

@@ -112,18 +112,19 @@ impl Cholesky {
     /// L^T X = Z, a tile row at a time:
     ///   z_i = L_ii^{-1} (b_i - sum_{j<i} L_ij z_j),   x_i = L_ii^{-T} (z_i - sum_{j>i} L_ji^T x_j);
     /// the transposed products are formed as (x_j^T L_ji)^T: row-major tiles read row by row.
-    /// With a host factor: faer's triangular solves on a host copy of B.
-    pub fn solve(&self, b: Tensor<2>) -> Tensor<2> {
+    /// With a host factor: faer's triangular solves on a host copy of B (reading B is the one
+    /// step that can fail).
+    pub fn solve(&self, b: Tensor<2>) -> Result<Tensor<2>, Error> {
         let (l, diag_inv) = match &self.factor {
             Factor::Tiles { l, diag_inv } => (l, diag_inv),
             Factor::Host { l, c, .. } => {
                 let [n, k] = b.dims();
-                let data = owned_data(b);
+                let data = owned_data(b)?;
                 let out = match l {
                     HostLlt::F32(f) => solve_on_host(f, &data, n, k),
                     HostLlt::F64(f) => solve_on_host(f, &data, n, k),
                 };
-                return Tensor::from_data(out, (&c.device, c.dtype()));
+                return Ok(Tensor::from_data(out, (&c.device, c.dtype())));
             }
         };
         let (count, k) = (l.count(), b.dims()[1]);
@@ -145,10 +146,10 @@ impl Cholesky {
             x.push(r.transpose().matmul(diag_inv[i].clone()).transpose());
         }
         x.reverse();
-        match x.len() {
+        Ok(match x.len() {
             0 => b,
             _ => Tensor::cat(x, 0),
-        }
+        })
     }
 }
 
@@ -162,7 +163,7 @@ fn lower_on_host<T: ComplexField + Element + Copy>(a: SymTiles) -> Result<Mat<T>
     let mut tiles = tiles.into_iter();
     for i in 0..rows.len() {
         for j in 0..=i {
-            let data = owned_data(tiles.next().expect("one tile per (i, j), j <= i"));
+            let data = owned_data(tiles.next().expect("one tile per (i, j), j <= i"))?;
             let values = data.as_slice::<T>().map_err(|e| Error::Device(format!("reading a tile: {e:?}")))?;
             let (ri, rj) = (&rows[i], &rows[j]);
             for (a_row, r) in ri.clone().enumerate() {
@@ -183,9 +184,7 @@ fn lower_values<T: ComplexField + Copy + Into<f64>>(l: faer::MatRef<'_, T>) -> (
 
 /// X = A^{-1} B for the factor L of A: L Z = B, then L^T X = Z, on a row-major copy of B.
 fn solve_on_host<T: ComplexField + Element + Copy>(l: &Mat<T>, b: &TensorData, n: usize, k: usize) -> TensorData {
-    let values = b.as_slice::<T>().expect("the right-hand side has the factor's dtype");
-    let mut x = vec![T::zero_impl(); n * k];
-    x.copy_from_slice(values);
+    let mut x = b.as_slice::<T>().expect("the right-hand side has the factor's dtype").to_vec();
     host::cholesky_solve_in_place(l, faer::MatMut::from_row_major_slice_mut(&mut x, n, k));
     TensorData::new(x, [n, k])
 }

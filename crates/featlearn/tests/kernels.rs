@@ -254,7 +254,7 @@ fn tiled_kernel_ridge_equals_untiled_under_a_small_buffer_limit() {
         let mu = n as f64 * 1e-2;
         let chol_whole = Cholesky::factor(&base, SymTiles::from_dense(k_dense, n).shift_diagonal(mu)).unwrap();
         let l_whole = chol_whole.factor_tiles().to_host().unwrap();
-        let alpha_whole = to_host(chol_whole.solve(y.clone())).unwrap();
+        let alpha_whole = to_host(chol_whole.solve(y.clone()).unwrap()).unwrap();
         let fit_whole = |solver| {
             let (model, _) = fit_krr(&base, &kernel, &train, &val, &opts(solver)).unwrap();
             (to_host(model.alpha.clone()).unwrap(), to_host(model.predict(&test.x).unwrap()).unwrap())
@@ -269,7 +269,7 @@ fn tiled_kernel_ridge_equals_untiled_under_a_small_buffer_limit() {
             let chol = Cholesky::factor(&c, g.shift_diagonal(mu)).unwrap();
             // to_host mirrors L's lower triangle into the upper one, the same for both
             assert!(rel(&chol.factor_tiles().to_host().unwrap(), &l_whole) <= tol, "{label} tile {tile}: factor");
-            assert!(rel(&to_host(chol.solve(y.clone())).unwrap(), &alpha_whole) <= tol, "{label} tile {tile}: solve");
+            assert!(rel(&to_host(chol.solve(y.clone()).unwrap()).unwrap(), &alpha_whole) <= tol, "{label} tile {tile}: solve");
             for solver in [KrrSolver::Cholesky, KrrSolver::Pcg] {
                 let (alpha_ref, pred_ref) = fit_whole(solver);
                 // PCG on the stored tiled Gram, and (a budget of a few tiles) on tiles recomputed per matvec

@@ -231,7 +231,7 @@ fn tiled_cholesky_reproduces_and_solves() {
         let l = c.matrix(&l, n, n);
         let err = scalar((l.clone().matmul(l.transpose()) - a.clone()).abs().max()).unwrap();
         assert!(err < 1e-12, "tile {tile}: ||LL^T - A||_max = {err}");
-        let x = chol.solve(b.clone());
+        let x = chol.solve(b.clone()).unwrap();
         let resid = scalar((a.clone().matmul(x) - b.clone()).abs().max()).unwrap();
         assert!(resid < 1e-11, "tile {tile}: residual {resid}");
     }
@@ -254,7 +254,7 @@ fn conjugate_gradient_matches_cholesky() {
     let n = 60;
     let a = spd_matrix(&c, n, 3);
     let b = c.matrix(&featlearn::rng::normal_rows(4, featlearn::rng::Stream::ValX, 0, n, 2), n, 2);
-    let direct = Cholesky::factor(&c, SymTiles::from_dense(a.clone(), 16)).unwrap().solve(b.clone());
+    let direct = Cholesky::factor(&c, SymTiles::from_dense(a.clone(), 16)).unwrap().solve(b.clone()).unwrap();
     let sol = conjugate_gradient(|v| Ok(a.clone().matmul(v)), None, b.clone(), None, 1e-12, 500, 5).unwrap();
     assert!(sol.relative_residual <= 1e-12);
     let rel = scalar((sol.x - direct.clone()).powi_scalar(2).sum()).unwrap().sqrt() / scalar(direct.powi_scalar(2).sum()).unwrap().sqrt();
