@@ -34,14 +34,34 @@ pub enum HeadSolver {
     Gd { steps: usize, lr: Option<f64> },
 }
 
+/// Which terms of the linear part a predictor keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearTerms {
+    /// alpha + beta . x
+    Affine,
+    /// alpha alone
+    Constant,
+    None,
+}
+
+impl LinearTerms {
+    pub fn name(self) -> &'static str {
+        match self {
+            LinearTerms::Affine => "affine",
+            LinearTerms::Constant => "constant",
+            LinearTerms::None => "none",
+        }
+    }
+}
+
 /// The constant and linear part removed before training: alpha = mean(y), beta = mean(y_i x_i).
 #[derive(Clone, Debug)]
 pub struct LinearPart {
     pub alpha: Tensor<1>,
     /// d x 1
     pub beta: Tensor<2>,
-    /// Which of its terms are kept: "affine" (alpha + beta . x), "constant" (alpha) or "none".
-    pub kept: &'static str,
+    /// Which of its terms are kept (the others are zero).
+    pub kept: LinearTerms,
 }
 
 impl LinearPart {
@@ -49,7 +69,7 @@ impl LinearPart {
         let [n, _] = x.dims();
         let alpha = y.clone().mean();
         let beta = x.clone().transpose().matmul(y.clone().reshape([n, 1])) / n as f64;
-        LinearPart { alpha, beta, kept: "affine" }
+        LinearPart { alpha, beta, kept: LinearTerms::Affine }
     }
 
     /// The same part with only the terms that predict the validation labels best: alpha + beta . x,
@@ -61,23 +81,21 @@ impl LinearPart {
         let beta_x = x_val.clone().matmul(self.beta.clone()).reshape([n_val]);
         let alpha = self.alpha.clone().reshape([1]);
         let candidates = [
-            ("affine", y_val.clone() - beta_x - alpha.clone()),
-            ("constant", y_val.clone() - alpha),
-            ("none", y_val.clone()),
+            (LinearTerms::Affine, y_val.clone() - beta_x - alpha.clone()),
+            (LinearTerms::Constant, y_val.clone() - alpha),
+            (LinearTerms::None, y_val.clone()),
         ];
-        let mut best = ("affine", f64::INFINITY);
+        let mut best = (LinearTerms::Affine, f64::INFINITY);
         for (kept, residual) in candidates {
             let mse = scalar(residual.powi_scalar(2).mean())?;
             if mse < best.1 {
                 best = (kept, mse);
             }
         }
-        let LinearPart { alpha, beta, .. } = self;
-        Ok(match best.0 {
-            "affine" => LinearPart { alpha, beta, kept: "affine" },
-            "constant" => LinearPart { alpha, beta: beta.zeros_like(), kept: "constant" },
-            _ => LinearPart { alpha: alpha.zeros_like(), beta: beta.zeros_like(), kept: "none" },
-        })
+        let (LinearPart { alpha, beta, .. }, kept) = (self, best.0);
+        let beta = if kept == LinearTerms::Affine { beta } else { beta.zeros_like() };
+        let alpha = if kept == LinearTerms::None { alpha.zeros_like() } else { alpha };
+        Ok(LinearPart { alpha, beta, kept })
     }
 
     /// alpha + beta . x for every row.
@@ -227,10 +245,8 @@ pub fn fit_random_features(c: &Compute, net0: &TwoLayer, train: &Dataset, val: &
 /// regression of the residual on
 /// phi(x) = relu(W x + b), lambda chosen by validation MSE.
 pub fn fit_head(c: &Compute, net: TwoLayer, train: &Dataset, val: &Dataset, opts: &HeadOptions) -> Result<(Predictor, HeadFit), Error> {
-    let linear = match opts.validate_linear {
-        true => LinearPart::fit(&train.x, &train.y).validated(&val.x, &val.y)?,
-        false => LinearPart::fit(&train.x, &train.y),
-    };
+    let linear = LinearPart::fit(&train.x, &train.y);
+    let linear = if opts.validate_linear { linear.validated(&val.x, &val.y)? } else { linear };
     let y = linear.residual(&train.x, &train.y);
     let y_val = linear.residual(&val.x, &val.y);
     let phi = net.features(train.x.clone());

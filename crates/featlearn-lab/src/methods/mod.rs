@@ -209,7 +209,7 @@ impl<'a> Task<'a> {
         }
         record.lambda = Some(fit.head.lambda);
         record.lambda_at_edge = Some(fit.head.lambda_at_edge);
-        record.linear_part = Some(fit.predictor.linear.kept.into());
+        record.linear_part = Some(fit.predictor.linear.kept.name().into());
         record.eta1 = fit.eta1;
         record.solver = Some(fit.head.solver.into());
         record.iterations = Some(fit.head.iterations);
