@@ -58,25 +58,22 @@ pub fn io_error(action: &str, path: &Path, e: &std::io::Error) -> anyhow::Error 
 /// Writes `bytes` to `path` whole or not at all: into a temporary file in the same folder, synced,
 /// then renamed over `path`. On failure the temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temporary_name(path);
-    let written = File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_data()
-    });
-    if let Err(e) = written.and_then(|_| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_error("write", path, &e));
-    }
-    Ok(())
+    via_temporary(path, |out| out.write_all(bytes).map_err(|e| io_error("write", path, &e)))
 }
 
 /// Streams a large file to `path` whole or not at all: `write` fills a buffered temporary file in
 /// the same folder, which is then synced and renamed over `path`; on any failure it is removed.
 pub fn write_streamed(path: &Path, write: impl FnOnce(&mut std::io::BufWriter<File>) -> Result<()>) -> Result<()> {
+    via_temporary(path, write).with_context(|| format!("{} was not written", path.display()))
+}
+
+/// The temporary file, its sync and rename, and its removal on failure, for both writers above;
+/// an I/O error reads "cannot write PATH: reason".
+fn via_temporary(path: &Path, write: impl FnOnce(&mut std::io::BufWriter<File>) -> Result<()>) -> Result<()> {
     let tmp = temporary_name(path);
-    let file = File::create(&tmp).map_err(|e| io_error("create", &tmp, &e))?;
-    let mut out = std::io::BufWriter::new(file);
-    let done = write(&mut out).and_then(|_| {
+    let done = File::create(&tmp).map_err(|e| io_error("write", path, &e)).and_then(|file| {
+        let mut out = std::io::BufWriter::new(file);
+        write(&mut out)?;
         let file = out.into_inner().map_err(|e| io_error("write", path, e.error()))?;
         file.sync_data().map_err(|e| io_error("write", path, &e))?;
         std::fs::rename(&tmp, path).map_err(|e| io_error("write", path, &e))
@@ -84,7 +81,7 @@ pub fn write_streamed(path: &Path, write: impl FnOnce(&mut std::io::BufWriter<Fi
     if done.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    done.with_context(|| format!("{} was not written", path.display()))
+    done
 }
 
 /// `.NAME.tmp-PID` beside `path`.
