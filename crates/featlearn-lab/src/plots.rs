@@ -221,6 +221,19 @@ fn look(s: &Series) -> (RGBColor, Option<Marker>) {
     }
 }
 
+/// The stroke of a series' line and its dashes (None: solid), the same in the plot and in the
+/// legend: data solid (dashed past the markers' variants), fits dashed, references grey with
+/// their pattern.
+fn line_style(s: &Series) -> (ShapeStyle, Option<(i32, i32)>) {
+    let color = look(s).0;
+    match s.kind {
+        Kind::Data { variant } if variant >= MARKERS.len() => (color.stroke_width(2), Some((9, 4))),
+        Kind::Data { .. } => (color.stroke_width(2), None),
+        Kind::Fit => (color.stroke_width(2), Some((9, 6))),
+        Kind::Reference { pattern } => (GREY.stroke_width(1), Some(DASHES[pattern % DASHES.len()])),
+    }
+}
+
 fn marker_at<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, marker: Marker, (x, y): (i32, i32), color: RGBColor) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -268,51 +281,35 @@ where
             for s in series {
                 let (color, marker) = look(s);
                 let line: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.1)).filter(|p| p.1.is_finite() && (!axes.log_y || p.1 > 0.0)).collect();
-                match s.kind {
-                    Kind::Data { .. } => {
-                        if s.points.len() > 8 {
-                            // many points: a shaded band of +- one standard error
-                            let upper = s.points.iter().map(|p| (p.0, p.1 + p.2));
-                            let lower = s.points.iter().rev().map(|p| (p.0, p.1 - p.2));
-                            let band: Vec<(f64, f64)> = upper.chain(lower).filter(|p| !axes.log_y || p.1 > 0.0).collect();
-                            chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.18).filled()))).map_err(err)?;
-                        } else {
-                            chart
-                                .draw_series(s.points.iter().filter(|p| p.2 > 0.0 && (!axes.log_y || p.1 - p.2 > 0.0)).map(|p| {
-                                    ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, color.stroke_width(1), 6)
-                                }))
-                                .map_err(err)?;
-                        }
-                        match s.kind {
-                            // past the markers, the variants are told apart by dashes too
-                            Kind::Data { variant } if variant >= MARKERS.len() => {
-                                chart.draw_series(DashedLineSeries::new(line.clone(), 9, 4, color.stroke_width(2))).map_err(err)?
-                            }
-                            _ => chart.draw_series(LineSeries::new(line.clone(), color.stroke_width(2))).map_err(err)?,
-                        };
-                    }
-                    Kind::Fit => {
-                        chart.draw_series(DashedLineSeries::new(line.clone(), 9, 6, color.stroke_width(2))).map_err(err)?;
-                    }
-                    Kind::Reference { pattern } => {
-                        let (dash, gap) = DASHES[pattern % DASHES.len()];
-                        chart.draw_series(DashedLineSeries::new(line.clone(), dash, gap, GREY.stroke_width(1))).map_err(err)?;
+                if let Kind::Data { .. } = s.kind {
+                    if s.points.len() > 8 {
+                        // many points: a shaded band of +- one standard error
+                        let upper = s.points.iter().map(|p| (p.0, p.1 + p.2));
+                        let lower = s.points.iter().rev().map(|p| (p.0, p.1 - p.2));
+                        let band: Vec<(f64, f64)> = upper.chain(lower).filter(|p| !axes.log_y || p.1 > 0.0).collect();
+                        chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.18).filled()))).map_err(err)?;
+                    } else {
+                        chart
+                            .draw_series(s.points.iter().filter(|p| p.2 > 0.0 && (!axes.log_y || p.1 - p.2 > 0.0)).map(|p| {
+                                ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, color.stroke_width(1), 6)
+                            }))
+                            .map_err(err)?;
                     }
                 }
-                let fill = color.filled();
-                let at = |p: &(f64, f64)| EmptyElement::at(*p);
-                match marker {
-                    None => None,
-                    Some(Marker::Circle) => Some(chart.draw_series(line.iter().map(|p| at(p) + Circle::new((0, 0), 4, fill)))),
-                    Some(Marker::Square) => Some(chart.draw_series(line.iter().map(|p| at(p) + Rectangle::new([(-4, -4), (4, 4)], fill)))),
-                    Some(Marker::Triangle) => Some(chart.draw_series(line.iter().map(|p| at(p) + Polygon::new(vec![(0, -5), (-5, 4), (5, 4)], fill)))),
-                    Some(Marker::Diamond) => Some(chart.draw_series(line.iter().map(|p| at(p) + Polygon::new(vec![(0, -5), (-5, 0), (0, 5), (5, 0)], fill)))),
-                    Some(Marker::Cross) => Some(chart.draw_series(line.iter().map(|p| {
-                        at(p) + PathElement::new(vec![(-4, -4), (4, 4)], color.stroke_width(2)) + PathElement::new(vec![(-4, 4), (4, -4)], color.stroke_width(2))
-                    }))),
+                match line_style(s) {
+                    (style, None) => chart.draw_series(LineSeries::new(line.clone(), style)).map_err(err)?,
+                    (style, Some((dash, gap))) => chart.draw_series(DashedLineSeries::new(line.clone(), dash, gap, style)).map_err(err)?,
+                };
+                if let Some(marker) = marker {
+                    // the markers in pixels of the plotting area, drawn as the legend draws them
+                    let area = chart.plotting_area();
+                    let (bx, by) = area.get_base_pixel();
+                    let pixels = area.strip_coord_spec();
+                    for p in &line {
+                        let (x, y) = area.map_coordinate(p);
+                        marker_at(&pixels, marker, (x - bx, y - by), color)?;
+                    }
                 }
-                .transpose()
-                .map_err(err)?;
             }
         }};
     }
@@ -341,12 +338,8 @@ where
         if s.name.is_empty() {
             continue; // drawn, but named by an earlier entry
         }
-        let (style, (dash, gap)) = match s.kind {
-            Kind::Data { variant } if variant >= MARKERS.len() => (color.stroke_width(2), (9, 4)),
-            Kind::Data { .. } => (color.stroke_width(2), (30, 0)),
-            Kind::Fit => (color.stroke_width(2), (9, 6)),
-            Kind::Reference { pattern } => (GREY.stroke_width(1), DASHES[pattern % DASHES.len()]),
-        };
+        let (style, dashes) = line_style(s);
+        let (dash, gap) = dashes.unwrap_or((30, 0));
         let mut a = 6;
         while a < 36 {
             area.draw(&PathElement::new(vec![(a, y), ((a + dash).min(36), y)], style)).map_err(err)?;
