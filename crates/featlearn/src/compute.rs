@@ -372,6 +372,19 @@ pub fn matmul_nt(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     product(a, Op::N, b, Op::T)
 }
 
+/// Products over a leading replica dimension, (R x m x k)(R x k x n) -> R x m x n, each operand
+/// as it is or with its last two dimensions transposed (`ta`, `tb`). One replica goes through the
+/// 2-D products above (faer's gemm on ndarray); more are burn's batched matmul.
+pub fn batched_matmul(a: Tensor<3>, ta: bool, b: Tensor<3>, tb: bool) -> Tensor<3> {
+    let op = |t: bool| if t { Op::T } else { Op::N };
+    if a.dims()[0] == 1 && b.dims()[0] == 1 {
+        let (a2, b2) = (a.squeeze_dim::<2>(0), b.squeeze_dim::<2>(0));
+        return product(a2, op(ta), b2, op(tb)).unsqueeze_dim(0);
+    }
+    let orient = |t: Tensor<3>, tr: bool| if tr { t.swap_dims(1, 2) } else { t };
+    orient(a, ta).matmul(orient(b, tb))
+}
+
 fn product(a: Tensor<2>, op_a: Op, b: Tensor<2>, op_b: Op) -> Tensor<2> {
     let orient = |t: Tensor<2>, op| if op == Op::T { t.transpose() } else { t };
     let (da, db) = (a.dims(), b.dims());

@@ -10,12 +10,16 @@
 //! - [`tiles`]: symmetric n x n matrices as tiles under the device's largest buffer.
 //! - [`linalg`]: tiled Cholesky and conjugate gradient on the device.
 //! - [`host`]: small dense linear algebra on the host (faer).
+//! - [`backprop`]: the two-layer network's forward and backward pass by hand, batched over replicas.
+//! - [`dynamics`]: multi-step SGD of a two-layer student, replicas batched.
 //! - [`training`]: both layers trained by gradient descent, and the empirical NTK.
 //! - [`metrics`]: test errors, subspace alignment, kernel-target alignment.
 
 pub mod algorithm1;
+pub mod backprop;
 pub mod compute;
 pub mod data;
+pub mod dynamics;
 pub mod hermite;
 pub mod host;
 pub mod kernels;

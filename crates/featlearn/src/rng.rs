@@ -26,6 +26,12 @@ pub enum Stream {
     Biases = 21,
     Batches = 22,
     Bootstrap = 30,
+    /// Multi-step SGD (`dynamics`): the inputs and label noise of its batches, the orders of
+    /// its epochs over a reused training set, and the student's first layer at the start.
+    SgdX = 40,
+    SgdNoise = 41,
+    SgdOrder = 42,
+    SgdInit = 43,
 }
 
 /// Standard normal matrix rows `start..start+rows` of an infinite `? x cols` matrix defined by

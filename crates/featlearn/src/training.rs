@@ -1,18 +1,17 @@
-//! Standard training of both layers by gradient descent with burn autodiff and burn's
-//! optimisers (docs/science.md, section 5), and the network's empirical NTK (section 6).
+//! Standard training of both layers by gradient descent (docs/science.md, section 5) on the
+//! hand-written forward and backward pass of [`crate::backprop`], with SGD (momentum) and Adam
+//! written out as PyTorch defines them, and the network's empirical NTK (section 6).
 //!
 //! The network is in the standard parameterisation
 //!   f(x) = s_out sum_j a_j relu(w_j . x / sqrt(d) + b_j),
 //! with s_out = 1/sqrt(m) (NTK scaling) or 1/m (mean-field scaling, learning rate times m).
 
 use burn::module::{Module, Param};
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 
+use crate::backprop::{backward, forward, Activation, Grads, Layers, Scales};
 use crate::compute::{read_data, scalar, Compute};
 use crate::data::Dataset;
 use crate::network::mirrored_signs;
@@ -96,21 +95,31 @@ impl Net {
         x.matmul(self.w.val().transpose()) / (d as f64).sqrt() + self.b.val().reshape([1, m])
     }
 
-    /// f(x) = s_out sum_j a_j relu(z_j), summing the two halves separately so that the
-    /// symmetric initialisation gives exactly 0.
-    ///
-    /// The pre-activations are formed transposed, W x^T / sqrt(d) + b (m x n), so that autodiff's
-    /// gradient in W is the untransposed product dZ^T x: on burn-ndarray the backward pass of
-    /// x W^T is about 1.6x slower.
+    /// f(x) = s_out sum_j a_j relu(z_j) for the rows of x (n x d), by [`crate::backprop::forward`]
+    /// (the two halves summed separately, so the symmetric initialisation gives exactly 0).
     pub fn forward(&self, x: Tensor<2>, param: Parameterization) -> Tensor<1> {
         let [n, d] = x.dims();
-        let m = self.width();
-        let phi_t = relu(self.w.val().matmul(x.transpose()) / (d as f64).sqrt() + self.b.val().reshape([m, 1]));
-        let a = self.a.val().reshape([1, m]);
-        let h = m / 2;
-        let f = a.clone().slice([0..1, 0..h]).matmul(phi_t.clone().slice([0..h, 0..n]))
-            + a.slice([0..1, h..m]).matmul(phi_t.slice([h..m, 0..n]));
-        f.reshape([n]) * param.output_scale(m)
+        forward(&self.layers(), Self::scales(d, self.width(), param), &Activation::Relu, x.unsqueeze_dim(0)).f.reshape([n])
+    }
+
+    /// The parameters as one replica of [`Layers`].
+    pub fn layers(&self) -> Layers {
+        Layers { w: self.w.val().unsqueeze_dim(0), b: Some(self.b.val().unsqueeze_dim(0)), a: self.a.val().unsqueeze_dim(0) }
+    }
+
+    /// The network of one replica of [`Layers`] (with biases).
+    pub fn from_layers(layers: Layers) -> Net {
+        let b = layers.b.expect("the gd network has biases");
+        Net {
+            w: Param::from_tensor(layers.w.squeeze_dim(0)),
+            b: Param::from_tensor(b.squeeze_dim(0)),
+            a: Param::from_tensor(layers.a.squeeze_dim(0)),
+        }
+    }
+
+    /// s_in = 1/sqrt(d) and the parameterisation's output scale.
+    pub fn scales(d: usize, m: usize, param: Parameterization) -> Scales {
+        Scales { s_in: 1.0 / (d as f64).sqrt(), s_out: param.output_scale(m) }
     }
 
     /// A copy of the parameters on another device context (e.g. without autodiff).
@@ -173,10 +182,11 @@ pub struct GdOutcome {
     pub final_train_loss: f64,
 }
 
-/// Trains both layers with autodiff. `on_log(step, net, train_loss)` runs at logging steps
-/// (the only host synchronisations); a non-finite loss stops training with
-/// [`Error::Diverged`] naming the step interval. Mini-batches are contiguous slices of a
-/// once-per-epoch permutation of the data, kept on the device.
+/// Trains both layers with the hand-written gradients of L = (1/2B) sum_i (f(x_i) - y_i)^2 over
+/// each batch of B. `on_log(step, net, train_loss)` runs at logging steps (the only host
+/// synchronisations); a non-finite loss stops training with [`Error::Diverged`] naming the step
+/// interval. Mini-batches are contiguous slices of a once-per-epoch permutation of the data,
+/// kept on the device.
 pub fn train_gd(
     c: &Compute,
     net: Net,
@@ -185,36 +195,26 @@ pub fn train_gd(
     seed: u64,
     mut on_log: impl FnMut(usize, &Net, f64) -> Result<(), Error>,
 ) -> Result<GdOutcome, Error> {
-    let ad = c.autodiff();
     let n = train.n();
     let d = train.x.dims()[1];
     let m = net.width();
     let batch = if opts.batch_size == 0 || opts.batch_size >= n { n } else { opts.batch_size };
-    let mut model = net.on(&ad)?;
-    let mut optim: ModuleOptimizer = match opts.optimizer {
-        Optimizer::Sgd { momentum } => SgdConfig::new()
-            .with_momentum((momentum > 0.0).then(|| MomentumConfig::new().with_momentum(momentum).with_dampening(0.0)))
-            .with_weight_decay((opts.weight_decay > 0.0).then(|| WeightDecayConfig::new(opts.weight_decay as f32)))
-            .init(),
-        Optimizer::Adam => AdamConfig::new()
-            .with_weight_decay((opts.weight_decay > 0.0).then(|| WeightDecayConfig::new(opts.weight_decay as f32)))
-            .init(),
-    };
-    let x_ad = Tensor::<2>::from_data(read_data(train.x.clone())?, (&ad.device, ad.dtype()));
-    let y_ad = Tensor::<1>::from_data(read_data(train.y.clone())?, (&ad.device, ad.dtype()));
+    let scales = Net::scales(d, m, opts.param);
+    let mut layers = net.layers();
+    let mut optim = OptimizerState::new(opts.optimizer, opts.weight_decay);
     let mut rng = stream_rng(seed, Stream::Batches);
-    let mut epoch: (Tensor<2>, Tensor<1>) = (x_ad.clone(), y_ad.clone());
+    let mut epoch: (Tensor<2>, Tensor<1>) = (train.x.clone(), train.y.clone());
     let mut cursor = n; // forces a permutation at the first mini-batch step
     let mut last_ok = (0usize, f64::NAN);
     for step in 1..=opts.steps {
         let (xb, yb) = if batch == n {
-            (x_ad.clone(), y_ad.clone())
+            (train.x.clone(), train.y.clone())
         } else {
             if cursor + batch > n {
                 let mut perm: Vec<i64> = (0..n as i64).collect();
                 perm.shuffle(&mut rng);
-                let idx = Tensor::<1, Int>::from_data(TensorData::new(perm, [n]), &ad.device);
-                epoch = (x_ad.clone().select(0, idx.clone()), y_ad.clone().select(0, idx));
+                let idx = Tensor::<1, Int>::from_data(TensorData::new(perm, [n]), &c.device);
+                epoch = (train.x.clone().select(0, idx.clone()), train.y.clone().select(0, idx));
                 cursor = 0;
             }
             let b = (epoch.0.clone().slice([cursor..cursor + batch, 0..d]), epoch.1.clone().slice([cursor..cursor + batch]));
@@ -225,11 +225,13 @@ pub fn train_gd(
             Schedule::Constant => opts.lr,
             Schedule::Cosine => opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * (step - 1) as f64 / opts.steps as f64).cos()),
         } * opts.param.lr_scale(m);
-        let loss_t = (model.forward(xb, opts.param) - yb).powi_scalar(2).mean() / 2.0;
-        let grads = GradientsParams::from_grads(loss_t.backward(), &model);
-        model = optim.step(lr, model, grads);
+        let x = xb.unsqueeze_dim(0);
+        let pass = forward(&layers, scales, &Activation::Relu, x.clone());
+        let e = (pass.f.clone() - yb.reshape([1, batch])) / batch as f64;
+        let grads = backward(&layers, scales, &Activation::Relu, x, &pass, e);
+        layers = optim.step(lr, layers, grads);
         if step % opts.log_every.max(1) == 0 || step == opts.steps {
-            let plain = model.on(c)?;
+            let plain = Net::from_layers(layers.clone());
             let l = loss(&plain, train, opts.param)?;
             if !l.is_finite() {
                 return Err(Error::Diverged(format!(
@@ -241,7 +243,82 @@ pub fn train_gd(
             on_log(step, &plain, l)?;
         }
     }
-    let net = model.on(c)?;
+    let net = Net::from_layers(layers);
     let final_train_loss = loss(&net, train, opts.param)?;
     Ok(GdOutcome { net, steps: opts.steps, final_train_loss })
+}
+
+/// The optimiser's running state for each of w, b and a, updated as PyTorch's `torch.optim`
+/// defines it, with weight decay wd added to the gradient (L2):
+/// - SGD: v <- mu v + g (v = g at the first step), theta <- theta - lr v (mu = 0: plain SGD);
+/// - Adam: m <- b1 m + (1 - b1) g, v <- b2 v + (1 - b2) g^2,
+///   theta <- theta - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps),
+///   b1 = 0.9, b2 = 0.999, eps = 1e-8.
+struct OptimizerState {
+    kind: Optimizer,
+    weight_decay: f64,
+    t: i32,
+    w: Moments<3>,
+    b: Moments<2>,
+    a: Moments<2>,
+}
+
+/// First and second moments of one parameter (None before the first step).
+struct Moments<const D: usize> {
+    first: Option<Tensor<D>>,
+    second: Option<Tensor<D>>,
+}
+
+impl<const D: usize> Moments<D> {
+    fn new() -> Self {
+        Moments { first: None, second: None }
+    }
+
+    fn update(&mut self, kind: Optimizer, t: i32, lr: f64, wd: f64, theta: Tensor<D>, g: Tensor<D>) -> Tensor<D> {
+        let g = if wd > 0.0 { g + theta.clone() * wd } else { g };
+        match kind {
+            Optimizer::Sgd { momentum } if momentum > 0.0 => {
+                let v = match self.first.take() {
+                    Some(v) => v * momentum + g,
+                    None => g,
+                };
+                self.first = Some(v.clone());
+                theta - v * lr
+            }
+            Optimizer::Sgd { .. } => theta - g * lr,
+            Optimizer::Adam => {
+                let (b1, b2, eps): (f64, f64, f64) = (0.9, 0.999, 1e-8);
+                let m = match self.first.take() {
+                    Some(m) => m * b1 + g.clone() * (1.0 - b1),
+                    None => g.clone() * (1.0 - b1),
+                };
+                let v = match self.second.take() {
+                    Some(v) => v * b2 + g.powi_scalar(2) * (1.0 - b2),
+                    None => g.powi_scalar(2) * (1.0 - b2),
+                };
+                let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+                let stepped = theta - (m.clone() / c1) / ((v.clone() / c2).sqrt() + eps) * lr;
+                self.first = Some(m);
+                self.second = Some(v);
+                stepped
+            }
+        }
+    }
+}
+
+impl OptimizerState {
+    fn new(kind: Optimizer, weight_decay: f64) -> Self {
+        OptimizerState { kind, weight_decay, t: 0, w: Moments::new(), b: Moments::new(), a: Moments::new() }
+    }
+
+    /// One update of every parameter from its gradient.
+    fn step(&mut self, lr: f64, layers: Layers, grads: Grads) -> Layers {
+        self.t += 1;
+        let (kind, t, wd) = (self.kind, self.t, self.weight_decay);
+        let b = match (layers.b, grads.b) {
+            (Some(b), Some(gb)) => Some(self.b.update(kind, t, lr, wd, b, gb)),
+            (b, _) => b,
+        };
+        Layers { w: self.w.update(kind, t, lr, wd, layers.w, grads.w), b, a: self.a.update(kind, t, lr, wd, layers.a, grads.a) }
+    }
 }

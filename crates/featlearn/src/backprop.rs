@@ -1,0 +1,152 @@
+//! The two-layer network's forward and backward pass, written by hand (no autodiff graph) and
+//! batched over R independent replicas (docs/science.md, sections 5 and 7). `gd` runs it with one
+//! replica, `sgd` with all seeds of a sweep point at once.
+//!
+//! For replica r, inputs x_ri (n of them, length d) and neurons j = 1..p:
+//!   z_rij = s_in w_rj . x_ri + b_rj,        f_ri = s_out sum_j a_rj sigma(z_rij).
+//! Given the loss's derivative e_ri = dL/df_ri, and G_rij = e_ri s_out a_rj sigma'(z_rij):
+//!   dL/dw_rj = s_in sum_i G_rij x_ri        (s_in G^T X: R x p x d),
+//!   dL/db_rj = sum_i G_rij                  (R x p),
+//!   dL/da_rj = s_out sum_i e_ri sigma(z_rij) (s_out e^T sigma(Z): R x p).
+//! Three products and an elementwise mask; on ndarray one replica's products reach faer's gemm.
+
+use burn::tensor::activation::relu;
+use burn::tensor::Tensor;
+
+use crate::compute::batched_matmul;
+use crate::hermite::{hermite_all, hermite_all_tensor};
+
+/// The activation sigma.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Activation {
+    /// sigma(t) = max(t, 0), sigma'(t) = 1[t > 0].
+    Relu,
+    /// sigma(t) = sum_k c_k h_k(t) in the normalised Hermite basis (coefficients c_0, c_1, ...);
+    /// sigma'(t) = sum_k c_k sqrt(k) h_{k-1}(t).
+    Hermite(Vec<f64>),
+}
+
+impl Activation {
+    /// sigma elementwise, any shape.
+    pub fn eval<const D: usize>(&self, z: Tensor<D>) -> Tensor<D> {
+        match self {
+            Activation::Relu => relu(z),
+            Activation::Hermite(c) => {
+                let h = hermite_all_tensor(z.clone(), c.len().saturating_sub(1));
+                let mut out = z.zeros_like();
+                for (k, &ck) in c.iter().enumerate().filter(|(_, ck)| **ck != 0.0) {
+                    out = out + h[k].clone() * ck;
+                }
+                out
+            }
+        }
+    }
+
+    /// sigma' elementwise, any shape.
+    pub fn derivative<const D: usize>(&self, z: Tensor<D>) -> Tensor<D> {
+        match self {
+            Activation::Relu => z.clone().ones_like().mask_fill(z.lower_equal_elem(0.0), 0.0),
+            Activation::Hermite(c) => {
+                let h = hermite_all_tensor(z.clone(), c.len().saturating_sub(2));
+                let mut out = z.zeros_like();
+                for (k, &ck) in c.iter().enumerate().skip(1).filter(|(_, ck)| **ck != 0.0) {
+                    out = out + h[k - 1].clone() * (ck * (k as f64).sqrt());
+                }
+                out
+            }
+        }
+    }
+
+    /// sigma(t) at one point, on the host.
+    pub fn eval_host(&self, t: f64) -> f64 {
+        match self {
+            Activation::Relu => t.max(0.0),
+            Activation::Hermite(c) => hermite_all(t, c.len().saturating_sub(1)).iter().zip(c).map(|(h, c)| h * c).sum(),
+        }
+    }
+
+    /// sigma'(t) at one point, on the host.
+    pub fn derivative_host(&self, t: f64) -> f64 {
+        match self {
+            Activation::Relu => f64::from(u8::from(t > 0.0)),
+            Activation::Hermite(c) => {
+                let h = hermite_all(t, c.len().saturating_sub(1));
+                c.iter().enumerate().skip(1).map(|(k, ck)| ck * (k as f64).sqrt() * h[k - 1]).sum()
+            }
+        }
+    }
+}
+
+/// The parameters of R networks of width p on inputs of dimension d.
+#[derive(Clone, Debug)]
+pub struct Layers {
+    /// First layer, R x p x d.
+    pub w: Tensor<3>,
+    /// Biases, R x p (none: z = s_in w . x).
+    pub b: Option<Tensor<2>>,
+    /// Second layer, R x p.
+    pub a: Tensor<2>,
+}
+
+/// The fixed scales of the network: z = s_in w . x + b, f = s_out sum_j a_j sigma(z_j).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scales {
+    pub s_in: f64,
+    pub s_out: f64,
+}
+
+/// What the forward pass keeps for the backward pass.
+pub struct Pass {
+    /// Pre-activations, R x n x p.
+    pub z: Tensor<3>,
+    /// Outputs, R x n.
+    pub f: Tensor<2>,
+}
+
+/// Gradients of the loss in each parameter, shaped as the parameters.
+pub struct Grads {
+    pub w: Tensor<3>,
+    pub b: Option<Tensor<2>>,
+    pub a: Tensor<2>,
+}
+
+/// The forward pass on inputs x (R x n x d).
+///
+/// With an even width the output sums the two halves of the neurons separately and adds the
+/// results, so that at a symmetric initialisation (the second half mirrors the first with a
+/// negated) the halves cancel exactly and f is exactly 0, not merely up to rounding.
+pub fn forward(layers: &Layers, scales: Scales, sigma: &Activation, x: Tensor<3>) -> Pass {
+    let [r, n, _] = x.dims();
+    let p = layers.a.dims()[1];
+    let mut z = batched_matmul(x, false, layers.w.clone(), true);
+    if scales.s_in != 1.0 {
+        z = z * scales.s_in;
+    }
+    if let Some(b) = &layers.b {
+        z = z + b.clone().reshape([r, 1, p]);
+    }
+    let phi = sigma.eval(z.clone());
+    let a = layers.a.clone().reshape([r, p, 1]);
+    let f = if p % 2 == 0 {
+        let h = p / 2;
+        let first = batched_matmul(phi.clone().slice([0..r, 0..n, 0..h]), false, a.clone().slice([0..r, 0..h, 0..1]), false);
+        first + batched_matmul(phi.slice([0..r, 0..n, h..p]), false, a.slice([0..r, h..p, 0..1]), false)
+    } else {
+        batched_matmul(phi, false, a, false)
+    };
+    Pass { z, f: f.reshape([r, n]) * scales.s_out }
+}
+
+/// The backward pass: the gradients of a loss whose derivative in the outputs is e (R x n), at
+/// the pass `pass` of inputs x (R x n x d). See the module's formulas.
+pub fn backward(layers: &Layers, scales: Scales, sigma: &Activation, x: Tensor<3>, pass: &Pass, e: Tensor<2>) -> Grads {
+    let [r, n, _] = x.dims();
+    let p = layers.a.dims()[1];
+    let e = e.reshape([r, n, 1]);
+    let g = sigma.derivative(pass.z.clone()) * e.clone() * layers.a.clone().reshape([r, 1, p]) * scales.s_out;
+    let a = batched_matmul(e, true, sigma.eval(pass.z.clone()), false).reshape([r, p]) * scales.s_out;
+    let b = layers.b.as_ref().map(|_| g.clone().sum_dim(1).reshape([r, p]));
+    let w = batched_matmul(g, true, x, false);
+    let w = if scales.s_in != 1.0 { w * scales.s_in } else { w };
+    Grads { w, b, a }
+}

@@ -1,0 +1,334 @@
+//! Multi-step SGD of a two-layer student on a multi-index teacher (docs/science.md, section 10),
+//! with R replicas (one per seed) advanced together as one batched program per step.
+//!
+//! The student is f(x) = (1/p) sum_j a_j sigma(w_j . x), a_j = 1 at the start. A step draws a
+//! batch x_1..x_b (fresh, a repeated fresh batch, or rows of a fixed training set), takes the
+//! gradient of L = (1/b) sum_i l(y_i, f(x_i)) by [`crate::backprop`], with
+//!   mse: l = (f - y)^2 / 2,   correlation: l = -y f,
+//! and updates W <- W - eta grad_W L, or, spherically, each row on the unit sphere:
+//!   g~_j = g_j - (g_j . w_j) w_j,   w_j <- (w_j - eta g~_j) / |w_j - eta g~_j|,
+//! and, when the second layer is trained, a <- a - eta grad_a L.
+//!
+//! The overlap is max_j |w_j . u| / |w_j| for a single-index teacher (r = 1) and the subspace
+//! alignment ||W U^T||_F^2 / ||W||_F^2 otherwise; it is computed on the device at every step, so
+//! the escape time (the first step where it reaches the threshold) is exact without a host read
+//! per step.
+//!
+//! Samples are drawn on the host, many steps at a time, each replica from its own seeded streams
+//! (so its numbers do not depend on R), and uploaded as one R x (steps b) x d block.
+
+use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::backprop::{backward, forward, Activation, Layers, Scales};
+use crate::compute::{batched_matmul, to_host, Compute};
+use crate::rng::{normal_rows, normals, stream_rng, Stream};
+use crate::target::Target;
+use crate::Error;
+use rand::seq::SliceRandom;
+
+/// The loss of one sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// (f - y)^2 / 2.
+    Mse,
+    /// -y f: the student's own prediction leaves the residual.
+    Correlation,
+}
+
+/// Where each step's batch comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Samples {
+    /// Every step draws b new samples.
+    Fresh,
+    /// A fixed training set of n samples, passed over in epochs (each in a new random order);
+    /// a step takes the next b of the epoch (an epoch's last short batch is skipped).
+    Reuse { n: usize },
+    /// Each fresh batch is used for k consecutive steps.
+    Repeat { k: usize },
+}
+
+/// The student's first layer at the start.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Start {
+    /// Each w_j uniform on the unit sphere.
+    Sphere,
+    /// Each w_j = m0 u_1 + sqrt(1 - m0^2) v_j, v_j uniform on the unit sphere orthogonal to u_1
+    /// (u_1 the teacher's first direction).
+    Overlap(f64),
+}
+
+/// Everything a run of SGD needs besides its replicas.
+#[derive(Clone, Debug)]
+pub struct SgdOptions {
+    /// Width p of the student.
+    pub width: usize,
+    pub sigma: Activation,
+    pub loss: Loss,
+    /// Batch size b.
+    pub batch: usize,
+    /// Learning rate eta.
+    pub eta: f64,
+    /// Steps T.
+    pub steps: usize,
+    pub spherical: bool,
+    /// Train the second layer a (else it stays at 1).
+    pub train_second: bool,
+    pub samples: Samples,
+    pub start: Start,
+    /// Overlap that counts as escaped.
+    pub threshold: f64,
+    /// Points of the geometric step grid on which the overlap is recorded.
+    pub log_points: usize,
+    /// Stop once every replica has escaped (the curves then end there).
+    pub stop_at_escape: bool,
+}
+
+/// One replica: its teacher and its seed.
+pub struct Replica<'a> {
+    pub target: &'a Target,
+    pub seed: u64,
+}
+
+/// What one replica's run produced.
+#[derive(Clone, Debug)]
+pub struct SgdOutcome {
+    /// (step, overlap) on the geometric grid, step 0 first.
+    pub curve: Vec<(usize, f64)>,
+    /// The first step at which the overlap reached the threshold.
+    pub escape_step: Option<usize>,
+    /// The overlap after the last step run.
+    pub final_overlap: f64,
+    /// Steps run (fewer than asked when every replica escaped and `stop_at_escape`).
+    pub steps_run: usize,
+    /// The student at the end: W (p x d, row-major) and a (p).
+    pub w: Vec<f64>,
+    pub a: Vec<f64>,
+}
+
+/// The geometric grid of logged steps: 0, then `points` values from 1 to `steps`, rounded and
+/// without repeats.
+pub fn log_grid(steps: usize, points: usize) -> Vec<usize> {
+    let mut grid = vec![0];
+    if steps == 0 {
+        return grid;
+    }
+    let points = points.max(2);
+    for i in 0..points {
+        let t = ((steps as f64).ln() * i as f64 / (points - 1) as f64).exp().round() as usize;
+        let t = t.clamp(1, steps);
+        if *grid.last().expect("grid starts with 0") < t {
+            grid.push(t);
+        }
+    }
+    grid
+}
+
+/// The student's first layer at the start, p x d row-major, from (seed, [`Stream::SgdInit`]).
+pub fn initial_w(target: &Target, seed: u64, width: usize, start: Start) -> Vec<f64> {
+    let d = target.d;
+    let mut w = normal_rows(seed, Stream::SgdInit, 0, width, d);
+    let u1 = &target.u[0..d];
+    for row in w.chunks_mut(d) {
+        if let Start::Overlap(_) = start {
+            let along: f64 = row.iter().zip(u1).map(|(v, u)| v * u).sum();
+            row.iter_mut().zip(u1).for_each(|(v, u)| *v -= along * u);
+        }
+        let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+        row.iter_mut().for_each(|v| *v /= norm);
+        if let Start::Overlap(m0) = start {
+            let rest = (1.0 - m0 * m0).sqrt();
+            row.iter_mut().zip(u1).for_each(|(v, u)| *v = m0 * u + rest * *v);
+        }
+    }
+    w
+}
+
+/// Rows `start..start + rows` of one replica's sample stream: inputs (rows x d) and labels
+/// y = f*(x) + noise, on the host.
+fn draw(target: &Target, seed: u64, start: usize, rows: usize) -> (Vec<f64>, Vec<f64>) {
+    let x = normal_rows(seed, Stream::SgdX, start, rows, target.d);
+    let mut y: Vec<f64> = x.chunks(target.d).map(|row| target.f_host(row)).collect();
+    if target.noise > 0.0 {
+        for (v, e) in y.iter_mut().zip(normals(seed, Stream::SgdNoise, start, rows)) {
+            *v += target.noise * e;
+        }
+    }
+    (x, y)
+}
+
+/// Per replica, (inputs, labels) as row-major host blocks, drawn in parallel over replicas.
+fn draw_all(replicas: &[Replica], rows: impl Fn(usize) -> (usize, usize) + Sync) -> Vec<(Vec<f64>, Vec<f64>)> {
+    replicas
+        .par_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (start, count) = rows(i);
+            draw(r.target, r.seed, start, count)
+        })
+        .collect()
+}
+
+/// R blocks of rows x d on the host as one R x rows x d tensor, and their labels as R x rows.
+fn upload(c: &Compute, blocks: Vec<(Vec<f64>, Vec<f64>)>, d: usize) -> (Tensor<3>, Tensor<2>) {
+    let r = blocks.len();
+    let rows = blocks[0].1.len();
+    let (mut xs, mut ys) = (Vec::with_capacity(r * rows * d), Vec::with_capacity(r * rows));
+    for (x, y) in blocks {
+        xs.extend(x);
+        ys.extend(y);
+    }
+    (c.matrix(&xs, r * rows, d).reshape([r, rows, d]), c.matrix(&ys, r, rows))
+}
+
+/// The overlap of each replica (length R): max_j |w_j . u| / |w_j| when r = 1, else
+/// ||W U^T||_F^2 / ||W||_F^2. `u` is R x r x d.
+fn overlaps(w: &Tensor<3>, u: &Tensor<3>) -> Tensor<1> {
+    let [reps, _, _] = w.dims();
+    let r = u.dims()[1];
+    let wu = batched_matmul(w.clone(), false, u.clone(), true); // R x p x r
+    let norms2 = w.clone().powi_scalar(2).sum_dim(2); // R x p x 1
+    if r == 1 {
+        (wu.abs() / norms2.sqrt()).max_dim(1).reshape([reps])
+    } else {
+        wu.powi_scalar(2).sum_dim(2).sum_dim(1).reshape([reps]) / norms2.sum_dim(1).reshape([reps])
+    }
+}
+
+/// Runs SGD for every replica together. `progress(step)` is called after each block of steps.
+/// A replica whose overlap becomes non-finite keeps running (its numbers are NaN from then on)
+/// and reports a non-finite `final_overlap`; the caller decides what that means.
+pub fn run_sgd(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut progress: impl FnMut(usize)) -> Result<Vec<SgdOutcome>, Error> {
+    let reps = replicas.len();
+    let Some(first) = replicas.first() else { return Ok(Vec::new()) };
+    let (d, r, p, b) = (first.target.d, first.target.r, opts.width, opts.batch);
+    if replicas.iter().any(|rep| rep.target.d != d || rep.target.r != r) {
+        return Err(Error::Invalid("replicas of one SGD run share d and r".into()));
+    }
+    let host_w: Vec<f64> = replicas.iter().flat_map(|rep| initial_w(rep.target, rep.seed, p, opts.start)).collect();
+    let host_u: Vec<f64> = replicas.iter().flat_map(|rep| rep.target.u.clone()).collect();
+    let u = c.matrix(&host_u, reps * r, d).reshape([reps, r, d]);
+    let mut layers = Layers { w: c.matrix(&host_w, reps * p, d).reshape([reps, p, d]), b: None, a: c.matrix(&vec![1.0; reps * p], reps, p) };
+    let scales = Scales { s_in: 1.0, s_out: 1.0 / p as f64 };
+    let grid = log_grid(opts.steps, opts.log_points);
+    let mut curves: Vec<Vec<(usize, f64)>> = vec![Vec::new(); reps];
+    let record = |step: usize, overlap: Tensor<1>, curves: &mut Vec<Vec<(usize, f64)>>| -> Result<(), Error> {
+        for (curve, v) in curves.iter_mut().zip(to_host(overlap)?) {
+            curve.push((step, v));
+        }
+        Ok(())
+    };
+    let mut current = overlaps(&layers.w, &u);
+    record(0, current.clone(), &mut curves)?;
+    // escape steps on the host; within a block, on the device as the step's offset in the block
+    // (-1 until the threshold is reached), read once a block: no host read per step, and
+    // offsets small enough to be exact in f32
+    let mut escape: Vec<Option<usize>> = to_host(current.clone())?.iter().map(|&o| (o >= opts.threshold).then_some(0)).collect();
+    let crossed = |o: &Tensor<1>, found: Tensor<1>, offset: usize| {
+        let newly = o.clone().greater_equal_elem(opts.threshold).bool_and(found.clone().lower_elem(0.0));
+        found.mask_fill(newly, offset as f64)
+    };
+    // a fixed training set for `reuse`, drawn once; its epochs are orders of its rows
+    let reused = match opts.samples {
+        Samples::Reuse { n } => Some(upload(c, draw_all(replicas, |_| (0, n)), d)),
+        _ => None,
+    };
+    let mut orders: Vec<rand_chacha::ChaCha8Rng> = replicas.iter().map(|rep| stream_rng(rep.seed, Stream::SgdOrder)).collect();
+    let mut epoch_order: Vec<Vec<usize>> = vec![Vec::new(); reps];
+    let mut cursor = usize::MAX;
+    // steps per block: the block's samples stay under 32 Mi values
+    let per_step = match opts.samples {
+        Samples::Fresh => b,
+        Samples::Repeat { k } => b.div_ceil(k),
+        Samples::Reuse { .. } => 0,
+    };
+    let block = ((1usize << 25) / (reps * d * per_step.max(1))).clamp(1, 1 << 20);
+    let mut step = 0;
+    let mut next_log = 1;
+    while step < opts.steps {
+        let steps_here = block.min(opts.steps - step);
+        // this block's batches: for fresh and repeated samples, the block of new rows
+        let fresh = match opts.samples {
+            Samples::Fresh => Some((step * b, steps_here * b)),
+            Samples::Repeat { k } => {
+                let (first_batch, last_batch) = (step / k, (step + steps_here - 1) / k);
+                Some((first_batch * b, (last_batch - first_batch + 1) * b))
+            }
+            Samples::Reuse { .. } => None,
+        };
+        let drawn = fresh.map(|(start, rows)| (start, upload(c, draw_all(replicas, |_| (start, rows)), d)));
+        let mut found: Tensor<1> = c.zeros([reps]) - 1.0;
+        for s in step..step + steps_here {
+            let (x, y) = match (&drawn, &reused, opts.samples) {
+                (Some((start, (xs, ys))), _, samples) => {
+                    let batch_index = if let Samples::Repeat { k } = samples { s / k } else { s };
+                    let row = batch_index * b - start;
+                    (xs.clone().slice([0..reps, row..row + b, 0..d]), ys.clone().slice([0..reps, row..row + b]))
+                }
+                (None, Some((xs, ys)), Samples::Reuse { n }) => {
+                    if cursor.saturating_add(b) > n {
+                        for (order, rng) in epoch_order.iter_mut().zip(orders.iter_mut()) {
+                            *order = (0..n).collect();
+                            order.shuffle(rng);
+                        }
+                        cursor = 0;
+                    }
+                    // rows cursor..cursor+b of every replica's epoch, as indices into R*n rows
+                    let idx: Vec<i64> = (0..reps).flat_map(|i| epoch_order[i][cursor..cursor + b].iter().map(move |&j| (i * n + j) as i64)).collect();
+                    cursor += b;
+                    let idx = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(idx, [reps * b]), &c.device);
+                    let x = xs.clone().reshape([reps * n, d]).select(0, idx.clone()).reshape([reps, b, d]);
+                    let y = ys.clone().reshape([reps * n]).select(0, idx).reshape([reps, b]);
+                    (x, y)
+                }
+                _ => unreachable!("every sample mode has its batches"),
+            };
+            let pass = forward(&layers, scales, &opts.sigma, x.clone());
+            let e = match opts.loss {
+                Loss::Mse => (pass.f.clone() - y) / b as f64,
+                Loss::Correlation => y.neg() / b as f64,
+            };
+            let grads = backward(&layers, scales, &opts.sigma, x, &pass, e);
+            let mut w = layers.w.clone() - grads.w.clone() * opts.eta;
+            if opts.spherical {
+                // the tangent gradient: g - (g . w) w, with |w| = 1
+                let along = (grads.w.clone() * layers.w.clone()).sum_dim(2);
+                w = layers.w.clone() - (grads.w - layers.w.clone() * along) * opts.eta;
+                w = w.clone() / w.powi_scalar(2).sum_dim(2).sqrt();
+            }
+            let a = if opts.train_second { layers.a.clone() - grads.a * opts.eta } else { layers.a.clone() };
+            layers = Layers { w, b: None, a };
+            current = overlaps(&layers.w, &u);
+            found = crossed(&current, found, s - step);
+            if next_log < grid.len() && grid[next_log] == s + 1 {
+                record(s + 1, current.clone(), &mut curves)?;
+                next_log += 1;
+            }
+        }
+        for (e, offset) in escape.iter_mut().zip(to_host(found)?) {
+            if e.is_none() && offset >= 0.0 {
+                *e = Some(step + offset as usize + 1);
+            }
+        }
+        step += steps_here;
+        progress(step);
+        if opts.stop_at_escape && escape.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    if curves[0].last().is_some_and(|&(s, _)| s != step) {
+        record(step, current.clone(), &mut curves)?;
+    }
+    let finals = to_host(current)?;
+    let (ws, as_) = (to_host(layers.w)?, to_host(layers.a)?);
+    Ok((0..reps)
+        .map(|i| SgdOutcome {
+            curve: std::mem::take(&mut curves[i]),
+            escape_step: escape[i],
+            final_overlap: finals[i],
+            steps_run: step,
+            w: ws[i * p * d..(i + 1) * p * d].to_vec(),
+            a: as_[i * p..(i + 1) * p].to_vec(),
+        })
+        .collect())
+}
