@@ -45,8 +45,8 @@ ours = load("featlearn")
 refs = {name: load(name) for name in listed}
 # the cases each side must time: a missing one fails the comparison
 expected = {
-    "featlearn": ["matmul", "first_step", "gd_step", "ntk_gram", "cholesky_solve", "quick_experiment"],
-    "numpy": ["matmul", "first_step", "ntk_gram", "cholesky_solve", "quick_experiment"],
+    "featlearn": ["matmul", "first_step", "gd_step", "sgd_step", "ntk_gram", "cholesky_solve", "quick_experiment"],
+    "numpy": ["matmul", "first_step", "sgd_step", "sgd_step_loop", "ntk_gram", "cholesky_solve", "quick_experiment"],
     "torch": ["matmul", "first_step", "gd_step", "ntk_gram", "cholesky_solve", "quick_experiment"],
 }
 missing = [f"{name}: {case}" for name, table in [("featlearn", ours), *refs.items()] for case in expected[name] if case not in table]
@@ -60,6 +60,15 @@ for case, r in ours.items():
     for ref in refs.values():
         if case in ref:
             line += f"{ref[case]['median_s']:>12.4f}{r['median_s'] / ref[case]['median_s']:>8.2f}"
+        else:
+            line += f"{'-':>12}{'-':>8}"
+    print(line)
+# featlearn's batched sgd beside the NumPy loop over replicas (the same replica-steps)
+if "sgd_step" in ours:
+    line = f"{'sgd_step vs loop':<18}{ours['sgd_step']['median_s']:>13.4f}"
+    for ref in refs.values():
+        if "sgd_step_loop" in ref:
+            line += f"{ref['sgd_step_loop']['median_s']:>12.4f}{ours['sgd_step']['median_s'] / ref['sgd_step_loop']['median_s']:>8.2f}"
         else:
             line += f"{'-':>12}{'-':>8}"
     print(line)

@@ -450,6 +450,48 @@ fn shards_merged_equal_the_unsharded_run_and_report_draws_figures() {
     }
 }
 
+/// `sgd` end to end: the seeds of a sweep point run as replicas, each record carries its escape
+/// (samples = steps x b), curves.jsonl its overlap from 1/sqrt(d)-ish to past the threshold,
+/// report.md the escape quartiles and the fitted exponent; other methods' lines carry no sgd
+/// column; a second run resumes with nothing to do.
+#[test]
+fn sgd_runs_seeds_as_replicas_and_reports_the_escape() {
+    let dir = scratch("sgd");
+    let cfg = dir.join("sgd.toml");
+    std::fs::write(
+        &cfg,
+        "[task]\ntarget = \"single-index-hek\"\nr = 1\np = 1\nd = [8, 16, 32]\n[data]\nn = 200\nn_val = 10\nn_test = 500\n\
+         [net]\nm = 20\n[methods]\nlist = [\"sgd\", \"rf\"]\n[sgd]\nbatch = 2\nlr = 0.5\nsteps = { c = 20.0, beta = 1.0 }\n\
+         [run]\nseeds = 4\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = featlearn(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let records: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 3 * 4 * 2);
+    for r in &records {
+        if r["method"] == "sgd" {
+            assert_eq!((r["status"].as_str(), r["m"].as_u64(), r["batch"].as_u64()), (Some("ok"), Some(1), Some(2)), "{r}");
+            assert_eq!(r["escaped"], true, "h_1 escapes within 20 d steps at eta = 0.5/d: {r}");
+            assert_eq!(r["escape_samples"].as_u64(), r["escape_step"].as_u64().map(|s| 2 * s));
+            assert!(r["overlap"].as_f64().unwrap() > 0.5 && r["test_mse"].as_f64().unwrap() < 1.0, "{r}");
+        } else {
+            assert!(r.get("escaped").is_none() && r.get("overlap").is_none(), "rf carries no sgd column: {r}");
+        }
+    }
+    let curves: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("curves.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let first = curves.iter().find(|c| c["d"] == 32 && c["seed"] == 0 && c["step"] == 0).unwrap();
+    assert!(first["overlap"].as_f64().unwrap() < 0.6 && first.get("train_loss").is_none(), "{first}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## Escape") && report.contains("| sgd | he1 | 32 | 4/4 |"), "{report}");
+    assert!(out.join("escape_samples.png").exists() && out.join("overlap_collapse_sgd_he1.png").exists());
+    let again = featlearn(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    assert!(again.status.success() && String::from_utf8_lossy(&again.stderr).contains("resuming: 24 trials"));
+}
+
 #[test]
 fn bench_small_writes_json_with_every_key() {
     let dir = scratch("bench");
@@ -459,7 +501,7 @@ fn bench_small_writes_json_with_every_key() {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let rows = v.as_array().unwrap();
     let cases: Vec<&str> = rows.iter().map(|r| r["case"].as_str().unwrap()).collect();
-    assert_eq!(cases, ["matmul", "first_step", "gd_step", "ntk_gram", "ntk_gram_unfused", "cholesky_solve", "pcg_krr", "quick_experiment"]);
+    assert_eq!(cases, ["matmul", "first_step", "gd_step", "sgd_step", "ntk_gram", "ntk_gram_unfused", "cholesky_solve", "pcg_krr", "quick_experiment"]);
     for r in rows {
         for key in ["backend", "precision", "case", "params", "repeats", "median_s", "min_s", "max_s", "throughput", "unit", "gflops", "roof_fraction"] {
             assert!(r.get(key).is_some(), "{key} missing in {r}");

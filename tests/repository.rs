@@ -45,8 +45,8 @@ fn every_shipped_config_loads_and_has_trials() {
     }
     assert!(found.len() >= 10, "only {} configs found", found.len());
     for path in found {
-        let config = featlearn_lab::config::Config::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
-        let trials = config.trials().unwrap();
+        let config = featlearn_lab::registry::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        let trials = featlearn_lab::registry::trials(&config).unwrap();
         assert!(!trials.is_empty(), "{} has no trial", path.display());
     }
 }

@@ -14,10 +14,52 @@ import numpy as np
 import scipy.linalg
 
 SIZES = {
-    "small": dict(k=1024, first=(4000, 32, 1000), gram=(2000, 64)),
-    "medium": dict(k=2048, first=(20000, 64, 2000), gram=(8000, 64)),
-    "large": dict(k=4096, first=(100000, 64, 4000), gram=(20000, 64)),
+    "small": dict(k=1024, first=(4000, 32, 1000), gram=(2000, 64), sgd=(8, 256, 500)),
+    "medium": dict(k=2048, first=(20000, 64, 2000), gram=(8000, 64), sgd=(32, 1024, 1000)),
+    "large": dict(k=4096, first=(100000, 64, 4000), gram=(20000, 64), sgd=(1024, 1024, 1000)),
 }
+
+
+def he3(t):
+    return (t**3 - 3 * t) / np.sqrt(6)
+
+
+def he3_prime(t):
+    return (3 * t**2 - 3) / np.sqrt(6)
+
+
+def sgd_loop(reps, d, steps, rng):
+    """Spherical online SGD of a matched single neuron on h_3, correlation loss, b = 1, one
+    replica at a time: the loop the field's scripts run."""
+    eta = 0.5 * d**-1.5
+    for _ in range(reps):
+        u = rng.standard_normal(d)
+        u /= np.linalg.norm(u)
+        w = rng.standard_normal(d)
+        w /= np.linalg.norm(w)
+        for _ in range(steps):
+            x = rng.standard_normal(d)
+            y = he3(u @ x)
+            g = -y * he3_prime(w @ x) * x
+            g -= (g @ w) * w
+            w = w - eta * g
+            w /= np.linalg.norm(w)
+
+
+def sgd_vectorised(reps, d, steps, rng):
+    """The same, every replica advanced together as (R, d) arrays."""
+    eta = 0.5 * d**-1.5
+    u = rng.standard_normal((reps, d))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    w = rng.standard_normal((reps, d))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    for _ in range(steps):
+        x = rng.standard_normal((reps, d))
+        y = he3(np.einsum("rd,rd->r", u, x))
+        g = (-y * he3_prime(np.einsum("rd,rd->r", w, x)))[:, None] * x
+        g -= np.einsum("rd,rd->r", g, w)[:, None] * w
+        w = w - eta * g
+        w /= np.linalg.norm(w, axis=1, keepdims=True)
 
 
 def timed(work, repeats):
@@ -144,6 +186,15 @@ def main():
 
     t = timed(first_step, r)
     out.append(row("first_step", f"n={n} d={d} m={m}", t, n, "samples/s", 6.0 * n * m * d, roof, r))
+    reps, sd, steps = s["sgd"]
+    params = f"R={reps} d={sd} b=1 p=1 h_3, {steps} steps"
+    t = timed(lambda: sgd_vectorised(reps, sd, steps, rng), r)
+    out.append(row("sgd_step", params + " (vectorised over replicas)", t, reps * steps, "replica-steps/s", None, roof, r))
+    # the loop over replicas: fewer replicas timed, scaled to the same work
+    loop_reps = max(1, reps // 8)
+    t = timed(lambda: sgd_loop(loop_reps, sd, steps, rng), 1)
+    t = tuple(v * reps / loop_reps for v in t)
+    out.append(row("sgd_step_loop", params + f" (one replica at a time; {loop_reps} timed, scaled to {reps})", t, reps * steps, "replica-steps/s", None, roof, 1))
     gn, gd = s["gram"]
     xg = rng.standard_normal((gn, gd), dtype=np.float32)
     holder = {}

@@ -70,7 +70,7 @@ impl ComputeArgs {
         if let Some(mb) = self.max_buffer_mb {
             overrides.push(format!("kernel.max_buffer_mb={mb}"));
         }
-        Config::load(config, &overrides)
+        featlearn_lab::registry::load(config, &overrides)
     }
 }
 
@@ -202,7 +202,7 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         repeats: usize,
         /// Only these cases, comma-separated (matmul always runs: it is the roof): first_step,
-        /// gd_step, ntk_gram, ntk_gram_unfused, cholesky_solve, pcg_krr, quick_experiment.
+        /// gd_step, sgd_step, ntk_gram, ntk_gram_unfused, cholesky_solve, pcg_krr, quick_experiment.
         #[arg(long, value_delimiter = ',')]
         cases: Vec<String>,
         /// JSON output file.
@@ -264,7 +264,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 bail!("--n must be at least 1");
             }
             let c = cfg.open_compute()?;
-            let t = cfg.trials()?.into_iter().next().context("the config has no trial")?;
+            let t = featlearn_lab::registry::trials(&cfg)?.into_iter().next().context("the config has no trial")?;
             let target = Target::new(&cfg.target_spec(&t.target, t.p)?, t.d, t.r, t.seed, cfg.task.normalize, t.noise)?;
             let data = sample_rows(&c, &target, t.seed, Split::Train, 0, n, cfg.data.chunk)?;
             write_npy(&out_x, &to_host(data.x)?, &[n, t.d], c.precision)?;
@@ -334,7 +334,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Report { dir, eps } => {
-            let cfg = Config::load(&dir.join("config.toml"), &[])?;
+            let cfg = featlearn_lab::registry::load(&dir.join("config.toml"), &[])?;
             // report writes into the folder too: not beside a run or a merge that is writing it
             let _lock = FolderLock::take(&dir, "report")?;
             let records = read_results(&dir.join("results.jsonl"))?;

@@ -7,7 +7,9 @@ use serde::Serialize;
 use std::time::Instant;
 
 use featlearn::compute::{matmul, to_host, BackendKind, Compute};
+use featlearn::backprop::Activation;
 use featlearn::data::{sample, Split};
+use featlearn::dynamics::{run_sgd, Loss, Replica, Samples, SgdOptions, Start};
 use featlearn::kernels::{gram, gram_unfused, Kernel};
 use featlearn::krr::{fit_krr, KrrOptions, KrrSolver};
 use featlearn::linalg::Cholesky;
@@ -15,7 +17,6 @@ use featlearn::network::{TwoLayer, WInit};
 use featlearn::target::{Target, TargetSpec};
 use featlearn::training::{train_gd, GdOptions, Net, Optimizer, Parameterization, Schedule};
 
-use crate::config::Config;
 use crate::runner::run_trial;
 
 /// Problem sizes of the benchmark.
@@ -80,7 +81,7 @@ fn time_it(c: &Compute, repeats: usize, mut work: impl FnMut() -> Result<()>) ->
 }
 
 /// The cases `featlearn bench` knows, in the order they run. `matmul` always runs: it is the roof.
-pub const CASES: [&str; 8] = ["matmul", "first_step", "gd_step", "ntk_gram", "ntk_gram_unfused", "cholesky_solve", "pcg_krr", "quick_experiment"];
+pub const CASES: [&str; 9] = ["matmul", "first_step", "gd_step", "sgd_step", "ntk_gram", "ntk_gram_unfused", "cholesky_solve", "pcg_krr", "quick_experiment"];
 
 /// Runs the selected cases (all when `cases` is empty) on one backend.
 pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]) -> Result<Vec<BenchResult>> {
@@ -154,6 +155,34 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
         push("gd_step", format!("n={gd_n} d={d} m={m} (full batch, incl. one loss evaluation per {steps} steps)"), per_step, 1.0, "steps/s", Some(f), roof, repeats);
     }
 
+    // online SGD: R replicas of a matched single neuron on h_3, spherical, correlation loss,
+    // b = 1, all replicas batched (samples drawn on the host included)
+    if wanted("sgd_step") {
+        let (reps, sd, steps) = sizes.pick((8, 256, 500), (32, 1024, 1000), (1024, 1024, 1000));
+        let targets: Vec<Target> = (0..reps as u64).map(|s| Target::new(&TargetSpec::SingleIndexHek { k: 3 }, sd, 1, s, true, 0.0)).collect::<Result<_, _>>()?;
+        let replicas: Vec<Replica> = targets.iter().enumerate().map(|(i, t)| Replica { target: t, seed: i as u64 }).collect();
+        let opts = SgdOptions {
+            width: 1,
+            sigma: Activation::Hermite(vec![0.0, 0.0, 0.0, 1.0]),
+            loss: Loss::Correlation,
+            batch: 1,
+            eta: 0.5 * (sd as f64).powf(-1.5),
+            steps,
+            spherical: true,
+            train_second: false,
+            samples: Samples::Fresh,
+            start: Start::Sphere,
+            threshold: 0.5,
+            log_points: 20,
+            stop_at_escape: false,
+        };
+        let t = time_it(c, repeats, || {
+            run_sgd(c, &replicas, &opts, |_| {})?;
+            Ok(())
+        })?;
+        push("sgd_step", format!("R={reps} d={sd} b=1 p=1 h_3, {steps} steps (samples drawn on the host included)"), t, (reps * steps) as f64, "replica-steps/s", None, roof, repeats);
+    }
+
     // NTK Gram build, and the ridge solves on it
     let (gn, gd_) = sizes.pick((2000, 64), (8000, 64), (20000, 64));
     let gt = Target::new(&TargetSpec::He2PlusHep { p: 3 }, gd_, 2, 0, true, 0.0)?;
@@ -203,9 +232,9 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
     if !wanted("quick_experiment") {
         return Ok(out);
     }
-    let quick = Config::from_toml(include_str!("../../../configs/quick.toml"), &[])?;
-    let trials = quick.trials()?;
-    let methods: std::collections::BTreeMap<String, _> = quick.methods()?.into_iter().collect();
+    let quick = crate::registry::from_toml(include_str!("../../../configs/quick.toml"), &[])?;
+    let trials = crate::registry::trials(&quick)?;
+    let methods: std::collections::BTreeMap<String, _> = crate::registry::methods(&quick)?.into_iter().collect();
     let reps = if sizes == Sizes::Small { 1 } else { repeats.min(3) };
     let t = time_it(c, reps, || {
         for trial in &trials {

@@ -1,18 +1,20 @@
 //! Experiment configuration: TOML files in `configs/`, every field with a default, any key
 //! overridable from the command line, list-valued axes swept as a grid.
+//!
+//! This file holds the sections every method shares (task, data, net, ridge, kernel, report,
+//! run). A method's own section (`[gd]`, `[sgd]`, ...) is typed and checked in the method's file
+//! and kept here as raw TOML ([`Config::sections`]); `crate::registry` reads a config whole.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use featlearn::algorithm1::{Eta, HeadOptions, HeadSolver};
+use featlearn::algorithm1::{HeadOptions, HeadSolver};
 use featlearn::compute::{default_memory_budget, Compute};
 use featlearn::network::WInit;
 use featlearn::target::{Term, TargetSpec};
 use featlearn::{BackendKind, Precision};
-
-use crate::methods::{self, Method};
 
 /// A value or a list of values: a list is a sweep axis.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,20 +33,23 @@ impl<T: Clone> Axis<T> {
     }
 }
 
+/// A whole config. Unknown keys are refused by [`Config::parse`] (this struct cannot deny them
+/// itself while it keeps the methods' sections aside).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
     pub task: TaskConfig,
     pub data: DataConfig,
     pub methods: MethodsConfig,
     pub net: NetConfig,
-    pub onestep: OneStepConfig,
     pub ridge: RidgeConfig,
     pub kernel: KernelConfig,
-    pub gd: GdConfig,
-    pub transfer: TransferConfig,
     pub report: ReportConfig,
     pub run: RunConfig,
+    /// The methods' own sections by name, as TOML; each method reads its own with
+    /// [`Config::section`]. Once the registry has read a config, each holds every default.
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -92,29 +97,6 @@ pub struct NetConfig {
     pub a_scale: f64,
     /// Standard deviation of the re-initialised biases (onestep) and of the rf biases.
     pub bias_scale: f64,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OneStepConfig {
-    /// "auto" or a number.
-    pub eta: Axis<EtaValue>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum EtaValue {
-    Fixed(f64),
-    Named(String),
-}
-
-impl std::fmt::Display for EtaValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EtaValue::Fixed(e) => write!(f, "{e}"),
-            EtaValue::Named(s) => f.write_str(s),
-        }
-    }
 }
 
 /// A ridge grid: a list of lambdas, or `{ from, to, count }`, count values spaced
@@ -204,46 +186,6 @@ pub struct KernelConfig {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct GdConfig {
-    /// mean-field | ntk
-    pub parameterization: Axis<String>,
-    /// sgd | adam
-    pub optimizer: String,
-    /// Base learning rate (times m in the mean-field scaling).
-    pub lr: Axis<f64>,
-    /// SGD momentum (0 = plain SGD).
-    pub momentum: f64,
-    pub weight_decay: f64,
-    /// constant | cosine
-    pub schedule: String,
-    pub steps: usize,
-    /// 0 = full batch.
-    pub batch_size: usize,
-    pub log_every: usize,
-    /// Test points used for the curves' test_mse.
-    pub curve_n: usize,
-    /// Training points on which the empirical NTK is computed (0 = never).
-    pub entk_n: usize,
-    /// Also compute the empirical NTK every this many steps (0 = at start and end only).
-    pub entk_every: usize,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TransferConfig {
-    /// Source task of the `transfer` method (same U as the target task): a target name.
-    pub source: String,
-    /// Degree p of the source task.
-    pub source_p: usize,
-    /// Source samples on which the first layer is learned.
-    pub n_source: Axis<usize>,
-    /// When positive, n_source = ceil(n_source_per_d2 * d^2) instead (the source then learns U
-    /// equally well at every d, as the theory's n ~ d^2 asks).
-    pub n_source_per_d2: f64,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct ReportConfig {
     /// Error threshold of the sample complexity n*(d).
     pub eps: f64,
@@ -269,13 +211,11 @@ impl Default for Config {
             data: DataConfig::default(),
             methods: MethodsConfig::default(),
             net: NetConfig::default(),
-            onestep: OneStepConfig::default(),
             ridge: RidgeConfig::default(),
             kernel: KernelConfig::default(),
-            gd: GdConfig::default(),
-            transfer: TransferConfig::default(),
             report: ReportConfig::default(),
             run: RunConfig::default(),
+            sections: BTreeMap::new(),
         }
     }
 }
@@ -305,11 +245,6 @@ impl Default for MethodsConfig {
 impl Default for NetConfig {
     fn default() -> Self {
         NetConfig { m: Axis::One(1000), w_init: "sphere".into(), a_scale: 1.0, bias_scale: 1.0 }
-    }
-}
-impl Default for OneStepConfig {
-    fn default() -> Self {
-        OneStepConfig { eta: Axis::One(EtaValue::Named("auto".into())) }
     }
 }
 impl Default for RidgeConfig {
@@ -342,29 +277,6 @@ impl Default for KernelConfig {
             max_buffer_mb: 0.0,
             kta_n: 2000,
         }
-    }
-}
-impl Default for GdConfig {
-    fn default() -> Self {
-        GdConfig {
-            parameterization: Axis::One("mean-field".into()),
-            optimizer: "sgd".into(),
-            lr: Axis::One(0.05),
-            momentum: 0.9,
-            weight_decay: 0.0,
-            schedule: "cosine".into(),
-            steps: 2000,
-            batch_size: 0,
-            log_every: 100,
-            curve_n: 1000,
-            entk_n: 500,
-            entk_every: 0,
-        }
-    }
-}
-impl Default for TransferConfig {
-    fn default() -> Self {
-        TransferConfig { source: "quadratic".into(), source_p: 2, n_source: Axis::One(4000), n_source_per_d2: 0.0 }
     }
 }
 impl Default for ReportConfig {
@@ -409,18 +321,15 @@ pub fn product(lens: &[usize]) -> Vec<Vec<usize>> {
 }
 
 impl Config {
-    /// Reads a TOML file and applies `key=value` overrides, then validates everything.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        Self::from_toml(&text, overrides).with_context(|| format!("invalid config {}", path.display()))
-    }
-
-    pub fn from_toml(text: &str, overrides: &[String]) -> Result<Self> {
+    /// Reads TOML text and applies `key=value` overrides; checks the shared sections and keeps
+    /// the sections named in `method_sections` as they are, for their methods to read. Any other
+    /// section or key is refused, named. `crate::registry::load` reads a config whole.
+    pub fn parse(text: &str, overrides: &[String], method_sections: &[&str]) -> Result<Self> {
         let mut value: toml::Value = toml::from_str(text).map_err(|e| anyhow!("TOML syntax: {}", e.message()))?;
         for o in overrides {
             apply_override(&mut value, o)?;
         }
-        check_known_keys(&value)?;
+        check_known_keys(&value, method_sections)?;
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             anyhow!("key `{path}`: {}", e.into_inner())
@@ -456,43 +365,16 @@ impl Config {
         }
     }
 
-    /// The methods of `methods.list`, built from this config (their options checked).
-    pub fn methods(&self) -> Result<Vec<(String, Box<dyn Method>)>> {
-        self.methods.list.iter().map(|name| Ok((name.clone(), methods::build(name, self)?))).collect()
-    }
-
-    /// Every trial of the sweep, in a fixed order: the product of the task axes (target, d, r,
-    /// p, noise, m, n), then each method with each point of its own axes, then the seed.
-    pub fn trials(&self) -> Result<Vec<Trial>> {
-        let t = &self.task;
-        let (targets, ds, rs, ps, noises) = (t.target.values(), t.d.values(), t.r.values(), t.p.values(), t.noise.values());
-        let (ms, seeds) = (self.net.m.values(), self.seeds());
-        let methods = self.methods()?;
-        let mut out = Vec::new();
-        for ix in product(&[targets.len(), ds.len(), rs.len(), ps.len(), noises.len(), ms.len(), self.n_values(1).len()]) {
-            let d = ds[ix[1]];
-            let ns = self.n_values(d);
-            for (name, method) in &methods {
-                for point in method.points(d) {
-                    for &seed in &seeds {
-                        out.push(Trial {
-                            method: name.clone(),
-                            label: if point.label.is_empty() { name.clone() } else { format!("{name}/{}", point.label) },
-                            target: targets[ix[0]].clone(),
-                            d,
-                            r: rs[ix[2]],
-                            p: ps[ix[3]],
-                            noise: noises[ix[4]],
-                            n: ns[ix[6]],
-                            m: ms[ix[5]],
-                            options: point.options.clone(),
-                            seed,
-                        });
-                    }
-                }
-            }
+    /// The method section `name`, read as its options type `T` (defaults where a key is absent);
+    /// an unknown key or a wrong type is named with its full path (`gd.lr`).
+    pub fn section<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T> {
+        match self.sections.get(name) {
+            None => Ok(T::default()),
+            Some(value) => serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+                let path = e.path().to_string();
+                anyhow!("key `{name}{}`: {}", if path == "." { String::new() } else { format!(".{path}") }, e.into_inner())
+            }),
         }
-        Ok(out)
     }
 
     /// The n axis at dimension d: `data.n`, or ceil(c d^2) for each c of `data.n_per_d2`.
@@ -534,18 +416,6 @@ impl Config {
             mb if mb > 0.0 => c.with_max_buffer((mb * (1u64 << 20) as f64) as u64),
             _ => c,
         })
-    }
-
-    /// The `onestep.eta` axis, each value checked.
-    pub fn etas(&self) -> Result<Vec<EtaValue>> {
-        let etas = self.onestep.eta.values();
-        if etas.is_empty() {
-            bail!("key `onestep.eta`: the axis needs at least one value");
-        }
-        for eta in &etas {
-            eta_of(eta)?;
-        }
-        Ok(etas)
     }
 
     /// The second-layer ridge of onestep, its variants, rf and transfer: `[ridge]` and
@@ -688,22 +558,7 @@ impl Config {
         }
         self.backend()?;
         self.precision()?;
-        // each method checks its own options as it is built; all are built, listed or not, so a
-        // mistake in a section no listed method reads is still reported
-        for (_, build) in methods::REGISTRY {
-            build(self)?;
-        }
-        self.methods()?;
         Ok(())
-    }
-}
-
-/// eta_1 of a config value.
-pub fn eta_of(v: &EtaValue) -> Result<Eta> {
-    match v {
-        EtaValue::Fixed(e) if *e > 0.0 && e.is_finite() => Ok(Eta::Fixed(*e)),
-        EtaValue::Named(s) if s == "auto" => Ok(Eta::Auto),
-        other => bail!("key `onestep.eta`: {other:?} (expected \"auto\" or a positive number)"),
     }
 }
 
@@ -729,16 +584,25 @@ fn apply_override(root: &mut toml::Value, spec: &str) -> Result<()> {
     bail!("--set {spec}: empty key")
 }
 
-/// Rejects keys the config does not have, naming them with their full path. The known keys are
-/// those of the default config, so this check cannot drift from the structs.
-fn check_known_keys(value: &toml::Value) -> Result<()> {
+/// Rejects keys the config does not have, naming them with their full path. The known keys of
+/// the shared sections are those of the default config, so this check cannot drift from the
+/// structs; the sections in `method_sections` are their methods' to check.
+fn check_known_keys(value: &toml::Value, method_sections: &[&str]) -> Result<()> {
     let known = toml::Value::try_from(Config::default()).expect("default config serialises");
     let (Some(given), Some(known)) = (value.as_table(), known.as_table()) else {
         bail!("the config must be a TOML table");
     };
     for (section, body) in given {
+        if method_sections.contains(&section.as_str()) {
+            if !body.is_table() {
+                bail!("key `{section}` must be a table");
+            }
+            continue;
+        }
         let Some(known_body) = known.get(section) else {
-            bail!("unknown key `{section}` (sections: {})", known.keys().cloned().collect::<Vec<_>>().join(", "));
+            let mut names: Vec<&str> = known.keys().map(String::as_str).chain(method_sections.iter().copied()).collect();
+            names.sort_unstable();
+            bail!("unknown key `{section}` (sections: {})", names.join(", "));
         };
         let (Some(body), Some(known_body)) = (body.as_table(), known_body.as_table()) else {
             bail!("key `{section}` must be a table");
@@ -755,115 +619,3 @@ fn check_known_keys(value: &toml::Value) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_validate_and_round_trip() {
-        let c = Config::from_toml("", &[]).unwrap();
-        let again = Config::from_toml(&c.to_toml(), &[]).unwrap();
-        assert_eq!(c.trials().unwrap(), again.trials().unwrap());
-        assert_eq!(c.trials().unwrap().len(), 2 * 2); // two methods x two seeds
-    }
-
-    #[test]
-    fn overrides_make_sweeps() {
-        let c = Config::from_toml("[task]\nd = 16\n", &["task.d=[16, 32]".into(), "data.n=[10,20,30]".into(), "task.target=quadratic".into()]).unwrap();
-        assert_eq!(c.task.d.values(), vec![16, 32]);
-        assert_eq!(c.trials().unwrap().len(), 2 * 3 * 2 * 2);
-        assert!(c.trials().unwrap().iter().all(|t| t.target == "quadratic"));
-    }
-
-    #[test]
-    fn the_sweep_is_the_product_of_task_axes_then_each_methods_own_axes() {
-        let text = "[task]\nd = [8, 12]\n[data]\nn = [10, 20]\n[methods]\nlist = [\"onestep\", \"gd\", \"transfer\", \"ntk\"]\n\
-                    [onestep]\neta = [\"auto\", 0.5]\n[gd]\nparameterization = [\"mean-field\", \"ntk\"]\nlr = [0.1, 0.2]\n\
-                    [transfer]\nn_source = [100, 200]\n";
-        let trials = Config::from_toml(text, &[]).unwrap().trials().unwrap();
-        // 2 d x 2 n x (onestep 2 etas + gd 2 x 2 + transfer 2 etas x 2 sizes + ntk 1) x 2 seeds
-        assert_eq!(trials.len(), 2 * 2 * (2 + 4 + 4 + 1) * 2);
-        let labels: Vec<&str> = trials.iter().filter(|t| t.d == 8 && t.n == 10 && t.seed == 0).map(|t| t.label.as_str()).collect();
-        assert_eq!(
-            labels,
-            [
-                "onestep/eta=auto",
-                "onestep/eta=0.5",
-                "gd/mean-field/lr=0.1",
-                "gd/mean-field/lr=0.2",
-                "gd/ntk/lr=0.1",
-                "gd/ntk/lr=0.2",
-                "transfer/n_source=100/eta=auto",
-                "transfer/n_source=200/eta=auto",
-                "transfer/n_source=100/eta=0.5",
-                "transfer/n_source=200/eta=0.5",
-                "ntk"
-            ]
-        );
-        // task axes outermost (d before n), seeds innermost; no trial twice
-        assert_eq!((trials[0].d, trials[0].n, trials[1].seed), (8, 10, 1));
-        assert_eq!((trials[22].d, trials[22].n, trials[44].d), (8, 20, 12));
-        let keys: std::collections::HashSet<String> = trials.iter().map(|t| serde_json::to_string(t).unwrap()).collect();
-        assert_eq!(keys.len(), trials.len());
-        let gd = trials.iter().find(|t| t.label == "gd/ntk/lr=0.2").unwrap();
-        assert_eq!((gd.options["parameterization"].as_str(), gd.options["lr"].as_f64()), (Some("ntk"), Some(0.2)));
-        // n_source_per_d2 makes n_source follow d and keeps one label across d
-        let per = Config::from_toml("[task]\nd = [8, 12]\n[methods]\nlist = [\"transfer\"]\n[transfer]\nn_source_per_d2 = 0.5\n", &[]).unwrap();
-        let per = per.trials().unwrap();
-        let sizes: Vec<(usize, u64, &str)> = per.iter().filter(|t| t.seed == 0).map(|t| (t.d, t.options["n_source"].as_u64().unwrap(), t.label.as_str())).collect();
-        assert_eq!(sizes, [(8, 32, "transfer/n_source=0.5d^2"), (12, 72, "transfer/n_source=0.5d^2")]);
-    }
-
-    #[test]
-    fn an_n_grid_in_multiples_of_d_squared_follows_d() {
-        let c = Config::from_toml("[task]\nd = [8, 20]\n[data]\nn_per_d2 = [0.5, 2.0]\n[methods]\nlist = [\"onestep\"]\n[run]\nseeds = 1\n", &[]).unwrap();
-        let dn: Vec<(usize, usize)> = c.trials().unwrap().iter().map(|t| (t.d, t.n)).collect();
-        assert_eq!(dn, [(8, 32), (8, 128), (20, 200), (20, 800)]);
-        let e = Config::from_toml("[data]\nn_per_d2 = [1.0, -2.0]\n", &[]).unwrap_err();
-        assert!(format!("{e:#}").contains("data.n_per_d2"));
-    }
-
-    #[test]
-    fn geometric_lambda_grids() {
-        let c = Config::from_toml("[ridge]\nlambdas = { from = 1e-10, to = 1e15, count = 100 }\nsolver = \"eigen\"\n", &[]).unwrap();
-        let v = c.ridge.lambdas.values();
-        assert_eq!((v.len(), v[0], v[99]), (100, 1e-10, 1e15));
-        let ratio = (1e25f64).powf(1.0 / 99.0);
-        assert!(v.windows(2).all(|w| (w[1] / w[0] / ratio - 1.0).abs() < 1e-12));
-        let decades = Config::default().ridge.lambdas.values();
-        assert_eq!(decades, [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0]);
-        // the resolved config keeps the form and reads back the same grid
-        assert_eq!(Config::from_toml(&c.to_toml(), &[]).unwrap().ridge.lambdas, c.ridge.lambdas);
-        for bad in ["{ from = 0.0, to = 1.0, count = 5 }", "{ from = 1.0, to = 0.1, count = 5 }", "{ from = 1.0, to = 2.0, count = 0 }", "[]", "[-1.0]"] {
-            let e = Config::from_toml(&format!("[kernel]\nlambdas = {bad}\n"), &[]).unwrap_err();
-            assert!(format!("{e:#}").contains("kernel.lambdas"), "{bad}: {e:#}");
-        }
-    }
-
-    #[test]
-    fn bad_input_names_the_key() {
-        let cases = [
-            ("[task]\nfoo = 1\n", "task.foo"),
-            ("[task]\nd = \"many\"\n", "task.d"),
-            ("[task]\nd = 4\nr = 5\n", "task.r"),
-            ("[task]\ntarget = \"he2-plus-hep\"\np = 1\n", "task.p"),
-            ("[net]\nm = 999\n", "net.m"),
-            ("[data]\nn = 0\n", "data.n"),
-            ("[bogus]\nx = 1\n", "bogus"),
-            ("[kernel]\nsolver = \"lu\"\n", "kernel.solver"),
-            ("[ridge]\nsolver = \"lu\"\n", "ridge.solver"),
-            ("[methods]\nlist = [\"svm\"]\n", "methods.list"),
-            ("[gd]\nlr = [0.1, -1.0]\n", "gd.lr"),
-            ("[onestep]\neta = \"big\"\n", "onestep.eta"),
-            ("[onestep]\neta = []\n", "onestep.eta"),
-            ("[gd]\nlr = []\n", "gd.lr"),
-            ("[data]\nn = []\n", "data.n"),
-            ("[transfer]\nn_source = []\n", "transfer.n_source"),
-            ("[transfer]\nsource = \"cubic\"\n", "transfer.source"),
-        ];
-        for (text, key) in cases {
-            let err = format!("{:#}", Config::from_toml(text, &[]).unwrap_err());
-            assert!(err.contains(key), "{text:?} gave {err:?}, which does not name {key}");
-        }
-    }
-}

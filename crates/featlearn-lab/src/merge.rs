@@ -60,7 +60,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
     let _lock = FolderLock::take(out, "merge")?;
 
     // position of each trial in an unsharded run
-    let trials = config.trials()?;
+    let trials = crate::registry::trials(&config)?;
     let order: HashMap<String, usize> = trials.iter().enumerate().map(|(i, t)| (trial_key(t), i)).collect();
     let mut results: Vec<(usize, Record, String)> = Vec::new();
     let mut folders = Vec::with_capacity(dirs.len());

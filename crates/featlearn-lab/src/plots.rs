@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use crate::files::write_atomic;
-use crate::records::{mean_se, Record};
-use crate::report::{Report, SLOPE_WINDOW};
+use crate::records::{mean_se, read_lines, CurvePoint, Record};
+use crate::report::{escape_task, Report, SLOPE_WINDOW};
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
@@ -74,7 +74,7 @@ const MARKERS: [Marker; 5] = [Marker::Circle, Marker::Square, Marker::Triangle, 
 
 /// Colour and marker of each method the registry knows (Okabe-Ito's colour-blind-safe palette
 /// and black).
-const METHODS: [(&str, RGBColor, Marker); 10] = [
+const METHODS: [(&str, RGBColor, Marker); 11] = [
     ("onestep", RGBColor(0, 114, 178), Marker::Circle),
     ("onestep-authors", RGBColor(86, 180, 233), Marker::Diamond),
     ("transfer", RGBColor(0, 158, 115), Marker::Triangle),
@@ -85,6 +85,7 @@ const METHODS: [(&str, RGBColor, Marker); 10] = [
     ("rbf", RGBColor(90, 90, 90), Marker::Circle),
     ("laplace", RGBColor(0, 0, 0), Marker::Cross),
     ("poly", RGBColor(140, 86, 75), Marker::Cross),
+    ("sgd", RGBColor(120, 60, 160), Marker::Circle),
 ];
 
 const GREY: RGBColor = RGBColor(120, 120, 120);
@@ -417,8 +418,8 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
     let name = |label: &str, target: &str| if several_targets { format!("{label} on {target}") } else { label.to_string() };
     const SE: &str = "(mean ± s.e. over seeds)";
 
-    // error vs n, one figure per d, with eps
-    let errors = grouped(records, |_| true, |r| r.trial.n as f64, |r| r.test_mse);
+    // error vs n, one figure per d, with eps (sgd's n is not its sample count: see below)
+    let errors = grouped(records, |r| r.escaped.is_none(), |r| r.trial.n as f64, |r| r.test_mse);
     let dims: BTreeSet<usize> = errors.keys().map(|k| k.0).collect();
     for &d in &dims {
         let mut series: Vec<Series> = errors
@@ -528,6 +529,61 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
         .collect();
     if !transfer_dims.is_empty() {
         files.extend(line_plot(&dir.join("transfer_vs_n_target"), &format!("transfer vs from scratch: error vs n_target {SE}"), "n_target (target samples)", "test MSE / E[f*^2]", &series, true)?);
+    }
+    files.extend(draw_escape(dir, report, &name)?);
+    Ok(files)
+}
+
+/// `sgd`'s figures: the median escape samples against d with the fitted power law (error bars
+/// from the quartiles), and the mean overlap against t / d^k with k the fitted exponent of the
+/// escape steps, one curve per d: at the right k the curves fall on one another.
+fn draw_escape(dir: &Path, report: &Report, name: &dyn Fn(&str, &str) -> String) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    if report.escape.is_empty() {
+        return Ok(files);
+    }
+    let mut series = Vec::new();
+    let mut medians: BTreeMap<(String, String), Vec<(f64, f64, f64)>> = BTreeMap::new();
+    for r in &report.escape {
+        if let (Some(q1), Some(m), q3) = r.samples {
+            // the bar spans the quartiles, drawn symmetric as half their distance
+            let half = q3.map_or(m - q1, |q3| (q3 - q1) / 2.0);
+            medians.entry((r.method.clone(), r.target.clone())).or_default().push((r.d as f64, m, half));
+        }
+    }
+    for (variant, ((label, target), pts)) in medians.iter().enumerate() {
+        series.push(Series { name: name(label, target), label: label.clone(), points: pts.clone(), kind: Kind::Data { variant } });
+        if let Some(fit) = report.escape_fits.iter().find(|f| &f.method == label && &f.target == target && f.quantity == "samples") {
+            let c = pts.iter().map(|p| p.1.ln() - fit.exponent * p.0.ln()).sum::<f64>() / pts.len() as f64;
+            let (a, b) = (pts.first().expect("a point").0, pts.last().expect("a point").0);
+            let line = (0..=20).map(|i| a * (b / a).powf(i as f64 / 20.0)).map(|d| (d, (c + fit.exponent * d.ln()).exp(), 0.0)).collect();
+            series.push(Series { name: format!("{} fit: d^{:.2}", name(label, target), fit.exponent), label: label.clone(), points: line, kind: Kind::Fit });
+        }
+    }
+    if !series.is_empty() {
+        files.extend(line_plot(&dir.join("escape_samples"), "samples until the overlap reaches the threshold (median over seeds; bars: quartiles)", "d", "samples", &series, true)?);
+    }
+    let curves: Vec<CurvePoint> = read_lines::<CurvePoint>(&dir.join("curves.jsonl"))?.into_iter().map(|(c, _)| c).filter(|c| c.overlap.is_some()).collect();
+    for fit in report.escape_fits.iter().filter(|f| f.quantity == "steps") {
+        let mut by_d: BTreeMap<usize, BTreeMap<usize, Vec<f64>>> = BTreeMap::new();
+        for c in curves.iter().filter(|c| c.trial.label == fit.method && escape_task(&c.trial) == fit.target && c.step > 0) {
+            by_d.entry(c.trial.d).or_default().entry(c.step).or_default().push(c.overlap.expect("filtered"));
+        }
+        let series: Vec<Series> = by_d
+            .iter()
+            .enumerate()
+            .map(|(variant, (&d, steps))| Series {
+                name: format!("{} d = {d}", name(&fit.method, &fit.target)),
+                label: fit.method.clone(),
+                points: steps.iter().map(|(&t, v)| (t as f64 / (d as f64).powf(fit.exponent), mean_se(v).0, 0.0)).collect(),
+                kind: Kind::Data { variant },
+            })
+            .collect();
+        if !series.is_empty() {
+            let stem = format!("overlap_collapse_{}_{}", fit.method.replace('/', "_"), fit.target);
+            let title = format!("mean overlap vs t / d^{:.2} (the fitted escape exponent), {}", fit.exponent, name(&fit.method, &fit.target));
+            files.extend(line_plot(&dir.join(stem), &title, &format!("t / d^{:.2}", fit.exponent), "overlap", &series, false)?);
+        }
     }
     Ok(files)
 }

@@ -12,22 +12,51 @@ use std::path::{Path, PathBuf};
 use crate::config::Trial;
 use crate::files::{io_error, write_atomic};
 
-/// One logged step of a `gd` trial (a line of `curves.jsonl`).
+/// One logged step of a trial that trains (a line of `curves.jsonl`): `gd` writes the losses,
+/// test_mse and alignment, `sgd` the overlap; a line holds only its method's columns.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CurvePoint {
     #[serde(flatten)]
     pub trial: Trial,
     pub step: usize,
-    pub train_loss: f64,
-    pub val_loss: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
     /// test_mse on the first `gd.curve_n` test points.
-    pub test_mse: f64,
-    pub alignment: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_mse: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alignment: Option<f64>,
+    /// `sgd`: max_j |w_j . u| / |w_j| (single-index) or the subspace alignment (multi-index).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<f64>,
     /// Empirical-NTK kernel-target alignment (both forms) and distance to the initial one, at the
     /// steps where it is computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub entk_kta: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub entk_rayleigh: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub entk_distance: Option<f64>,
+}
+
+impl CurvePoint {
+    /// A point of `trial` at `step` with no value yet.
+    pub fn at(trial: Trial, step: usize) -> Self {
+        CurvePoint {
+            trial,
+            step,
+            train_loss: None,
+            val_loss: None,
+            test_mse: None,
+            alignment: None,
+            overlap: None,
+            entk_kta: None,
+            entk_rayleigh: None,
+            entk_distance: None,
+        }
+    }
 }
 
 /// One finished trial.
@@ -81,6 +110,21 @@ pub struct Record {
     pub solver: Option<String>,
     pub iterations: Option<usize>,
     pub relative_residual: Option<f64>,
+    /// `sgd` only (absent from other methods' lines; `pandas.read_json(path, lines=True)` fills
+    /// them with NaN there): whether the overlap reached `sgd.threshold`, the first step at
+    /// which it did, the samples used to get there (steps x b for fresh samples, distinct
+    /// batches x b for repeated ones, n for a reused training set), the samples drawn over the
+    /// whole run, and the overlap at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escaped: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escape_step: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escape_samples: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<f64>,
     pub n_val: usize,
     pub n_test: usize,
     pub fit_seconds: f64,

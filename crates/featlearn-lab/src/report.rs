@@ -1,5 +1,6 @@
 //! `featlearn report`: sample complexity n*(d), fitted scaling exponents with bootstrap
-//! intervals over seeds (docs/science.md, section 6), written as `report.md` and `report.json`.
+//! intervals over seeds (docs/science.md, section 6), and for `sgd` the escape time and samples
+//! against d (section 10), written as `report.md` and `report.json`.
 
 use anyhow::Result;
 use rand::Rng;
@@ -49,12 +50,166 @@ pub struct LocalSlope {
     pub interval: Option<(f64, f64)>,
 }
 
+/// The escape of one `sgd` sweep point over its seeds. The distribution is heavy-tailed, so it
+/// is summarised by quartiles; a replica that never escaped counts as later than every other,
+/// and a quartile past the escaped ones is None.
+#[derive(Clone, Debug, Serialize)]
+pub struct EscapeRow {
+    pub method: String,
+    pub target: String,
+    pub d: usize,
+    pub replicas: usize,
+    pub escaped: usize,
+    /// (first quartile, median, third quartile) of the escape step.
+    pub steps: (Option<f64>, Option<f64>, Option<f64>),
+    /// The same quartiles of the samples used to escape.
+    pub samples: (Option<f64>, Option<f64>, Option<f64>),
+}
+
+/// The exponent k of median escape ~ d^k, for steps or samples, with a bootstrap over seeds.
+#[derive(Clone, Debug, Serialize)]
+pub struct EscapeFit {
+    pub method: String,
+    pub target: String,
+    /// "samples" or "steps".
+    pub quantity: String,
+    pub exponent: f64,
+    pub interval: Option<(f64, f64)>,
+    pub dims: Vec<usize>,
+    pub replicates: usize,
+    /// Local slopes over three consecutive d (their `method` is this fit's).
+    pub local_slopes: Vec<LocalSlope>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub eps: f64,
     pub n_star: Vec<NStarRow>,
     pub exponents: Vec<ExponentFit>,
     pub local_slopes: Vec<LocalSlope>,
+    pub escape: Vec<EscapeRow>,
+    pub escape_fits: Vec<EscapeFit>,
+}
+
+/// The q-quantile (0..1) of values sorted ascending with the non-escaped as +inf, by linear
+/// interpolation between order statistics; None when it touches a non-escaped replica.
+pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let h = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    let v = sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo]);
+    (sorted[hi].is_finite()).then_some(if lo == hi { sorted[lo] } else { v })
+}
+
+/// The task an escape row names: the degree is part of it (h_1, h_2 and h_3 escape at different
+/// rates): `he3` for single-index-hek with p = 3, else `target p=P`.
+pub fn escape_task(t: &crate::config::Trial) -> String {
+    if t.target == "single-index-hek" {
+        format!("he{}", t.p)
+    } else {
+        format!("{} p={}", t.target, t.p)
+    }
+}
+
+/// Escape values of each (label, target), d and seed: (steps, samples), +inf when not escaped.
+type EscapeCells = BTreeMap<(String, String), BTreeMap<usize, BTreeMap<u64, (f64, f64)>>>;
+
+fn escape_cells(records: &[Record]) -> EscapeCells {
+    let mut out: EscapeCells = BTreeMap::new();
+    for r in records.iter().filter(|r| r.status == "ok") {
+        if let Some(escaped) = r.escaped {
+            let t = &r.trial;
+            let v = match (escaped, r.escape_step, r.escape_samples) {
+                (true, Some(s), Some(n)) => (s as f64, n as f64),
+                _ => (f64::INFINITY, f64::INFINITY),
+            };
+            out.entry((t.label.clone(), escape_task(t))).or_default().entry(t.d).or_default().insert(t.seed, v);
+        }
+    }
+    out
+}
+
+/// Median of one component of the escape values of the given seeds (with repetition).
+fn median_of(by_seed: &BTreeMap<u64, (f64, f64)>, seeds: &[u64], samples: bool) -> Option<f64> {
+    let mut v: Vec<f64> = seeds.iter().map(|s| if samples { by_seed[s].1 } else { by_seed[s].0 }).collect();
+    v.sort_by(f64::total_cmp);
+    quantile(&v, 0.5).filter(|m| *m > 0.0)
+}
+
+/// Escape quartiles per sweep point, and for steps and samples the exponent of the median
+/// against d with a bootstrap over seeds and its local slopes.
+fn escape_report(records: &[Record], bootstrap: usize) -> (Vec<EscapeRow>, Vec<EscapeFit>) {
+    let cells = escape_cells(records);
+    let mut rows = Vec::new();
+    let mut fits = Vec::new();
+    let mut rng = stream_rng(1, Stream::Bootstrap);
+    for ((method, target), by_d) in &cells {
+        for (&d, by_seed) in by_d {
+            let sorted = |samples: bool| {
+                let mut v: Vec<f64> = by_seed.values().map(|v| if samples { v.1 } else { v.0 }).collect();
+                v.sort_by(f64::total_cmp);
+                v
+            };
+            let quartiles = |v: Vec<f64>| (quantile(&v, 0.25), quantile(&v, 0.5), quantile(&v, 0.75));
+            rows.push(EscapeRow {
+                method: method.clone(),
+                target: target.clone(),
+                d,
+                replicas: by_seed.len(),
+                escaped: by_seed.values().filter(|v| v.0.is_finite()).count(),
+                steps: quartiles(sorted(false)),
+                samples: quartiles(sorted(true)),
+            });
+        }
+        for (quantity, samples) in [("samples", true), ("steps", false)] {
+            let medians: Vec<(usize, f64)> = by_d
+                .iter()
+                .filter_map(|(&d, by_seed)| median_of(by_seed, &by_seed.keys().copied().collect::<Vec<_>>(), samples).map(|m| (d, m)))
+                .collect();
+            let Some((exponent, _)) = fit_exponent(&medians) else { continue };
+            let windows = local_slopes(&medians, SLOPE_WINDOW);
+            let (mut slopes, mut window_slopes) = (Vec::new(), vec![Vec::new(); windows.len()]);
+            for _ in 0..bootstrap {
+                let pts: Vec<(usize, f64)> = by_d
+                    .iter()
+                    .filter_map(|(&d, by_seed)| {
+                        let seeds: Vec<u64> = by_seed.keys().copied().collect();
+                        let pick: Vec<u64> = (0..seeds.len()).map(|_| seeds[rng.random_range(0..seeds.len())]).collect();
+                        median_of(by_seed, &pick, samples).map(|m| (d, m))
+                    })
+                    .collect();
+                if pts.len() == medians.len() {
+                    if let Some((k, _)) = fit_exponent(&pts) {
+                        slopes.push(k);
+                    }
+                }
+                for ((dims, _), acc) in windows.iter().zip(window_slopes.iter_mut()) {
+                    let win: Vec<(usize, f64)> = dims.iter().filter_map(|d| pts.iter().find(|p| p.0 == *d).copied()).collect();
+                    if let (true, Some((k, _))) = (win.len() == dims.len(), fit_exponent(&win)) {
+                        acc.push(k);
+                    }
+                }
+            }
+            let local_slopes = windows
+                .into_iter()
+                .zip(window_slopes)
+                .map(|((dims, slope), mut acc)| LocalSlope { method: method.clone(), target: target.clone(), dims, slope, interval: percentile_interval(&mut acc) })
+                .collect();
+            fits.push(EscapeFit {
+                method: method.clone(),
+                target: target.clone(),
+                quantity: quantity.into(),
+                exponent,
+                interval: percentile_interval(&mut slopes),
+                dims: medians.iter().map(|p| p.0).collect(),
+                replicates: slopes.len(),
+                local_slopes,
+            });
+        }
+    }
+    (rows, fits)
 }
 
 /// Dimensions a local slope spans: three consecutive ones.
@@ -119,7 +274,8 @@ type Cells = BTreeMap<(String, String), BTreeMap<usize, BTreeMap<u64, BTreeMap<u
 
 fn cells(records: &[Record]) -> Cells {
     let mut out: Cells = BTreeMap::new();
-    for r in records.iter().filter(|r| r.status == "ok") {
+    // sgd's trials answer another question (escape against d; see escape_report)
+    for r in records.iter().filter(|r| r.status == "ok" && r.escaped.is_none()) {
         if let Some(e) = r.test_mse {
             let t = &r.trial;
             out.entry((t.label.clone(), t.target.clone())).or_default().entry(t.d).or_default().entry(t.seed).or_default().insert(t.n, e);
@@ -196,7 +352,8 @@ pub fn build_report(records: &[Record], eps: f64, bootstrap: usize) -> Report {
             replicates: slopes.len(),
         });
     }
-    Report { eps, n_star: rows, exponents, local_slopes: local }
+    let (escape, escape_fits) = escape_report(records, bootstrap);
+    Report { eps, n_star: rows, exponents, local_slopes: local, escape, escape_fits }
 }
 
 /// report.md: errors by method, d, n; n* table; exponents; what was not reached.
@@ -223,6 +380,26 @@ pub fn render_markdown(report: &Report, records: &[Record]) -> String {
     for l in &report.local_slopes {
         let iv = l.interval.map_or("-".into(), |(a, b)| format!("[{a:.2}, {b:.2}]"));
         s.push_str(&format!("| {} | {} | {:?} | {:.2} | {iv} |\n", l.method, l.target, l.dims, l.slope));
+    }
+    if !report.escape.is_empty() {
+        s.push_str("\n## Escape: steps and samples until the overlap reaches the threshold (sgd)\n\nQuartiles over seeds; a seed that never escaped counts as later than all others, and a quartile that falls on one is \"-\".\n\n| method | target | d | escaped | steps q1 | steps median | steps q3 | samples q1 | samples median | samples q3 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+        let q = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+        for r in &report.escape {
+            s.push_str(&format!(
+                "| {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {} |\n",
+                r.method, r.target, r.d, r.escaped, r.replicas, q(r.steps.0), q(r.steps.1), q(r.steps.2), q(r.samples.0), q(r.samples.1), q(r.samples.2)
+            ));
+        }
+        s.push_str("\n### Fitted exponents: median escape ~ d^k\n\n| method | target | quantity | k | 95% bootstrap interval | dims | local slopes over 3 consecutive d |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+        for f in &report.escape_fits {
+            let iv = f.interval.map_or("-".into(), |(a, b)| format!("[{a:.2}, {b:.2}] ({} replicates)", f.replicates));
+            let local: Vec<String> = f
+                .local_slopes
+                .iter()
+                .map(|l| format!("{:?}: {:.2}{}", l.dims, l.slope, l.interval.map_or(String::new(), |(a, b)| format!(" [{a:.2}, {b:.2}]"))))
+                .collect();
+            s.push_str(&format!("| {} | {} | {} | {:.2} | {iv} | {:?} | {} |\n", f.method, f.target, f.quantity, f.exponent, f.dims, local.join("; ")));
+        }
     }
     let missing: Vec<String> =
         report.n_star.iter().filter(|r| r.n_star.is_none()).map(|r| format!("{} on {} at d = {}", r.method, r.target, r.d)).collect();
@@ -281,6 +458,52 @@ mod tests {
             }
         }
         out
+    }
+
+    /// sgd records of (d, seed) with the escape samples `samples` (None: not escaped).
+    fn escapes(points: &[(usize, u64, Option<u64>)]) -> Vec<Record> {
+        let base = synthetic(&[8], 1, |_, _| 100.0).remove(0);
+        points
+            .iter()
+            .map(|&(d, seed, samples)| {
+                let mut r = base.clone();
+                (r.trial.method, r.trial.label, r.trial.target, r.trial.p) = ("sgd".into(), "sgd".into(), "single-index-hek".into(), 3);
+                (r.trial.d, r.trial.seed) = (d, seed);
+                (r.escaped, r.escape_samples, r.escape_step) = (Some(samples.is_some()), samples, samples);
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_escape_fit_recovers_a_known_exponent_and_keeps_the_quartiles_honest() {
+        // samples = d^2 exp(0.3 z), 16 seeds per d: the median's exponent is 2 within its interval
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let dims = [16, 32, 64, 128, 256];
+        let mut pts = Vec::new();
+        for &d in &dims {
+            for seed in 0..16 {
+                let (u, v): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+                let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+                pts.push((d, seed, Some(((d * d) as f64 * (0.3 * z).exp()).round() as u64)));
+            }
+        }
+        let report = build_report(&escapes(&pts), 0.1, 200);
+        assert!(report.n_star.is_empty(), "sgd records enter no n* cell");
+        let fit = report.escape_fits.iter().find(|f| f.quantity == "samples").unwrap();
+        let (lo, hi) = fit.interval.unwrap();
+        assert!(lo < 2.0 && 2.0 < hi && hi - lo < 0.3, "k = {} [{lo}, {hi}]", fit.exponent);
+        assert_eq!((fit.target.as_str(), fit.dims.len(), fit.local_slopes.len()), ("he3", 5, 3));
+        // quartiles: 3 of 4 seeds escaped at 10, 20, 30: the median lies between escaped ones,
+        // the third quartile falls on the replica that never escaped
+        let report = build_report(&escapes(&[(8, 0, Some(30)), (8, 1, Some(10)), (8, 2, None), (8, 3, Some(20))]), 0.1, 10);
+        let row = &report.escape[0];
+        assert_eq!((row.escaped, row.replicas), (3, 4));
+        assert_eq!(row.samples, (Some(17.5), Some(25.0), None));
+        // a median past the escaped replicas is not reported
+        let report = build_report(&escapes(&[(8, 0, Some(30)), (8, 1, None), (8, 2, None)]), 0.1, 10);
+        assert_eq!(report.escape[0].samples.1, None);
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     if config_path.exists() {
         // compare resolved configs, so a folder written before new keys existed still resumes
         let before = std::fs::read_to_string(&config_path).map_err(|e| io_error("read", &config_path, &e))?;
-        let same = Config::from_toml(&before, &[]).map(|c| c.to_toml() == resolved).unwrap_or(false);
+        let same = crate::registry::from_toml(&before, &[]).map(|c| c.to_toml() == resolved).unwrap_or(false);
         if !same {
             bail!(
                 "{} holds results of a different config; choose another --out folder",
@@ -61,7 +61,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     let todo: Vec<Trial> = trials_of(config, opts.shard)?.into_iter().filter(|t| !done.contains(t)).collect();
 
     let compute = config.open_compute()?;
-    let methods: BTreeMap<String, Box<dyn Method>> = config.methods()?.into_iter().collect();
+    let methods: BTreeMap<String, Box<dyn Method>> = crate::registry::methods(&config)?.into_iter().collect();
     let mut writer = JsonlWriter::open(&results_path)?;
     let mut curves = JsonlWriter::open(&opts.out.join("curves.jsonl"))?;
     let bar = if opts.progress { ProgressBar::new(todo.len() as u64) } else { ProgressBar::hidden() };
@@ -81,18 +81,34 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     if !done.is_empty() {
         say(format!("resuming: {} trials already in {}", done.len(), results_path.display()));
     }
-    for trial in &todo {
-        let label = format!("{} d={} n={} seed={}", trial.label, trial.d, trial.n, trial.seed);
-        bar.set_message(label.clone());
+    let mut next = 0;
+    while next < todo.len() {
+        let trial = &todo[next];
         let method = methods[&trial.method].as_ref();
-        let (record, curve) = run_trial(&compute, config, method, trial, &|status: String| bar.set_message(format!("{label} {status}")));
-        if let Some(reason) = &record.reason {
-            say(format!("trial {label}: {reason}"));
+        // a method that batches seeds takes the pending seeds of one sweep point together
+        let group = if method.batches_seeds() { todo[next..].iter().take_while(|t| same_point(t, trial)).count() } else { 1 };
+        let trials = &todo[next..next + group];
+        let label = match group {
+            1 => format!("{} d={} n={} seed={}", trial.label, trial.d, trial.n, trial.seed),
+            _ => format!("{} d={} n={} {group} seeds", trial.label, trial.d, trial.n),
+        };
+        bar.set_message(label.clone());
+        let status = |status: String| bar.set_message(format!("{label} {status}"));
+        let results = if method.batches_seeds() {
+            run_replicas(&compute, config, method, trials, &status)
+        } else {
+            vec![run_trial(&compute, config, method, trial, &status)]
+        };
+        for (record, curve) in results {
+            if let Some(reason) = &record.reason {
+                say(format!("trial {} d={} n={} seed={}: {reason}", record.trial.label, record.trial.d, record.trial.n, record.trial.seed));
+            }
+            // a trial's curve is written when the trial is, so an interrupted trial leaves neither
+            curves.append_all(&curve)?;
+            writer.append(&record)?;
+            bar.inc(1);
         }
-        // a trial's curve is written when the trial is, so an interrupted trial leaves neither
-        curves.append_all(&curve)?;
-        writer.append(&record)?;
-        bar.inc(1);
+        next += group;
     }
     bar.finish_and_clear();
     let records = read_results(&results_path)?;
@@ -143,13 +159,14 @@ fn utc_timestamp() -> String {
     format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// Runs one trial of `method`; a failure becomes a record with the reason, so the run goes on:
-/// status `"diverged"` for a non-finite value or a lost positive definiteness (the method's own
-/// numbers), `"failed"` for anything else (a tensor over the device's largest buffer, a job over
-/// the memory budget, an allocation the device refused, a lost device).
-pub fn run_trial(c: &Compute, config: &Config, method: &dyn Method, trial: &Trial, status: &dyn Fn(String)) -> (Record, Vec<CurvePoint>) {
-    let start = Instant::now();
-    let mut record = Record {
+/// Whether two trials are the same sweep point (they differ at most in their seed).
+fn same_point(a: &Trial, b: &Trial) -> bool {
+    Trial { seed: b.seed, ..a.clone() } == *b
+}
+
+/// A record of `trial` before it runs: status ok, nothing measured.
+fn new_record(c: &Compute, config: &Config, trial: &Trial) -> Record {
+    Record {
         trial: trial.clone(),
         status: "ok".into(),
         reason: None,
@@ -174,12 +191,34 @@ pub fn run_trial(c: &Compute, config: &Config, method: &dyn Method, trial: &Tria
         solver: None,
         iterations: None,
         relative_residual: None,
+        escaped: None,
+        escape_step: None,
+        escape_samples: None,
+        samples: None,
+        overlap: None,
         n_val: config.data.n_val,
         n_test: config.data.n_test,
         fit_seconds: 0.0,
         backend: c.backend.name().into(),
         precision: c.precision.name().into(),
-    };
+    }
+}
+
+/// Marks a record with the failure `e`: "diverged" for a non-finite value or a lost positive
+/// definiteness (the method's own numbers), "failed" for anything else (a tensor over the
+/// device's largest buffer, a job over the memory budget, an allocation the device refused, a
+/// lost device).
+fn mark_failed(record: &mut Record, e: &anyhow::Error) {
+    let diverged = matches!(e.downcast_ref::<Error>(), Some(Error::Diverged(_) | Error::NotPositiveDefinite { .. }));
+    record.status = if diverged { "diverged" } else { "failed" }.into();
+    record.reason = Some(format!("{e:#}"));
+}
+
+/// Runs one trial of `method`; a failure becomes a record with the reason (see
+/// [`mark_failed`]), so the run goes on.
+pub fn run_trial(c: &Compute, config: &Config, method: &dyn Method, trial: &Trial, status: &dyn Fn(String)) -> (Record, Vec<CurvePoint>) {
+    let start = Instant::now();
+    let mut record = new_record(c, config, trial);
     let mut curve = Vec::new();
     let budget = config.memory_budget(c);
     let planned = check_memory(config, trial, c.precision.bytes(), method.uses_network(), budget).map_err(anyhow::Error::from);
@@ -190,10 +229,42 @@ pub fn run_trial(c: &Compute, config: &Config, method: &dyn Method, trial: &Tria
         method.fit(&task, &mut record, &mut curve)
     });
     if let Err(e) = outcome {
-        let diverged = matches!(e.downcast_ref::<Error>(), Some(Error::Diverged(_) | Error::NotPositiveDefinite { .. }));
-        record.status = if diverged { "diverged" } else { "failed" }.into();
-        record.reason = Some(format!("{e:#}"));
+        mark_failed(&mut record, &e);
     }
     record.fit_seconds = start.elapsed().as_secs_f64();
     (record, curve)
+}
+
+/// Runs the trials of one sweep point (differing only in seed) as replicas of one batched
+/// program ([`Method::fit_replicas`]). Each is planned as its own trial; a failure of the
+/// whole batch is every record's, one replica's divergence only its own. `fit_seconds` is the
+/// batch's time shared equally.
+pub fn run_replicas(c: &Compute, config: &Config, method: &dyn Method, trials: &[Trial], status: &dyn Fn(String)) -> Vec<(Record, Vec<CurvePoint>)> {
+    let start = Instant::now();
+    let mut records: Vec<Record> = trials.iter().map(|t| new_record(c, config, t)).collect();
+    let mut curves: Vec<Vec<CurvePoint>> = vec![Vec::new(); trials.len()];
+    let budget = config.memory_budget(c);
+    let planned: Result<()> = trials
+        .iter()
+        .try_for_each(|t| check_memory(config, t, c.precision.bytes(), method.uses_network(), budget / trials.len() as u64))
+        .map_err(anyhow::Error::from);
+    let outcome = planned.and_then(|_| trials.iter().map(|t| Task::new(c, config, t, status)).collect::<Result<Vec<_>>>()).and_then(|tasks| {
+        for (record, task) in records.iter_mut().zip(&tasks) {
+            let hessian = task.target.hessian_report();
+            record.hessian_rank = Some(hessian.rank);
+            record.hessian_condition = hessian.condition.is_finite().then_some(hessian.condition);
+        }
+        method.fit_replicas(&tasks, &mut records, &mut curves)
+    });
+    if let Err(e) = outcome {
+        for record in &mut records {
+            mark_failed(record, &e);
+            curves.iter_mut().for_each(Vec::clear);
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64() / trials.len() as f64;
+    for record in &mut records {
+        record.fit_seconds = seconds;
+    }
+    records.into_iter().zip(curves).collect()
 }

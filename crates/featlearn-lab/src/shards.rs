@@ -88,12 +88,12 @@ impl Progress {
 
 /// The config of a results folder (its `config.toml`).
 pub fn load_config(dir: &Path) -> Result<Config> {
-    Config::load(&dir.join("config.toml"), &[]).with_context(|| format!("{} is not a featlearn results folder", dir.display()))
+    crate::registry::load(&dir.join("config.toml"), &[]).with_context(|| format!("{} is not a featlearn results folder", dir.display()))
 }
 
 /// The trials a folder of `config` holds when it is complete: the shard's, or all of them.
 pub fn trials_of(config: &Config, shard: Option<Shard>) -> Result<Vec<Trial>> {
-    let all = config.trials()?;
+    let all = crate::registry::trials(&config)?;
     Ok(match shard {
         Some(s) => s.select(all),
         None => all,
@@ -153,8 +153,8 @@ mod tests {
 
     #[test]
     fn shards_partition_the_trials_in_order() {
-        let config = Config::from_toml("[data]\nn = [10, 20, 30]\n[run]\nseeds = 3\n", &[]).unwrap();
-        let all = config.trials().unwrap();
+        let config = crate::registry::from_toml("[data]\nn = [10, 20, 30]\n[run]\nseeds = 3\n", &[]).unwrap();
+        let all = crate::registry::trials(&config).unwrap();
         let parts: Vec<Vec<Trial>> = (1..=4).map(|i| Shard { index: i, count: 4 }.select(all.clone())).collect();
         assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), all.len());
         for (k, t) in all.iter().enumerate() {

@@ -11,8 +11,54 @@ use featlearn::training::{empirical_ntk, kernel_distance, loss, train_gd, GdOpti
 use featlearn::Error;
 
 use super::{Method, Point, Task};
-use crate::config::Config;
+use crate::config::{Axis, Config};
 use crate::records::{CurvePoint, Record};
+
+/// The `[gd]` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GdConfig {
+    /// mean-field | ntk; an axis.
+    pub parameterization: Axis<String>,
+    /// sgd | adam
+    pub optimizer: String,
+    /// Base learning rate (times m in the mean-field scaling); an axis.
+    pub lr: Axis<f64>,
+    /// SGD momentum (0 = plain SGD).
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// constant | cosine
+    pub schedule: String,
+    pub steps: usize,
+    /// 0 = full batch.
+    pub batch_size: usize,
+    pub log_every: usize,
+    /// Test points used for the curves' test_mse.
+    pub curve_n: usize,
+    /// Training points on which the empirical NTK is computed (0 = never).
+    pub entk_n: usize,
+    /// Also compute the empirical NTK every this many steps (0 = at start and end only).
+    pub entk_every: usize,
+}
+
+impl Default for GdConfig {
+    fn default() -> Self {
+        GdConfig {
+            parameterization: Axis::One("mean-field".into()),
+            optimizer: "sgd".into(),
+            lr: Axis::One(0.05),
+            momentum: 0.9,
+            weight_decay: 0.0,
+            schedule: "cosine".into(),
+            steps: 2000,
+            batch_size: 0,
+            log_every: 100,
+            curve_n: 1000,
+            entk_n: 500,
+            entk_every: 0,
+        }
+    }
+}
 
 pub struct GradientDescent {
     /// The `gd.parameterization` and `gd.lr` axes.
@@ -46,7 +92,7 @@ fn parameterization(name: &str) -> Parameterization {
 
 impl GradientDescent {
     pub fn build(config: &Config) -> Result<Box<dyn Method>> {
-        let g = &config.gd;
+        let g: GdConfig = config.section("gd")?;
         let parameterizations = g.parameterization.values();
         for p in &parameterizations {
             if !matches!(p.as_str(), "mean-field" | "ntk") {
@@ -101,7 +147,7 @@ impl GradientDescent {
 
 impl Method for GradientDescent {
     /// Labels always carry the parameterisation and learning rate: `gd/mean-field/lr=0.05`.
-    fn points(&self, _d: usize) -> Vec<Point> {
+    fn points(&self, _d: usize, _p: usize) -> Vec<Point> {
         let lrs = &self.lrs;
         let grid = self.parameterizations.iter().flat_map(|p| lrs.iter().map(move |&lr| GdPoint { parameterization: p.clone(), lr }));
         grid.map(|pt| {
@@ -138,10 +184,11 @@ impl Method for GradientDescent {
             Ok(CurvePoint {
                 trial: t.clone(),
                 step,
-                train_loss,
-                val_loss: loss(net, val, opts.param)?,
-                test_mse: normalized_mse(net.forward(probe_x.clone(), opts.param), probe_f.clone(), target)?,
-                alignment: subspace_alignment(c, net.w.val(), target)?,
+                train_loss: Some(train_loss),
+                val_loss: Some(loss(net, val, opts.param)?),
+                test_mse: Some(normalized_mse(net.forward(probe_x.clone(), opts.param), probe_f.clone(), target)?),
+                alignment: Some(subspace_alignment(c, net.w.val(), target)?),
+                overlap: None,
                 entk_kta,
                 entk_rayleigh,
                 entk_distance,

@@ -1,9 +1,8 @@
-//! The methods `featlearn run` knows. Each is one type in a file of its own: its options, typed
-//! and checked when the config is read, its own sweep axes, and its fit-and-measure function.
-//! The runner only draws a trial's data, calls [`Method::fit`] and writes the record.
-//!
-//! Adding a method: a file in this folder with a type that implements [`Method`], and one line
-//! in [`REGISTRY`].
+//! The methods `featlearn run` knows. Each is one type in a file of its own: its config section
+//! (an `XConfig` with its defaults on the fields), checked when the config is read, its own sweep
+//! axes, and its fit-and-measure function. The runner only draws a trial's data, calls
+//! [`Method::fit`] (or [`Method::fit_replicas`]) and writes the records. `crate::registry` lists
+//! them.
 
 use anyhow::{anyhow, Result};
 use burn::tensor::Tensor;
@@ -21,18 +20,20 @@ use featlearn::Error;
 use crate::config::{Config, Trial};
 use crate::records::{CurvePoint, Record};
 
-mod gd;
-mod kernel;
-mod onestep;
-mod onestep_authors;
-mod rf;
-mod transfer;
+pub mod gd;
+pub mod kernel;
+pub mod onestep;
+pub mod onestep_authors;
+pub mod rf;
+pub mod sgd;
+pub mod transfer;
 
 /// A method: built once from the config, then fitted once per trial.
 pub trait Method {
-    /// The method's own sweep axes at input dimension d, one [`Point`] per combination; methods
-    /// without axes of their own keep the default, a single empty point.
-    fn points(&self, _d: usize) -> Vec<Point> {
+    /// The method's own sweep axes at input dimension d and target degree p (`task.p`), one
+    /// [`Point`] per combination; methods without axes of their own keep the default, a single
+    /// empty point.
+    fn points(&self, _d: usize, _p: usize) -> Vec<Point> {
         vec![Point::default()]
     }
 
@@ -44,6 +45,20 @@ pub trait Method {
     /// [`featlearn::krr::fit_krr`] plans itself).
     fn uses_network(&self) -> bool {
         true
+    }
+
+    /// Whether the seeds of one sweep point run together as replicas, through
+    /// [`Method::fit_replicas`].
+    fn batches_seeds(&self) -> bool {
+        false
+    }
+
+    /// Fits the trials of one sweep point that differ only in their seed, as one batched
+    /// program, writing each trial's record and curve; each replica's numbers must not depend on
+    /// which others run beside it. Only methods whose [`Method::batches_seeds`] is true are
+    /// called here.
+    fn fit_replicas(&self, tasks: &[Task], _records: &mut [Record], _curves: &mut [Vec<CurvePoint>]) -> Result<()> {
+        Err(anyhow!("{} trials cannot run as replicas", tasks.len()))
     }
 }
 
@@ -87,39 +102,14 @@ pub fn check_memory(config: &Config, trial: &Trial, elem: usize, network: bool, 
     Ok(())
 }
 
-/// How a method is built from a validated config; an error names the config key at fault.
-type Build = fn(&Config) -> Result<Box<dyn Method>>;
-
-/// Every method, by the name `methods.list` and the records use.
-pub const REGISTRY: &[(&str, Build)] = &[
-    ("onestep", onestep::OneStep::build),
-    ("onestep-authors", onestep_authors::OneStepAuthors::build),
-    ("rf", rf::RandomFeatures::build),
-    ("gd", gd::GradientDescent::build),
-    ("transfer", transfer::Transfer::build),
-    ("ntk", |c| kernel::KernelRidge::build(c, kernel::Family::Ntk)),
-    ("nngp", |c| kernel::KernelRidge::build(c, kernel::Family::Nngp)),
-    ("rbf", |c| kernel::KernelRidge::build(c, kernel::Family::Rbf)),
-    ("laplace", |c| kernel::KernelRidge::build(c, kernel::Family::Laplace)),
-    ("poly", |c| kernel::KernelRidge::build(c, kernel::Family::Poly)),
-];
-
-/// The method registered as `name`, built from `config`.
-pub fn build(name: &str, config: &Config) -> Result<Box<dyn Method>> {
-    let names: Vec<&str> = REGISTRY.iter().map(|(n, _)| *n).collect();
-    let (_, build) = REGISTRY
-        .iter()
-        .find(|(n, _)| *n == name)
-        .ok_or_else(|| anyhow!("key `methods.list`: unknown method '{name}' (expected one of {})", names.join(", ")))?;
-    build(config)
-}
-
 /// One point of a method's own axes: the options a trial records (and the fit reads back), and
 /// what the method's label in tables adds for it (empty when the axis has a single value).
 #[derive(Clone, Debug, Default)]
 pub struct Point {
     pub options: BTreeMap<String, serde_json::Value>,
     pub label: String,
+    /// The network's width when the method sets it itself (`sgd.width`), instead of `net.m`.
+    pub m: Option<usize>,
 }
 
 impl Point {
@@ -127,7 +117,7 @@ impl Point {
     pub fn new(options: &impl Serialize, label: String) -> Self {
         let value = serde_json::to_value(options).expect("method options serialise");
         let options = value.as_object().map(|o| o.clone().into_iter().collect()).unwrap_or_default();
-        Point { options, label }
+        Point { options, label, m: None }
     }
 }
 

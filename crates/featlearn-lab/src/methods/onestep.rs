@@ -1,16 +1,68 @@
 //! `onestep`: Algorithm 1 (docs/science.md, section 3). One large gradient step on W from the
 //! symmetric initialisation with zero biases, fresh biases N(0, bias_scale^2), then the ridge head.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use featlearn::algorithm1::{fit_onestep, HeadOptions};
+use featlearn::algorithm1::{fit_onestep, Eta, HeadOptions};
 use featlearn::data::Split;
 use featlearn::network::{TwoLayer, WInit};
 
 use super::{axis_label, Method, Point, Task};
-use crate::config::{eta_of, Config, EtaValue};
+use crate::config::{Axis, Config};
 use crate::records::{CurvePoint, Record};
+
+/// The `[onestep]` section, read by `onestep`, `onestep-authors` and `transfer`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OneStepConfig {
+    /// eta_1 of the first step: "auto" (RMS row norm of W1 = 1) or a number; an axis.
+    pub eta: Axis<EtaValue>,
+}
+
+impl Default for OneStepConfig {
+    fn default() -> Self {
+        OneStepConfig { eta: Axis::One(EtaValue::Named("auto".into())) }
+    }
+}
+
+/// A value of `onestep.eta`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EtaValue {
+    Fixed(f64),
+    Named(String),
+}
+
+impl std::fmt::Display for EtaValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EtaValue::Fixed(e) => write!(f, "{e}"),
+            EtaValue::Named(s) => f.write_str(s),
+        }
+    }
+}
+
+/// eta_1 of a config value.
+pub fn eta_of(v: &EtaValue) -> Result<Eta> {
+    match v {
+        EtaValue::Fixed(e) if *e > 0.0 && e.is_finite() => Ok(Eta::Fixed(*e)),
+        EtaValue::Named(s) if s == "auto" => Ok(Eta::Auto),
+        other => bail!("key `onestep.eta`: {other:?} (expected \"auto\" or a positive number)"),
+    }
+}
+
+/// The `onestep.eta` axis, each value checked.
+pub fn etas(config: &Config) -> Result<Vec<EtaValue>> {
+    let etas = config.section::<OneStepConfig>("onestep")?.eta.values();
+    if etas.is_empty() {
+        bail!("key `onestep.eta`: the axis needs at least one value");
+    }
+    for eta in &etas {
+        eta_of(eta)?;
+    }
+    Ok(etas)
+}
 
 pub struct OneStep {
     /// The `onestep.eta` axis.
@@ -31,7 +83,7 @@ pub struct EtaPoint {
 impl OneStep {
     pub fn build(config: &Config) -> Result<Box<dyn Method>> {
         Ok(Box::new(OneStep {
-            etas: config.etas()?,
+            etas: etas(config)?,
             w_init: config.w_init(),
             a_scale: config.net.a_scale,
             head: config.head_options()?,
@@ -46,7 +98,7 @@ pub fn eta_points(etas: &[EtaValue]) -> Vec<Point> {
 }
 
 impl Method for OneStep {
-    fn points(&self, _d: usize) -> Vec<Point> {
+    fn points(&self, _d: usize, _p: usize) -> Vec<Point> {
         eta_points(&self.etas)
     }
 

@@ -16,9 +16,9 @@ use burn::tensor::Tensor;
 use featlearn::algorithm1::{fit_head, learn_first_layer, Fit, HeadOptions};
 use featlearn::network::{random_biases, TwoLayer, WInit};
 
-use super::onestep::{eta_points, EtaPoint};
+use super::onestep::{eta_of, eta_points, etas, EtaPoint, EtaValue};
 use super::{Method, Point, Task};
-use crate::config::{eta_of, Config, EtaValue};
+use crate::config::Config;
 use crate::records::{CurvePoint, Record};
 
 pub struct OneStepAuthors {
@@ -33,7 +33,7 @@ pub struct OneStepAuthors {
 impl OneStepAuthors {
     pub fn build(config: &Config) -> Result<Box<dyn Method>> {
         Ok(Box::new(OneStepAuthors {
-            etas: config.etas()?,
+            etas: etas(config)?,
             w_init: config.w_init(),
             a_scale: config.net.a_scale,
             bias_scale: config.net.bias_scale,
@@ -62,7 +62,7 @@ impl OneStepAuthors {
 }
 
 impl Method for OneStepAuthors {
-    fn points(&self, _d: usize) -> Vec<Point> {
+    fn points(&self, _d: usize, _p: usize) -> Vec<Point> {
         eta_points(&self.etas)
     }
 
@@ -88,11 +88,11 @@ mod tests {
         let toml = "[task]\ntarget = \"single-index-hek\"\nd = 6\nr = 1\np = 2\nnoise = 1.0\n[data]\nn = 300\n\
                     [net]\nm = 20\nw_init = \"gaussian\"\nbias_scale = 1.5\n[methods]\nlist = [\"onestep-authors\"]\n\
                     [run]\nseeds = [7]\nprecision = \"f64\"\n";
-        let config = Config::from_toml(toml, &[]).unwrap();
-        let trial = config.trials().unwrap().remove(0);
+        let config = crate::registry::from_toml(toml, &[]).unwrap();
+        let trial = crate::registry::trials(&config).unwrap().remove(0);
         let c = config.open_compute().unwrap();
         let task = Task::new(&c, &config, &trial, &|_| {}).unwrap();
-        let method = OneStepAuthors { etas: config.etas().unwrap(), w_init: config.w_init(), a_scale: 1.0, bias_scale: 1.5, head: config.head_options().unwrap() };
+        let method = OneStepAuthors { etas: etas(&config).unwrap(), w_init: config.w_init(), a_scale: 1.0, bias_scale: 1.5, head: config.head_options().unwrap() };
         let (net1, eta1) = method.first_layer(&task).unwrap();
         let (n, d, m) = (300, 6, 20);
         let x = to_host(task.train.x.clone()).unwrap();

@@ -10,8 +10,30 @@ use featlearn::data::{sample_rows, Split};
 use featlearn::network::{TwoLayer, WInit};
 use featlearn::target::{Target, TargetSpec};
 
+use super::onestep::{eta_of, etas, EtaValue};
 use super::{axis_label, Method, Point, Task};
-use crate::config::{eta_of, Config, EtaValue};
+use crate::config::{Axis, Config};
+
+/// The `[transfer]` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferConfig {
+    /// Source task of the `transfer` method (same U as the target task): a target name.
+    pub source: String,
+    /// Degree p of the source task.
+    pub source_p: usize,
+    /// Source samples on which the first layer is learned; an axis.
+    pub n_source: Axis<usize>,
+    /// When positive, n_source = ceil(n_source_per_d2 * d^2) instead (the source then learns U
+    /// equally well at every d, as the theory's n ~ d^2 asks).
+    pub n_source_per_d2: f64,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig { source: "quadratic".into(), source_p: 2, n_source: Axis::One(4000), n_source_per_d2: 0.0 }
+    }
+}
 use crate::records::{CurvePoint, Record};
 
 pub struct Transfer {
@@ -36,7 +58,7 @@ pub struct TransferPoint {
 
 impl Transfer {
     pub fn build(config: &Config) -> Result<Box<dyn Method>> {
-        let tr = &config.transfer;
+        let tr: TransferConfig = config.section("transfer")?;
         let source = config.target_spec(&tr.source, tr.source_p).map_err(|e| anyhow!("key `transfer.source`: {e}"))?;
         if tr.source == "single-index-hek" && config.task.r.values().iter().any(|&r| r != 1) {
             bail!("key `transfer.source`: single-index-hek needs r = 1");
@@ -51,7 +73,7 @@ impl Transfer {
             bail!("key `transfer.n_source`: needs at least one value, each positive");
         }
         Ok(Box::new(Transfer {
-            etas: config.etas()?,
+            etas: etas(config)?,
             source,
             n_source: tr.n_source.values(),
             n_source_per_d2: tr.n_source_per_d2,
@@ -65,7 +87,7 @@ impl Transfer {
 impl Method for Transfer {
     /// Labels always carry the source size: `transfer/n_source=4000` or `transfer/n_source=0.5d^2`
     /// (the latter groups the d's of one rule together).
-    fn points(&self, d: usize) -> Vec<Point> {
+    fn points(&self, d: usize, _p: usize) -> Vec<Point> {
         let sizes: Vec<(usize, Option<f64>)> = match self.n_source_per_d2 {
             c if c > 0.0 => vec![((c * (d * d) as f64).ceil() as usize, Some(c))],
             _ => self.n_source.iter().map(|&s| (s, None)).collect(),

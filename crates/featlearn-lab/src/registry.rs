@@ -1,0 +1,276 @@
+//! The methods `featlearn run` knows and the config sections they own, above both `config` (the
+//! shared sections) and `methods` (one file per method, its options beside it): neither of
+//! those imports the other in a circle. A config is read whole here: its shared sections, every
+//! method section resolved with its defaults, and every method built (so a mistake in a section
+//! no listed method reads is still reported before any work).
+//!
+//! Adding a method: a file in `methods/` with a type that implements [`Method`], one line in
+//! [`REGISTRY`] and, when it has a section of its own, one in [`SECTIONS`].
+
+use anyhow::{anyhow, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::Path;
+
+use crate::config::{product, Config, Trial};
+use crate::methods::{gd, kernel, onestep, onestep_authors, rf, sgd, transfer, Method};
+
+/// How a method is built from a config; an error names the config key at fault.
+type Build = fn(&Config) -> Result<Box<dyn Method>>;
+
+/// Every method, by the name `methods.list` and the records use.
+pub const REGISTRY: &[(&str, Build)] = &[
+    ("onestep", onestep::OneStep::build),
+    ("onestep-authors", onestep_authors::OneStepAuthors::build),
+    ("rf", rf::RandomFeatures::build),
+    ("gd", gd::GradientDescent::build),
+    ("transfer", transfer::Transfer::build),
+    ("sgd", sgd::Sgd::build),
+    ("ntk", |c| kernel::KernelRidge::build(c, kernel::Family::Ntk)),
+    ("nngp", |c| kernel::KernelRidge::build(c, kernel::Family::Nngp)),
+    ("rbf", |c| kernel::KernelRidge::build(c, kernel::Family::Rbf)),
+    ("laplace", |c| kernel::KernelRidge::build(c, kernel::Family::Laplace)),
+    ("poly", |c| kernel::KernelRidge::build(c, kernel::Family::Poly)),
+];
+
+/// A method section read as its options type and written back with every default filled in.
+type Resolve = fn(&Config, &str) -> Result<toml::Value>;
+
+/// The sections the methods own, each typed in its method's file (`onestep.eta` also serves
+/// `onestep-authors` and `transfer`).
+pub const SECTIONS: &[(&str, Resolve)] = &[
+    ("onestep", resolved::<onestep::OneStepConfig>),
+    ("gd", resolved::<gd::GdConfig>),
+    ("transfer", resolved::<transfer::TransferConfig>),
+    ("sgd", resolved::<sgd::SgdConfig>),
+];
+
+fn resolved<T: DeserializeOwned + Serialize + Default>(config: &Config, name: &str) -> Result<toml::Value> {
+    let options: T = config.section(name)?;
+    toml::Value::try_from(options).map_err(|e| anyhow!("key `{name}`: {e}"))
+}
+
+/// Reads a TOML file and applies `key=value` overrides, then checks everything.
+pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    from_toml(&text, overrides).with_context(|| format!("invalid config {}", path.display()))
+}
+
+/// A config from TOML text and overrides: the shared sections checked, each method section
+/// resolved, every registered method built.
+pub fn from_toml(text: &str, overrides: &[String]) -> Result<Config> {
+    let names: Vec<&str> = SECTIONS.iter().map(|(name, _)| *name).collect();
+    let mut config = Config::parse(text, overrides, &names)?;
+    for (name, resolve) in SECTIONS {
+        let value = resolve(&config, name)?;
+        config.sections.insert(name.to_string(), value);
+    }
+    for (_, build) in REGISTRY {
+        build(&config)?;
+    }
+    methods(&config)?;
+    Ok(config)
+}
+
+/// The method registered as `name`, built from `config`.
+pub fn build(name: &str, config: &Config) -> Result<Box<dyn Method>> {
+    let names: Vec<&str> = REGISTRY.iter().map(|(n, _)| *n).collect();
+    let (_, build) = REGISTRY
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| anyhow!("key `methods.list`: unknown method '{name}' (expected one of {})", names.join(", ")))?;
+    build(config)
+}
+
+/// The methods of `methods.list`, built from the config (their options checked).
+pub fn methods(config: &Config) -> Result<Vec<(String, Box<dyn Method>)>> {
+    config.methods.list.iter().map(|name| Ok((name.clone(), build(name, config)?))).collect()
+}
+
+/// Every trial of the sweep, in a fixed order: the product of the task axes (target, d, r, p,
+/// noise, m, n), then each method with each point of its own axes, then the seed. A method whose
+/// point sets its own width (`sgd.width`) records that as m.
+pub fn trials(config: &Config) -> Result<Vec<Trial>> {
+    let t = &config.task;
+    let (targets, ds, rs, ps, noises) = (t.target.values(), t.d.values(), t.r.values(), t.p.values(), t.noise.values());
+    let (ms, seeds) = (config.net.m.values(), config.seeds());
+    let methods = methods(config)?;
+    let mut out = Vec::new();
+    for ix in product(&[targets.len(), ds.len(), rs.len(), ps.len(), noises.len(), ms.len(), config.n_values(1).len()]) {
+        let d = ds[ix[1]];
+        let ns = config.n_values(d);
+        for (name, method) in &methods {
+            let points = method.points(d, ps[ix[3]]);
+            // a method with its own width has a single m; the net.m axis would repeat its trials
+            if points.iter().any(|p| p.m.is_some()) && ix[5] > 0 {
+                continue;
+            }
+            for point in points {
+                for &seed in &seeds {
+                    out.push(Trial {
+                        method: name.clone(),
+                        label: if point.label.is_empty() { name.clone() } else { format!("{name}/{}", point.label) },
+                        target: targets[ix[0]].clone(),
+                        d,
+                        r: rs[ix[2]],
+                        p: ps[ix[3]],
+                        noise: noises[ix[4]],
+                        n: ns[ix[6]],
+                        m: point.m.unwrap_or(ms[ix[5]]),
+                        options: point.options.clone(),
+                        seed,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let c = from_toml("", &[]).unwrap();
+        let again = from_toml(&c.to_toml(), &[]).unwrap();
+        assert_eq!(trials(&c).unwrap(), trials(&again).unwrap());
+        assert_eq!(trials(&c).unwrap().len(), 2 * 2); // two methods x two seeds
+    }
+
+    #[test]
+    fn overrides_make_sweeps() {
+        let c = from_toml("[task]\nd = 16\n", &["task.d=[16, 32]".into(), "data.n=[10,20,30]".into(), "task.target=quadratic".into()]).unwrap();
+        assert_eq!(c.task.d.values(), vec![16, 32]);
+        assert_eq!(trials(&c).unwrap().len(), 2 * 3 * 2 * 2);
+        assert!(trials(&c).unwrap().iter().all(|t| t.target == "quadratic"));
+    }
+
+    #[test]
+    fn the_sweep_is_the_product_of_task_axes_then_each_methods_own_axes() {
+        let text = "[task]\nd = [8, 12]\n[data]\nn = [10, 20]\n[methods]\nlist = [\"onestep\", \"gd\", \"transfer\", \"ntk\"]\n\
+                    [onestep]\neta = [\"auto\", 0.5]\n[gd]\nparameterization = [\"mean-field\", \"ntk\"]\nlr = [0.1, 0.2]\n\
+                    [transfer]\nn_source = [100, 200]\n";
+        let trials = trials(&from_toml(text, &[]).unwrap()).unwrap();
+        // 2 d x 2 n x (onestep 2 etas + gd 2 x 2 + transfer 2 etas x 2 sizes + ntk 1) x 2 seeds
+        assert_eq!(trials.len(), 2 * 2 * (2 + 4 + 4 + 1) * 2);
+        let labels: Vec<&str> = trials.iter().filter(|t| t.d == 8 && t.n == 10 && t.seed == 0).map(|t| t.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "onestep/eta=auto",
+                "onestep/eta=0.5",
+                "gd/mean-field/lr=0.1",
+                "gd/mean-field/lr=0.2",
+                "gd/ntk/lr=0.1",
+                "gd/ntk/lr=0.2",
+                "transfer/n_source=100/eta=auto",
+                "transfer/n_source=200/eta=auto",
+                "transfer/n_source=100/eta=0.5",
+                "transfer/n_source=200/eta=0.5",
+                "ntk"
+            ]
+        );
+        // task axes outermost (d before n), seeds innermost; no trial twice
+        assert_eq!((trials[0].d, trials[0].n, trials[1].seed), (8, 10, 1));
+        assert_eq!((trials[22].d, trials[22].n, trials[44].d), (8, 20, 12));
+        let keys: std::collections::HashSet<String> = trials.iter().map(|t| serde_json::to_string(t).unwrap()).collect();
+        assert_eq!(keys.len(), trials.len());
+        let gd = trials.iter().find(|t| t.label == "gd/ntk/lr=0.2").unwrap();
+        assert_eq!((gd.options["parameterization"].as_str(), gd.options["lr"].as_f64()), (Some("ntk"), Some(0.2)));
+        // n_source_per_d2 makes n_source follow d and keeps one label across d
+        let per = from_toml("[task]\nd = [8, 12]\n[methods]\nlist = [\"transfer\"]\n[transfer]\nn_source_per_d2 = 0.5\n", &[]).unwrap();
+        let per = super::trials(&per).unwrap();
+        let sizes: Vec<(usize, u64, &str)> = per.iter().filter(|t| t.seed == 0).map(|t| (t.d, t.options["n_source"].as_u64().unwrap(), t.label.as_str())).collect();
+        assert_eq!(sizes, [(8, 32, "transfer/n_source=0.5d^2"), (12, 72, "transfer/n_source=0.5d^2")]);
+    }
+
+    #[test]
+    fn sgd_points_carry_their_width_batch_and_learning_rate() {
+        let text = "[task]\ntarget = \"single-index-hek\"\nr = 1\np = [1, 3]\nd = [16, 64]\n[net]\nm = [100, 200]\n[methods]\nlist = [\"sgd\"]\n\
+                    [sgd]\nbatch = [1, 4]\nlr = 0.5\nlr_exponent = \"theory\"\nsteps = { c = 2.0, beta = \"theory\" }\n[run]\nseeds = 2\n";
+        let all = trials(&from_toml(text, &[]).unwrap()).unwrap();
+        // 2 p x 2 d x 2 batches x 2 seeds; net.m does not multiply sgd's trials
+        assert_eq!(all.len(), 16);
+        assert!(all.iter().all(|t| t.m == 1), "sgd.width is the record's m");
+        let at = |p: usize, d: usize, b: u64| all.iter().find(|t| t.p == p && t.d == d && t.options["batch"].as_u64() == Some(b)).unwrap();
+        // eta = 0.5 d^-1 for k* = 1, 0.5 d^-3/2 for k* = 3; steps 2 d and 2 d^2
+        let t = at(1, 16, 4);
+        assert_eq!((t.label.as_str(), t.options["eta"].as_f64(), t.options["max_steps"].as_u64()), ("sgd/b=4", Some(0.5 / 16.0), Some(32)));
+        let t = at(3, 64, 1);
+        assert_eq!((t.options["eta"].as_f64(), t.options["max_steps"].as_u64()), (Some(0.5 / 512.0), Some(2 * 64 * 64)));
+    }
+
+    #[test]
+    fn an_n_grid_in_multiples_of_d_squared_follows_d() {
+        let c = from_toml("[task]\nd = [8, 20]\n[data]\nn_per_d2 = [0.5, 2.0]\n[methods]\nlist = [\"onestep\"]\n[run]\nseeds = 1\n", &[]).unwrap();
+        let dn: Vec<(usize, usize)> = trials(&c).unwrap().iter().map(|t| (t.d, t.n)).collect();
+        assert_eq!(dn, [(8, 32), (8, 128), (20, 200), (20, 800)]);
+        let e = from_toml("[data]\nn_per_d2 = [1.0, -2.0]\n", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("data.n_per_d2"));
+    }
+
+    #[test]
+    fn geometric_lambda_grids() {
+        let c = from_toml("[ridge]\nlambdas = { from = 1e-10, to = 1e15, count = 100 }\nsolver = \"eigen\"\n", &[]).unwrap();
+        let v = c.ridge.lambdas.values();
+        assert_eq!((v.len(), v[0], v[99]), (100, 1e-10, 1e15));
+        let ratio = (1e25f64).powf(1.0 / 99.0);
+        assert!(v.windows(2).all(|w| (w[1] / w[0] / ratio - 1.0).abs() < 1e-12));
+        let decades = Config::default().ridge.lambdas.values();
+        assert_eq!(decades, [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0]);
+        // the resolved config keeps the form and reads back the same grid
+        assert_eq!(from_toml(&c.to_toml(), &[]).unwrap().ridge.lambdas, c.ridge.lambdas);
+        for bad in ["{ from = 0.0, to = 1.0, count = 5 }", "{ from = 1.0, to = 0.1, count = 5 }", "{ from = 1.0, to = 2.0, count = 0 }", "[]", "[-1.0]"] {
+            let e = from_toml(&format!("[kernel]\nlambdas = {bad}\n"), &[]).unwrap_err();
+            assert!(format!("{e:#}").contains("kernel.lambdas"), "{bad}: {e:#}");
+        }
+    }
+
+    #[test]
+    fn bad_input_names_the_key() {
+        let cases = [
+            ("[task]\nfoo = 1\n", "task.foo"),
+            ("[task]\nd = \"many\"\n", "task.d"),
+            ("[task]\nd = 4\nr = 5\n", "task.r"),
+            ("[task]\ntarget = \"he2-plus-hep\"\np = 1\n", "task.p"),
+            ("[net]\nm = 999\n", "net.m"),
+            ("[data]\nn = 0\n", "data.n"),
+            ("[bogus]\nx = 1\n", "bogus"),
+            ("[kernel]\nsolver = \"lu\"\n", "kernel.solver"),
+            ("[ridge]\nsolver = \"lu\"\n", "ridge.solver"),
+            ("[methods]\nlist = [\"svm\"]\n", "methods.list"),
+            ("[gd]\nlr = [0.1, -1.0]\n", "gd.lr"),
+            ("[onestep]\neta = \"big\"\n", "onestep.eta"),
+            ("[onestep]\neta = []\n", "onestep.eta"),
+            ("[gd]\nlr = []\n", "gd.lr"),
+            ("[data]\nn = []\n", "data.n"),
+            ("[transfer]\nn_source = []\n", "transfer.n_source"),
+            ("[transfer]\nsource = \"cubic\"\n", "transfer.source"),
+            ("[gd]\nbogus = 1\n", "gd.bogus"),
+            ("[sgd]\nbatch = 0\n", "sgd.batch"),
+            ("[sgd]\nbatch = [1, 0]\n", "sgd.batch"),
+            ("[sgd]\nwidth = 0\n", "sgd.width"),
+            ("[sgd]\nthreshold = 0.0\n", "sgd.threshold"),
+            ("[sgd]\nthreshold = 1.5\n", "sgd.threshold"),
+            ("[sgd]\nlr = -0.1\n", "sgd.lr"),
+            ("[sgd]\nlr = nan\n", "sgd.lr"),
+            ("[sgd]\nlr = inf\n", "sgd.lr"),
+            ("[sgd]\nsamples = \"repeat\"\nrepeat = 0\n", "sgd.repeat"),
+            ("[sgd]\nsteps = 0\n", "sgd.steps"),
+            ("[sgd]\nsteps = 2000000000000\n", "sgd.steps"),
+            ("[task]\nd = 100000\n[sgd]\nsteps = { c = 1.0, beta = 3.0 }\n", "sgd.steps"),
+            ("[sgd]\ninit = 1.0\n", "sgd.init"),
+            ("[sgd]\nloss = \"hinge\"\n", "sgd.loss"),
+            ("[sgd]\nsamples = \"reuse\"\nbatch = 2000\n", "sgd.batch"),
+            ("[sgd]\nactivation = \"tanh\"\n", "sgd.activation"),
+            ("[methods]\nlist = [\"sgd\"]\n[sgd]\nlr_exponent = \"theory\"\n", "sgd.lr_exponent"),
+            ("[methods]\nlist = [\"sgd\"]\n", "sgd.activation"),
+        ];
+        for (text, key) in cases {
+            let err = format!("{:#}", from_toml(text, &[]).unwrap_err());
+            assert!(err.contains(key), "{text:?} gave {err:?}, which does not name {key}");
+        }
+    }
+}
