@@ -208,11 +208,13 @@ pub fn mean_se(values: &[f64]) -> (f64, f64) {
     (mean, (var / n).sqrt())
 }
 
-/// One row of the summary: a (method, target, d, n, m) cell over seeds.
+/// One row of the summary: a (method, target, p, d, n, m) cell over seeds.
 #[derive(Clone, Debug)]
 pub struct SummaryRow {
     pub method: String,
     pub target: String,
+    /// The target's degree (task.p; k of single-index-hek).
+    pub p: usize,
     pub d: usize,
     pub n: usize,
     pub m: usize,
@@ -225,14 +227,14 @@ pub struct SummaryRow {
 }
 
 pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
-    let mut groups: BTreeMap<(String, String, usize, usize, usize), Vec<&Record>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, String, usize, usize, usize, usize), Vec<&Record>> = BTreeMap::new();
     for r in records {
         let t = &r.trial;
-        groups.entry((t.label.clone(), t.target.clone(), t.d, t.n, t.m)).or_default().push(r);
+        groups.entry((t.label.clone(), t.target.clone(), t.p, t.d, t.n, t.m)).or_default().push(r);
     }
     groups
         .into_iter()
-        .map(|((method, target, d, n, m), rs)| {
+        .map(|((method, target, p, d, n, m), rs)| {
             let ok: Vec<&&Record> = rs.iter().filter(|r| r.status == "ok").collect();
             let col = |f: fn(&Record) -> Option<f64>| -> Vec<f64> { ok.iter().filter_map(|r| f(r)).collect() };
             let mse = col(|r| r.test_mse);
@@ -242,6 +244,7 @@ pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
             SummaryRow {
                 method,
                 target,
+                p,
                 d,
                 n,
                 m,
@@ -258,15 +261,16 @@ pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
 
 pub fn write_summary_csv(path: &Path, rows: &[SummaryRow]) -> Result<()> {
     let mut s = String::from(
-        "method,target,d,n,m,seeds,failed,test_mse_mean,test_mse_se,test_excess_mse_mean,test_excess_mse_se,test_l1_excess_mean,test_l1_excess_se,alignment_mean,alignment_se\n",
+        "method,target,p,d,n,m,seeds,failed,test_mse_mean,test_mse_se,test_excess_mse_mean,test_excess_mse_se,test_l1_excess_mean,test_l1_excess_se,alignment_mean,alignment_se\n",
     );
     let num = |v: f64| if v.is_finite() { format!("{v:.6e}") } else { String::new() };
     for r in rows {
         let (am, ase) = r.alignment.map(|(a, b)| (num(a), num(b))).unwrap_or_default();
         s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.method,
             r.target,
+            r.p,
             r.d,
             r.n,
             r.m,
@@ -288,15 +292,16 @@ pub fn write_summary_csv(path: &Path, rows: &[SummaryRow]) -> Result<()> {
 /// The results table printed at the end of a run.
 pub fn format_table(rows: &[SummaryRow]) -> String {
     let mut s = format!(
-        "{:<24} {:<16} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}\n",
-        "method", "target", "d", "n", "m", "seeds", "test_mse", "test_l1_excess", "alignment"
+        "{:<24} {:<16} {:>2} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}\n",
+        "method", "target", "p", "d", "n", "m", "seeds", "test_mse", "test_l1_excess", "alignment"
     );
     for r in rows {
         let pm = |(m, se): (f64, f64)| if m.is_finite() { format!("{m:.4} ± {se:.4}") } else { "-".into() };
         s.push_str(&format!(
-            "{:<24} {:<16} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}{}\n",
+            "{:<24} {:<16} {:>2} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}{}\n",
             r.method,
             r.target,
+            r.p,
             r.d,
             r.n,
             r.m,

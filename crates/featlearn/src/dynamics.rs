@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use crate::backprop::{backward, forward, Activation, Layers, Scales};
 use crate::compute::{batched_matmul, to_host, Compute};
-use crate::rng::{normal_rows, normals, stream_rng, Stream};
+use crate::rng::{fast_normal_rows, normal_rows, normals, stream_rng, Stream};
 use crate::target::Target;
 use crate::Error;
 use rand::seq::SliceRandom;
@@ -80,7 +80,8 @@ pub struct SgdOptions {
     pub threshold: f64,
     /// Points of the geometric step grid on which the overlap is recorded.
     pub log_points: usize,
-    /// Stop once every replica has escaped (the curves then end there).
+    /// Stop each replica at its escape step: its curve, final overlap, student and step count
+    /// are those at escape (the run ends once every replica has escaped).
     pub stop_at_escape: bool,
 }
 
@@ -99,7 +100,7 @@ pub struct SgdOutcome {
     pub escape_step: Option<usize>,
     /// The overlap after the last step run.
     pub final_overlap: f64,
-    /// Steps run (fewer than asked when every replica escaped and `stop_at_escape`).
+    /// Steps run (the escape step when `stop_at_escape` and it escaped).
     pub steps_run: usize,
     /// The student at the end: W (p x d, row-major) and a (p).
     pub w: Vec<f64>,
@@ -144,17 +145,32 @@ pub fn initial_w(target: &Target, seed: u64, width: usize, start: Start) -> Vec<
     w
 }
 
-/// Rows `start..start + rows` of one replica's sample stream: inputs (rows x d) and labels
-/// y = f*(x) + noise, on the host.
+/// Rows `start..start + rows` of one replica's sample stream: inputs (rows x d, from
+/// [`fast_normal_rows`]) and labels y = f*(x) + noise, on the host.
 fn draw(target: &Target, seed: u64, start: usize, rows: usize) -> (Vec<f64>, Vec<f64>) {
-    let x = normal_rows(seed, Stream::SgdX, start, rows, target.d);
-    let mut y: Vec<f64> = x.chunks(target.d).map(|row| target.f_host(row)).collect();
+    let x = fast_normal_rows(seed, Stream::SgdX, start, rows, target.d);
+    let mut y: Vec<f64> = match single_index_link(target) {
+        // g(u . x) by the Hermite recurrence, without the general path's allocations
+        Some(link) => x.chunks(target.d).map(|row| link.eval_host(dot(&target.u, row))).collect(),
+        None => x.chunks(target.d).map(|row| target.f_host(row)).collect(),
+    };
     if target.noise > 0.0 {
         for (v, e) in y.iter_mut().zip(normals(seed, Stream::SgdNoise, start, rows)) {
             *v += target.noise * e;
         }
     }
     (x, y)
+}
+
+/// g of a single-index target as a Hermite sum (None when r > 1): the `matched` activation.
+pub fn single_index_link(target: &Target) -> Option<Activation> {
+    (target.r == 1).then(|| {
+        let mut c = vec![0.0; target.degree() + 1];
+        for t in &target.terms {
+            c[t.index[0]] += t.coef;
+        }
+        Activation::Hermite(c)
+    })
 }
 
 /// Per replica, (inputs, labels) as row-major host blocks, drawn in parallel over replicas.
@@ -195,10 +211,235 @@ fn overlaps(w: &Tensor<3>, u: &Tensor<3>) -> Tensor<1> {
     }
 }
 
-/// Runs SGD for every replica together. `progress(step)` is called after each block of steps.
-/// A replica whose overlap becomes non-finite keeps running (its numbers are NaN from then on)
-/// and reports a non-finite `final_overlap`; the caller decides what that means.
-pub fn run_sgd(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut progress: impl FnMut(usize)) -> Result<Vec<SgdOutcome>, Error> {
+/// Runs SGD for every replica, on the engine that is fastest for the backend: on ndarray
+/// [`run_sgd_host`] (each replica's steps as f64 loops on one core, replicas spread over the
+/// cores: a step of one neuron is far too small for tensor operations, whose fixed cost per
+/// operation dominates there), elsewhere [`run_sgd_batched`] (one batched program per step for
+/// all replicas, in the run's precision). Both compute the same numbers to rounding (tested).
+/// `progress(step)` is called after each block of steps.
+pub fn run_sgd(c: &Compute, replicas: &[Replica], opts: &SgdOptions, progress: impl FnMut(usize)) -> Result<Vec<SgdOutcome>, Error> {
+    if c.backend == crate::compute::BackendKind::NdArray {
+        run_sgd_host(replicas, opts, progress)
+    } else {
+        run_sgd_batched(c, replicas, opts, progress)
+    }
+}
+
+/// The rows of the sample stream that step s uses: fresh, rows s b..; repeated k times, rows
+/// floor(s/k) b..; reused, the next b of the epoch's order (a shuffle of 0..n by
+/// (seed, [`Stream::SgdOrder`]) at the start of each epoch; an epoch's last short batch is
+/// skipped).
+struct Schedule {
+    samples: Samples,
+    batch: usize,
+    order: rand_chacha::ChaCha8Rng,
+    epoch: Vec<usize>,
+    cursor: usize,
+}
+
+impl Schedule {
+    fn new(samples: Samples, batch: usize, seed: u64) -> Self {
+        Schedule { samples, batch, order: stream_rng(seed, Stream::SgdOrder), epoch: Vec::new(), cursor: usize::MAX }
+    }
+
+    /// The first row of step s's batch, for fresh and repeated samples.
+    fn first_row(&self, s: usize) -> usize {
+        match self.samples {
+            Samples::Repeat { k } => s / k * self.batch,
+            _ => s * self.batch,
+        }
+    }
+
+    /// The rows of the reused set that the next step takes.
+    fn next_reused(&mut self, n: usize) -> &[usize] {
+        if self.cursor.saturating_add(self.batch) > n {
+            self.epoch = (0..n).collect();
+            self.epoch.shuffle(&mut self.order);
+            self.cursor = 0;
+        }
+        self.cursor += self.batch;
+        &self.epoch[self.cursor - self.batch..self.cursor]
+    }
+}
+
+/// x . y with eight partial sums (the compiler vectorises it; a plain running sum it cannot).
+fn dot(x: &[f64], y: &[f64]) -> f64 {
+    let mut acc = [0.0; 8];
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let tail: f64 = xc.remainder().iter().zip(yc.remainder()).map(|(a, b)| a * b).sum();
+    for (a, b) in xc.zip(yc) {
+        for k in 0..8 {
+            acc[k] += a[k] * b[k];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// The overlap of one student on the host: max_j |w_j . u| / |w_j| for r = 1, else
+/// ||W U^T||_F^2 / ||W||_F^2.
+fn overlap_host(w: &[f64], u: &[f64], d: usize) -> f64 {
+    if u.len() == d {
+        w.chunks(d).map(|wj| dot(wj, u).abs() / dot(wj, wj).sqrt()).fold(f64::NEG_INFINITY, f64::max)
+    } else {
+        let inside: f64 = w.chunks(d).flat_map(|wj| u.chunks(d).map(move |uk| dot(wj, uk).powi(2))).sum();
+        inside / dot(w, w)
+    }
+}
+
+/// One replica's state in [`run_sgd_host`].
+struct HostReplica {
+    w: Vec<f64>,
+    a: Vec<f64>,
+    schedule: Schedule,
+    /// The reused training set (n x d, and n labels).
+    reused: Option<(Vec<f64>, Vec<f64>)>,
+    /// The fresh rows of the current block and the first row they start at.
+    block: (usize, Vec<f64>, Vec<f64>),
+    curve: Vec<(usize, f64)>,
+    escape: Option<usize>,
+    overlap: f64,
+    steps: usize,
+    /// Buffers of a step: the batch's rows, the gradients in W and a, the pre-activations.
+    rows: Vec<usize>,
+    gw: Vec<f64>,
+    ga: Vec<f64>,
+    z: Vec<f64>,
+}
+
+/// [`run_sgd`] on the host: every replica's steps as f64 loops, replicas in parallel over the
+/// cores (rayon), blocks of steps between progress reports. The formulas are those of
+/// [`crate::backprop`] with s_in = 1, s_out = 1/p, no biases.
+pub fn run_sgd_host(replicas: &[Replica], opts: &SgdOptions, mut progress: impl FnMut(usize)) -> Result<Vec<SgdOutcome>, Error> {
+    let Some(first) = replicas.first() else { return Ok(Vec::new()) };
+    let (d, p, b) = (first.target.d, opts.width, opts.batch);
+    let grid = log_grid(opts.steps, opts.log_points);
+    let mut states: Vec<HostReplica> = replicas
+        .iter()
+        .map(|rep| {
+            let w = initial_w(rep.target, rep.seed, p, opts.start);
+            let overlap = overlap_host(&w, &rep.target.u, d);
+            HostReplica {
+                reused: match opts.samples {
+                    Samples::Reuse { n } => Some(draw(rep.target, rep.seed, 0, n)),
+                    _ => None,
+                },
+                w,
+                a: vec![1.0; p],
+                schedule: Schedule::new(opts.samples, b, rep.seed),
+                block: (0, Vec::new(), Vec::new()),
+                curve: vec![(0, overlap)],
+                escape: (overlap >= opts.threshold).then_some(0),
+                overlap,
+                steps: 0,
+                rows: Vec::with_capacity(b),
+                gw: vec![0.0; p * d],
+                ga: vec![0.0; p],
+                z: vec![0.0; p],
+            }
+        })
+        .collect();
+    // rows of fresh samples drawn at a time per replica: at most 2^20 values
+    let rows_per_block = ((1usize << 20) / d).max(b);
+    let steps_per_block = (rows_per_block / b).clamp(1, 1 << 16);
+    let mut step = 0;
+    while step < opts.steps {
+        let end = (step + steps_per_block).min(opts.steps);
+        states.par_iter_mut().zip(replicas.par_iter()).for_each(|(st, rep)| {
+            for s in step..end {
+                if opts.stop_at_escape && st.escape.is_some() {
+                    return;
+                }
+                host_step(st, rep, opts, s);
+                st.steps = s + 1;
+                st.overlap = overlap_host(&st.w, &rep.target.u, d);
+                if st.escape.is_none() && st.overlap >= opts.threshold {
+                    st.escape = Some(s + 1);
+                }
+                if grid.binary_search(&(s + 1)).is_ok() {
+                    st.curve.push((s + 1, st.overlap));
+                }
+            }
+        });
+        step = end;
+        progress(step);
+        if opts.stop_at_escape && states.iter().all(|st| st.escape.is_some()) {
+            break;
+        }
+    }
+    Ok(states
+        .into_iter()
+        .map(|mut st| {
+            if st.curve.last().is_some_and(|&(s, _)| s != st.steps) {
+                st.curve.push((st.steps, st.overlap));
+            }
+            SgdOutcome { curve: st.curve, escape_step: st.escape, final_overlap: st.overlap, steps_run: st.steps, w: st.w, a: st.a }
+        })
+        .collect())
+}
+
+/// One SGD step s of one replica on the host.
+fn host_step(st: &mut HostReplica, rep: &Replica, opts: &SgdOptions, s: usize) {
+    let (d, p, b) = (rep.target.d, opts.width, opts.batch);
+    // the batch: rows of the reused set, or of the block of fresh rows (drawn when needed)
+    st.rows.clear();
+    match (&st.reused, opts.samples) {
+        (Some(_), Samples::Reuse { n }) => st.rows.extend_from_slice(st.schedule.next_reused(n)),
+        _ => {
+            let first = st.schedule.first_row(s);
+            let (start, x, _) = &st.block;
+            if x.is_empty() || first < *start || (first + b - *start) * d > x.len() {
+                let to_end = st.schedule.first_row(opts.steps - 1) + b - first;
+                let rows = ((1usize << 20) / d).max(b).min(to_end);
+                let (x, y) = draw(rep.target, rep.seed, first, rows);
+                st.block = (first, x, y);
+            }
+            st.rows.extend(first - st.block.0..first - st.block.0 + b);
+        }
+    }
+    let (xs, ys) = match &st.reused {
+        Some((x, y)) => (x, y),
+        None => (&st.block.1, &st.block.2),
+    };
+    let sigma = &opts.sigma;
+    let (gw, ga, z) = (&mut st.gw, &mut st.ga, &mut st.z);
+    gw.iter_mut().for_each(|g| *g = 0.0);
+    ga.iter_mut().for_each(|g| *g = 0.0);
+    for &i in &st.rows {
+        let x = &xs[i * d..(i + 1) * d];
+        for j in 0..p {
+            z[j] = dot(&st.w[j * d..(j + 1) * d], x);
+        }
+        let e = match opts.loss {
+            Loss::Mse => ((0..p).map(|j| st.a[j] * sigma.eval_host(z[j])).sum::<f64>() / p as f64 - ys[i]) / b as f64,
+            Loss::Correlation => -ys[i] / b as f64,
+        };
+        for j in 0..p {
+            let g = e * st.a[j] * sigma.derivative_host(z[j]) / p as f64;
+            gw[j * d..(j + 1) * d].iter_mut().zip(x).for_each(|(gw, x)| *gw += g * x);
+            if opts.train_second {
+                ga[j] += e * sigma.eval_host(z[j]) / p as f64;
+            }
+        }
+    }
+    for j in 0..p {
+        let (wj, gj) = (&mut st.w[j * d..(j + 1) * d], &gw[j * d..(j + 1) * d]);
+        if opts.spherical {
+            let along = dot(gj, wj);
+            wj.iter_mut().zip(gj).for_each(|(w, g)| *w -= opts.eta * (g - along * *w));
+            let norm = dot(wj, wj).sqrt();
+            wj.iter_mut().for_each(|w| *w /= norm);
+        } else {
+            wj.iter_mut().zip(gj).for_each(|(w, g)| *w -= opts.eta * g);
+        }
+    }
+    if opts.train_second {
+        st.a.iter_mut().zip(ga.iter()).for_each(|(a, g)| *a -= opts.eta * g);
+    }
+}
+
+/// [`run_sgd`] as one batched program per step for all replicas (weights R x p x d, batches
+/// R x b x d), in the run's precision: the engine for the GPU backends.
+pub fn run_sgd_batched(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut progress: impl FnMut(usize)) -> Result<Vec<SgdOutcome>, Error> {
     let reps = replicas.len();
     let Some(first) = replicas.first() else { return Ok(Vec::new()) };
     let (d, r, p, b) = (first.target.d, first.target.r, opts.width, opts.batch);
@@ -243,6 +484,8 @@ pub fn run_sgd(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut progres
         Samples::Reuse { .. } => 0,
     };
     let block = ((1usize << 25) / (reps * d * per_step.max(1))).clamp(1, 1 << 20);
+    // with stop_at_escape a replica stops at its escape: 1 while it runs, 0 once frozen
+    let mut live: Option<Tensor<1>> = opts.stop_at_escape.then(|| current.ones_like().mask_fill(current.clone().greater_equal_elem(opts.threshold), 0.0));
     let mut step = 0;
     let mut next_log = 1;
     while step < opts.steps {
@@ -296,10 +539,16 @@ pub fn run_sgd(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut progres
                 w = layers.w.clone() - (grads.w - layers.w.clone() * along) * opts.eta;
                 w = w.clone() / w.powi_scalar(2).sum_dim(2).sqrt();
             }
-            let a = if opts.train_second { layers.a.clone() - grads.a * opts.eta } else { layers.a.clone() };
+            let mut a = if opts.train_second { layers.a.clone() - grads.a * opts.eta } else { layers.a.clone() };
+            if let Some(keep) = &live {
+                let frozen = keep.clone().neg() + 1.0;
+                w = w * keep.clone().reshape([reps, 1, 1]) + layers.w.clone() * frozen.clone().reshape([reps, 1, 1]);
+                a = a * keep.clone().reshape([reps, 1]) + layers.a.clone() * frozen.reshape([reps, 1]);
+            }
             layers = Layers { w, b: None, a };
             current = overlaps(&layers.w, &u);
             found = crossed(&current, found, s - step);
+            live = live.map(|keep| keep.mask_fill(current.clone().greater_equal_elem(opts.threshold), 0.0));
             if next_log < grid.len() && grid[next_log] == s + 1 {
                 record(s + 1, current.clone(), &mut curves)?;
                 next_log += 1;
@@ -322,13 +571,20 @@ pub fn run_sgd(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut progres
     let finals = to_host(current)?;
     let (ws, as_) = (to_host(layers.w)?, to_host(layers.a)?);
     Ok((0..reps)
-        .map(|i| SgdOutcome {
-            curve: std::mem::take(&mut curves[i]),
-            escape_step: escape[i],
-            final_overlap: finals[i],
-            steps_run: step,
-            w: ws[i * p * d..(i + 1) * p * d].to_vec(),
-            a: as_[i * p..(i + 1) * p].to_vec(),
+        .map(|i| {
+            let mut curve = std::mem::take(&mut curves[i]);
+            // a replica stopped at its escape: its curve and step count end there
+            let steps_run = match (opts.stop_at_escape, escape[i]) {
+                (true, Some(e)) => {
+                    curve.retain(|&(s, _)| s <= e);
+                    if curve.last().is_some_and(|&(s, _)| s != e) {
+                        curve.push((e, finals[i]));
+                    }
+                    e
+                }
+                _ => step,
+            };
+            SgdOutcome { curve, escape_step: escape[i], final_overlap: finals[i], steps_run, w: ws[i * p * d..(i + 1) * p * d].to_vec(), a: as_[i * p..(i + 1) * p].to_vec() }
         })
         .collect())
 }

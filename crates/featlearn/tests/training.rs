@@ -213,7 +213,7 @@ fn training_agrees_across_backends() {
 
 mod sgd {
     use super::*;
-    use featlearn::dynamics::{initial_w, log_grid, run_sgd, Loss, Replica, Samples, SgdOptions, SgdOutcome, Start};
+    use featlearn::dynamics::{initial_w, log_grid, run_sgd, run_sgd_batched, run_sgd_host, Loss, Replica, Samples, SgdOptions, SgdOutcome, Start};
     use featlearn::rng::{normals, stream_rng};
     use rand::seq::SliceRandom;
 
@@ -236,7 +236,7 @@ mod sgd {
     }
 
     /// SGD in plain f64 loops on the host, one replica, from the documented streams: the batch
-    /// of step s is rows s b.. of (seed, SgdX) for fresh samples, rows floor(s/k) b.. for a batch
+    /// of step s is rows s b.. of (seed, SgdX) (`fast_normal_rows`) for fresh samples, rows floor(s/k) b.. for a batch
     /// repeated k times, and for a reused set of n the next b rows of the epoch's order, a
     /// shuffle of 0..n by (seed, SgdOrder). Returns (W, a, overlap after each step).
     fn reference(target: &Target, seed: u64, o: &SgdOptions) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
@@ -244,7 +244,7 @@ mod sgd {
         let mut w = initial_w(target, seed, p, o.start);
         let mut a = vec![1.0; p];
         let row = |i: usize| {
-            let x = normal_rows(seed, Stream::SgdX, i, 1, d);
+            let x = featlearn::rng::fast_normal_rows(seed, Stream::SgdX, i, 1, d);
             let y = target.f_host(&x) + target.noise * normals(seed, Stream::SgdNoise, i, 1)[0];
             (x, y)
         };
@@ -336,7 +336,8 @@ mod sgd {
     }
 
     /// Several steps of every loss, plain and spherical, with a fixed and a trained second layer,
-    /// and every sample mode, against the f64 host loops.
+    /// and every sample mode, against the f64 host loops: both engines, the host one and the
+    /// batched tensor program (on ndarray in f64 here, as on a GPU).
     #[test]
     fn steps_equal_a_host_computation_for_every_loss_projection_and_sample_mode() {
         let c = cpu(Precision::F64);
@@ -347,12 +348,15 @@ mod sgd {
                 for train_second in [false, true] {
                     for samples in modes {
                         let o = options(loss, spherical, train_second, samples);
-                        let out = run_sgd(&c, &[Replica { target: &target, seed: 11 }], &o, |_| {}).unwrap().remove(0);
                         let (w, a, overlaps) = reference(&target, 11, &o);
-                        let what = format!("{loss:?} spherical={spherical} trained={train_second} {samples:?}");
-                        close(&format!("{what} W"), &out.w, &w, 1e-11);
-                        close(&format!("{what} a"), &out.a, &a, 1e-11);
-                        close(&format!("{what} overlap"), &[out.final_overlap], &[overlaps[o.steps - 1]], 1e-11);
+                        let replica = [Replica { target: &target, seed: 11 }];
+                        for (engine, out) in [("host", run_sgd_host(&replica, &o, |_| {})), ("batched", run_sgd_batched(&c, &replica, &o, |_| {}))] {
+                            let out = out.unwrap().remove(0);
+                            let what = format!("{engine} {loss:?} spherical={spherical} trained={train_second} {samples:?}");
+                            close(&format!("{what} W"), &out.w, &w, 1e-11);
+                            close(&format!("{what} a"), &out.a, &a, 1e-11);
+                            close(&format!("{what} overlap"), &[out.final_overlap], &[overlaps[o.steps - 1]], 1e-11);
+                        }
                     }
                 }
             }
@@ -381,21 +385,40 @@ mod sgd {
         assert_eq!(out.curve.iter().map(|p| p.0).collect::<Vec<_>>(), log_grid(60, 40));
     }
 
-    /// R replicas batched give each replica's numbers as it gets them alone, on both backends.
+    /// R replicas batched give each replica's numbers as it gets them alone, on both backends
+    /// and both engines, also when each replica stops at its own escape; and the two engines
+    /// agree with each other there.
     #[test]
     fn batched_replicas_equal_the_same_replicas_run_one_at_a_time() {
         let targets: Vec<Target> = (0..3).map(|s| single_index(6, 2, s, 0.1)).collect();
-        let o = SgdOptions { steps: 40, ..options(Loss::Mse, true, true, Samples::Fresh) };
-        for (c, tol) in [(cpu(Precision::F64), 1e-12), (cpu(Precision::F32), 1e-5), (Compute::open(BackendKind::Wgpu, Precision::F32).expect("wgpu"), 1e-5)] {
-            let replicas: Vec<Replica> = targets.iter().enumerate().map(|(i, t)| Replica { target: t, seed: i as u64 }).collect();
-            let together = run_sgd(&c, &replicas, &o, |_| {}).unwrap();
+        let plain = SgdOptions { steps: 40, ..options(Loss::Mse, true, true, Samples::Fresh) };
+        let stopping = SgdOptions { steps: 400, eta: 0.1, width: 1, threshold: 0.9, stop_at_escape: true, ..options(Loss::Correlation, true, false, Samples::Fresh) };
+        let engines: [(Compute, f64, bool); 4] = [
+            (cpu(Precision::F64), 1e-12, false),
+            (cpu(Precision::F64), 1e-12, true),
+            (cpu(Precision::F32), 1e-5, true),
+            (Compute::open(BackendKind::Wgpu, Precision::F32).expect("wgpu"), 1e-5, true),
+        ];
+        let replicas: Vec<Replica> = targets.iter().enumerate().map(|(i, t)| Replica { target: t, seed: i as u64 }).collect();
+        let host_stopping = run_sgd(&cpu(Precision::F64), &replicas, &stopping, |_| {}).unwrap();
+        let escapes: Vec<Option<usize>> = host_stopping.iter().map(|o| o.escape_step).collect();
+        assert!(escapes.iter().all(Option::is_some) && escapes[0] != escapes[1], "replicas escape at different steps: {escapes:?}");
+        for (o, (c, tol, batched)) in [&plain, &stopping].into_iter().flat_map(|o| engines.iter().map(move |e| (o, e))) {
+            let run = |reps: &[Replica]| if *batched { run_sgd_batched(c, reps, o, |_| {}) } else { run_sgd_host(reps, o, |_| {}) };
+            let together = run(&replicas).unwrap();
+            if o.stop_at_escape {
+                for (t, h) in together.iter().zip(&host_stopping) {
+                    assert_eq!((t.escape_step, t.steps_run), (h.escape_step, h.escape_step.unwrap()), "{} batched={batched}", c.precision);
+                    close("stopped W, against the host engine", &t.w, &h.w, tol.max(1e-5));
+                }
+            }
             for (i, rep) in replicas.iter().enumerate() {
-                let alone: SgdOutcome = run_sgd(&c, std::slice::from_ref(rep), &o, |_| {}).unwrap().remove(0);
-                let what = format!("{} {} replica {i}", c.backend, c.precision);
-                close(&format!("{what} W"), &together[i].w, &alone.w, tol);
-                close(&format!("{what} a"), &together[i].a, &alone.a, tol);
+                let alone: SgdOutcome = run(std::slice::from_ref(rep)).unwrap().remove(0);
+                let what = format!("{} {} batched={batched} stop={} replica {i}", c.backend, c.precision, o.stop_at_escape);
+                close(&format!("{what} W"), &together[i].w, &alone.w, *tol);
+                close(&format!("{what} a"), &together[i].a, &alone.a, *tol);
                 let curve = |o: &SgdOutcome| o.curve.iter().map(|p| p.1).collect::<Vec<_>>();
-                close(&format!("{what} curve"), &curve(&together[i]), &curve(&alone), tol);
+                close(&format!("{what} curve"), &curve(&together[i]), &curve(&alone), *tol);
             }
         }
     }

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use featlearn::backprop::{forward, Activation, Layers, Scales};
-use featlearn::dynamics::{run_sgd, Loss, Replica, Samples, SgdOptions, Start};
+use featlearn::dynamics::{run_sgd, single_index_link, Loss, Replica, Samples, SgdOptions, Start};
 use featlearn::metrics::subspace_alignment;
 
 use super::{axis_label, Method, Point, Task};
@@ -323,12 +323,7 @@ impl Method for Sgd {
             options.samples = Samples::Reuse { n: t.n };
         }
         if self.matched {
-            let target = &first.target;
-            let mut coefs = vec![0.0; target.degree() + 1];
-            for term in &target.terms {
-                coefs[term.index[0]] += term.coef;
-            }
-            options.sigma = Activation::Hermite(coefs);
+            options.sigma = single_index_link(&first.target).ok_or_else(|| anyhow::anyhow!("key `sgd.activation`: \"matched\" needs r = 1"))?;
         }
         let replicas: Vec<Replica> = tasks.iter().map(|task| Replica { target: &task.target, seed: task.trial.seed }).collect();
         let outcomes = run_sgd(first.c, &replicas, &options, |step| (first.status)(format!("step {step}/{steps} ({} replicas)", tasks.len())))?;
