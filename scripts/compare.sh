@@ -47,7 +47,7 @@ refs = {name: load(name) for name in listed}
 expected = {
     "featlearn": ["matmul", "first_step", "gd_step", "sgd_step", "ntk_gram", "cholesky_solve", "quick_experiment"],
     "numpy": ["matmul", "first_step", "sgd_step", "sgd_step_loop", "ntk_gram", "cholesky_solve", "quick_experiment"],
-    "torch": ["matmul", "first_step", "gd_step", "ntk_gram", "cholesky_solve", "quick_experiment"],
+    "torch": ["matmul", "first_step", "gd_step", "sgd_step", "ntk_gram", "cholesky_solve", "quick_experiment"],
 }
 missing = [f"{name}: {case}" for name, table in [("featlearn", ours), *refs.items()] for case in expected[name] if case not in table]
 pipeline = ("ntk_gram", "cholesky_solve")

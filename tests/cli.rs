@@ -157,7 +157,9 @@ fn a_diverging_trial_is_recorded_and_the_run_goes_on() {
     let o = featlearn(&[
         "run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--set", "onestep.eta=1e36", "--set", "data.n=200", "--set", "run.seeds=1",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // a diverged trial is a result: the run exits 0, and the table says "diverged"
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("(1 diverged)"));
     let lines: Vec<serde_json::Value> =
         std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
@@ -316,7 +318,8 @@ fn a_trial_over_the_buffer_limit_is_recorded_as_failed_and_the_run_goes_on() {
     let cfg = write(&dir, "limit.toml", &config);
     let out = dir.join("out");
     let o = featlearn(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--max-buffer-mb", "0.05", "--set", "run.seeds=1"]);
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(3), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("(1 failed: over the device's largest buffer)"));
     let records: Vec<serde_json::Value> =
         std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(records.len(), 2);
@@ -634,7 +637,12 @@ fn sizes_past_memory_are_failed_records_not_aborts() {
         let out = dir.join(key);
         let o = featlearn(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--set", &format!("{key}={value}")]);
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "{key}: {err}");
+        // every trial recorded, and the documented exit status 3 with one line saying where
+        assert_eq!(o.status.code(), Some(3), "{key}: {err}");
+        assert!(err.contains("2 of 2 trials failed") && err.contains("results.jsonl"), "{key}: {err}");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("(1 failed: over the memory budget)"), "{key}");
+        let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+        assert!(summary.starts_with("method,target,p,d,n,m,seeds,failed,diverged,") && summary.contains(",0,1,0,"), "{summary}");
         assert!(!err.contains("panicked") && !err.contains("memory allocation"), "{key}: {err}");
         let lines: Vec<serde_json::Value> =
             std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -644,6 +652,34 @@ fn sizes_past_memory_are_failed_records_not_aborts() {
             let reason = l["reason"].as_str().unwrap();
             assert!(reason.contains("memory budget") && reason.contains(value), "{key}: {reason}");
         }
+    }
+}
+
+/// A ridge or kernel grid whose storage is past the memory budget is refused before any trial
+/// runs, with its key named: past the cap of 10^5 lambdas when the config is read, below it by
+/// the memory plan.
+#[test]
+fn ridge_grids_past_the_budget_are_refused_before_any_trial() {
+    let dir = scratch("grids");
+    let cfg = write(&dir, "tiny.toml", &TINY.replace("seeds = 2", "seeds = 1").replace("n = [200, 400]", "n = 200"));
+    let cases = [
+        ("ridge.lambdas={ from = 1e-3, to = 1, count = 1000000 }", "onestep", "ridge.lambdas", "cap of 100000"),
+        ("ridge.lambdas={ from = 1e-3, to = 1, count = 100000 }", "onestep", "ridge.lambdas", "memory budget"),
+        ("kernel.lambdas={ from = 1e-3, to = 1, count = 1000000 }", "ntk", "kernel.lambdas", "cap of 100000"),
+        ("kernel.lambdas={ from = 1e-3, to = 1, count = 100000 }", "ntk", "kernel.lambdas", "memory budget"),
+    ];
+    for (k, (grid, method, key, why)) in cases.into_iter().enumerate() {
+        let out = dir.join(format!("out{k}"));
+        let list = format!("methods.list=[\"{method}\"]");
+        // 2000 validation points: 10^5 lambdas hold 2.4 GB of validation predictions a trial
+        let o = featlearn(&[
+            "run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--mem-budget", "1", "--set", grid, "--set", &list, "--set", "data.n_val=2000",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{grid}: {err}");
+        assert!(err.contains(key) && err.contains(why) && err.lines().count() == 1, "{grid}: {err}");
+        let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap_or_default();
+        assert!(results.is_empty(), "{grid}: no trial ran, but {results}");
     }
 }
 

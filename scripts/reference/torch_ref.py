@@ -14,10 +14,26 @@ import time
 import torch
 
 SIZES = {
-    "small": dict(k=1024, first=(4000, 32, 1000), gram=(2000, 64)),
-    "medium": dict(k=2048, first=(20000, 64, 2000), gram=(8000, 64)),
-    "large": dict(k=4096, first=(100000, 64, 4000), gram=(20000, 64)),
+    "small": dict(k=1024, first=(4000, 32, 1000), gram=(2000, 64), sgd=(8, 256, 500)),
+    "medium": dict(k=2048, first=(20000, 64, 2000), gram=(8000, 64), sgd=(32, 1024, 1000)),
+    "large": dict(k=4096, first=(100000, 64, 4000), gram=(20000, 64), sgd=(1024, 1024, 1000)),
 }
+
+
+def sgd_vectorised(reps, d, steps, dev):
+    """Spherical online SGD of a matched single neuron on h_3, correlation loss, b = 1, every
+    replica advanced together as (R, d) tensors (the gradient written out, as featlearn does)."""
+    eta = 0.5 * d**-1.5
+    he3 = lambda t: (t**3 - 3 * t) / math.sqrt(6)
+    he3p = lambda t: (3 * t**2 - 3) / math.sqrt(6)
+    u = torch.nn.functional.normalize(torch.randn(reps, d, device=dev), dim=1)
+    w = torch.nn.functional.normalize(torch.randn(reps, d, device=dev), dim=1)
+    for _ in range(steps):
+        x = torch.randn(reps, d, device=dev)
+        y = he3((u * x).sum(1))
+        g = (-y * he3p((w * x).sum(1)))[:, None] * x
+        g = g - (g * w).sum(1, keepdim=True) * w
+        w = torch.nn.functional.normalize(w - eta * g, dim=1)
 
 
 def sync(dev):
@@ -168,6 +184,9 @@ def main():
 
     t = timed(gd_step, r, dev)
     out.append(row("gd_step", f"n={xs.shape[0]} d={d} m={m}", t, 1, "steps/s", 12.0 * xs.shape[0] * m * d, roof, r))
+    reps, sd, steps = s["sgd"]
+    t = timed(lambda: sgd_vectorised(reps, sd, steps, dev), r, dev)
+    out.append(row("sgd_step", f"R={reps} d={sd} b=1 p=1 h_3, {steps} steps (vectorised over replicas)", t, reps * steps, "replica-steps/s", None, roof, r))
     gn, gd = s["gram"]
     xg = rand(gn, gd)
     holder = {}

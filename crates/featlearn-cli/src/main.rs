@@ -240,12 +240,41 @@ fn main() -> ExitCode {
     featlearn::compute::init_threads();
     match dispatch(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<TrialsFailed>() {
+            Some(failed) => {
+                eprintln!("{failed}");
+                ExitCode::from(TrialsFailed::EXIT_CODE)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
+
+/// A run that finished with failed trials (over the memory budget or a device's largest buffer,
+/// a device error): every trial ran or was recorded, but a batch job or CI must not read the
+/// run as a success. Diverged trials are results and do not count.
+#[derive(Debug)]
+struct TrialsFailed {
+    failed: usize,
+    total: usize,
+    results: PathBuf,
+}
+
+impl TrialsFailed {
+    /// The exit status of such a run (README, "Commands").
+    const EXIT_CODE: u8 = 3;
+}
+
+impl std::fmt::Display for TrialsFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of {} trials failed; their reasons are in {} (status \"failed\")", self.failed, self.total, self.results.display())
+    }
+}
+
+impl std::error::Error for TrialsFailed {}
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
@@ -256,6 +285,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             let outcome = run(&cfg, &RunOptions { out: out.clone(), progress: !quiet, shard })?;
             print!("{}", outcome.table);
             println!("results in {}", out.display());
+            let failed = outcome.records.iter().filter(|r| r.status == "failed").count();
+            if failed > 0 {
+                return Err(TrialsFailed { failed, total: outcome.records.len(), results: out.join("results.jsonl") }.into());
+            }
             Ok(())
         }
         Command::Data { config, n, out_x, out_y, out_u, compute } => {

@@ -108,7 +108,19 @@ pub enum LambdaGrid {
     Geometric { from: f64, to: f64, count: usize },
 }
 
+/// The most lambdas a grid may hold: each costs a solve and a validation prediction in every
+/// trial, and a grid denser than this chooses nothing a coarser one would not.
+pub const MAX_LAMBDAS: usize = 100_000;
+
 impl LambdaGrid {
+    /// The number of lambdas, without building the grid.
+    pub fn count(&self) -> usize {
+        match self {
+            LambdaGrid::List(v) => v.len(),
+            LambdaGrid::Geometric { count, .. } => *count,
+        }
+    }
+
     pub fn values(&self) -> Vec<f64> {
         match *self {
             LambdaGrid::List(ref v) => v.clone(),
@@ -129,6 +141,12 @@ impl LambdaGrid {
     }
 
     fn check(&self, key: &str) -> Result<()> {
+        if self.count() > MAX_LAMBDAS {
+            bail!(
+                "key `{key}`: {} lambdas is past the cap of {MAX_LAMBDAS} (each costs a solve and a validation prediction in every trial; a denser grid chooses nothing better)",
+                self.count()
+            );
+        }
         if let LambdaGrid::Geometric { from, to, count } = *self {
             if count == 0 || !(from > 0.0 && to >= from && to.is_finite()) {
                 bail!("key `{key}`: {{ from, to, count }} needs 0 < from <= to and count >= 1");

@@ -530,14 +530,15 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
     if !transfer_dims.is_empty() {
         files.extend(line_plot(&dir.join("transfer_vs_n_target"), &format!("transfer vs from scratch: error vs n_target {SE}"), "n_target (target samples)", "test MSE / E[f*^2]", &series, true)?);
     }
-    files.extend(draw_escape(dir, report, &name)?);
+    files.extend(draw_escape(dir, report)?);
     Ok(files)
 }
 
 /// `sgd`'s figures: the median escape samples against d with the fitted power law (error bars
-/// from the quartiles), and the mean overlap against t / d^k with k the fitted exponent of the
-/// escape steps, one curve per d: at the right k the curves fall on one another.
-fn draw_escape(dir: &Path, report: &Report, name: &dyn Fn(&str, &str) -> String) -> Result<Vec<PathBuf>> {
+/// from the quartiles), and the mean overlap over seeds against t / d^k with k the fitted
+/// exponent of the escape steps, one curve per d (a seed stopped at its escape holds its last
+/// overlap): at the right k the curves fall on one another.
+fn draw_escape(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     if report.escape.is_empty() {
         return Ok(files);
@@ -551,6 +552,8 @@ fn draw_escape(dir: &Path, report: &Report, name: &dyn Fn(&str, &str) -> String)
             medians.entry((r.method.clone(), r.target.clone())).or_default().push((r.d as f64, m, half));
         }
     }
+    // the task (he1, he2, ...) always names the series: it is what tells them apart here
+    let name = |label: &str, task: &str| format!("{label} on {task}");
     for (variant, ((label, target), pts)) in medians.iter().enumerate() {
         series.push(Series { name: name(label, target), label: label.clone(), points: pts.clone(), kind: Kind::Data { variant } });
         if let Some(fit) = report.escape_fits.iter().find(|f| &f.method == label && &f.target == target && f.quantity == "samples") {
@@ -565,23 +568,30 @@ fn draw_escape(dir: &Path, report: &Report, name: &dyn Fn(&str, &str) -> String)
     }
     let curves: Vec<CurvePoint> = read_lines::<CurvePoint>(&dir.join("curves.jsonl"))?.into_iter().map(|(c, _)| c).filter(|c| c.overlap.is_some()).collect();
     for fit in report.escape_fits.iter().filter(|f| f.quantity == "steps") {
-        let mut by_d: BTreeMap<usize, BTreeMap<usize, Vec<f64>>> = BTreeMap::new();
-        for c in curves.iter().filter(|c| c.trial.label == fit.method && escape_task(&c.trial) == fit.target && c.step > 0) {
-            by_d.entry(c.trial.d).or_default().entry(c.step).or_default().push(c.overlap.expect("filtered"));
+        // each seed's curve by d; a seed that stopped at its escape holds its last overlap after
+        let mut by_d: BTreeMap<usize, BTreeMap<u64, Vec<(usize, f64)>>> = BTreeMap::new();
+        for c in curves.iter().filter(|c| c.trial.label == fit.method && escape_task(&c.trial) == fit.target) {
+            by_d.entry(c.trial.d).or_default().entry(c.trial.seed).or_default().push((c.step, c.overlap.expect("filtered")));
         }
         let series: Vec<Series> = by_d
             .iter()
             .enumerate()
-            .map(|(variant, (&d, steps))| Series {
-                name: format!("{} d = {d}", name(&fit.method, &fit.target)),
-                label: fit.method.clone(),
-                points: steps.iter().map(|(&t, v)| (t as f64 / (d as f64).powf(fit.exponent), mean_se(v).0, 0.0)).collect(),
-                kind: Kind::Data { variant },
+            .map(|(variant, (&d, seeds))| {
+                let steps: BTreeSet<usize> = seeds.values().flatten().map(|p| p.0).filter(|&t| t > 0).collect();
+                let held = |curve: &[(usize, f64)], t: usize| curve.iter().take_while(|p| p.0 <= t).last().map_or(f64::NAN, |p| p.1);
+                let points = steps
+                    .iter()
+                    .map(|&t| {
+                        let values: Vec<f64> = seeds.values().map(|c| held(c, t)).collect();
+                        (t as f64 / (d as f64).powf(fit.exponent), mean_se(&values).0, 0.0)
+                    })
+                    .collect();
+                Series { name: format!("{} d = {d}", name(&fit.method, &fit.target)), label: fit.method.clone(), points, kind: Kind::Data { variant } }
             })
             .collect();
         if !series.is_empty() {
             let stem = format!("overlap_collapse_{}_{}", fit.method.replace('/', "_"), fit.target);
-            let title = format!("mean overlap vs t / d^{:.2} (the fitted escape exponent), {}", fit.exponent, name(&fit.method, &fit.target));
+            let title = format!("mean overlap over seeds vs t / d^{:.2} (the fitted escape exponent), {}", fit.exponent, name(&fit.method, &fit.target));
             files.extend(line_plot(&dir.join(stem), &title, &format!("t / d^{:.2}", fit.exponent), "overlap", &series, false)?);
         }
     }

@@ -217,16 +217,39 @@ pub struct SummaryRow {
     pub p: usize,
     pub d: usize,
     pub n: usize,
-    pub m: usize,
+    /// The network's width; None for methods without a network (the kernels), whose records
+    /// keep the config's unused net.m.
+    pub m: Option<usize>,
+    /// Seeds that finished (status ok).
     pub seeds: usize,
+    /// Trials that failed (a resource or device limit: over the memory budget, over the
+    /// device's largest buffer, a device error), and what stopped them.
     pub failed: usize,
+    pub failure: Option<String>,
+    /// Trials whose numbers stopped being finite (a scientific outcome, a step too large).
+    pub diverged: usize,
     pub test_mse: (f64, f64),
     pub test_excess_mse: (f64, f64),
     pub test_l1_excess: (f64, f64),
     pub alignment: Option<(f64, f64)>,
 }
 
-pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
+/// What stopped a failed trial, in a few words, from its reason.
+pub fn failure_cause(reason: &str) -> &'static str {
+    if reason.contains("memory budget") {
+        "over the memory budget"
+    } else if reason.contains("largest buffer") {
+        "over the device's largest buffer"
+    } else if reason.contains("device error") {
+        "a device error"
+    } else {
+        "see results.jsonl"
+    }
+}
+
+/// The summary rows of `records`; `network(method)` says whether a method has a network (its
+/// rows show m).
+pub fn summarize(records: &[Record], network: impl Fn(&str) -> bool) -> Vec<SummaryRow> {
     let mut groups: BTreeMap<(String, String, usize, usize, usize, usize), Vec<&Record>> = BTreeMap::new();
     for r in records {
         let t = &r.trial;
@@ -241,15 +264,21 @@ pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
             let l1 = col(|r| r.test_l1_excess);
             let excess = col(|r| r.test_excess_mse);
             let al = col(|r| r.alignment);
+            let failed: Vec<&&Record> = rs.iter().filter(|r| r.status == "failed").collect();
+            let mut causes: Vec<&str> = failed.iter().map(|r| failure_cause(r.reason.as_deref().unwrap_or(""))).collect();
+            causes.sort_unstable();
+            causes.dedup();
             SummaryRow {
+                m: network(&rs[0].trial.method).then_some(m),
                 method,
                 target,
                 p,
                 d,
                 n,
-                m,
                 seeds: ok.len(),
-                failed: rs.len() - ok.len(),
+                failed: failed.len(),
+                failure: (!causes.is_empty()).then(|| causes.join(", ")),
+                diverged: rs.iter().filter(|r| r.status == "diverged").count(),
                 test_mse: if mse.is_empty() { (f64::NAN, f64::NAN) } else { mean_se(&mse) },
                 test_excess_mse: if excess.is_empty() { (f64::NAN, f64::NAN) } else { mean_se(&excess) },
                 test_l1_excess: if l1.is_empty() { (f64::NAN, f64::NAN) } else { mean_se(&l1) },
@@ -261,21 +290,23 @@ pub fn summarize(records: &[Record]) -> Vec<SummaryRow> {
 
 pub fn write_summary_csv(path: &Path, rows: &[SummaryRow]) -> Result<()> {
     let mut s = String::from(
-        "method,target,p,d,n,m,seeds,failed,test_mse_mean,test_mse_se,test_excess_mse_mean,test_excess_mse_se,test_l1_excess_mean,test_l1_excess_se,alignment_mean,alignment_se\n",
+        "method,target,p,d,n,m,seeds,failed,diverged,test_mse_mean,test_mse_se,test_excess_mse_mean,test_excess_mse_se,test_l1_excess_mean,test_l1_excess_se,alignment_mean,alignment_se\n",
     );
     let num = |v: f64| if v.is_finite() { format!("{v:.6e}") } else { String::new() };
     for r in rows {
         let (am, ase) = r.alignment.map(|(a, b)| (num(a), num(b))).unwrap_or_default();
         s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.method,
             r.target,
             r.p,
             r.d,
             r.n,
-            r.m,
+            // empty where the method has no network: pandas reads it as NaN and m stays numeric
+            r.m.map_or(String::new(), |m| m.to_string()),
             r.seeds,
             r.failed,
+            r.diverged,
             num(r.test_mse.0),
             num(r.test_mse.1),
             num(r.test_excess_mse.0),
@@ -287,6 +318,18 @@ pub fn write_summary_csv(path: &Path, rows: &[SummaryRow]) -> Result<()> {
         ));
     }
     write_atomic(path, s.as_bytes())
+}
+
+/// "  (2 failed: over the memory budget) (1 diverged)", or nothing when every trial finished.
+fn outcomes(r: &SummaryRow) -> String {
+    let mut s = String::new();
+    if r.failed > 0 {
+        s.push_str(&format!("  ({} failed: {})", r.failed, r.failure.as_deref().unwrap_or("see results.jsonl")));
+    }
+    if r.diverged > 0 {
+        s.push_str(&format!("  ({} diverged)", r.diverged));
+    }
+    s
 }
 
 /// The results table printed at the end of a run.
@@ -304,12 +347,12 @@ pub fn format_table(rows: &[SummaryRow]) -> String {
             r.p,
             r.d,
             r.n,
-            r.m,
+            r.m.map_or("-".into(), |m| m.to_string()),
             r.seeds,
             pm(r.test_mse),
             pm(r.test_l1_excess),
             r.alignment.map(pm).unwrap_or_else(|| "-".into()),
-            if r.failed > 0 { format!("  ({} diverged)", r.failed) } else { String::new() }
+            outcomes(r)
         ));
     }
     s
@@ -340,6 +383,44 @@ mod tests {
             assert_eq!(back.to_bits(), x.to_bits(), "{text}");
             assert_eq!(serde_json::to_string(&back).unwrap(), text);
         }
+    }
+
+    /// A record of `method` at seed `seed` with `status` (and a reason for failures).
+    fn record(method: &str, seed: u64, status: &str, reason: Option<&str>) -> Record {
+        let line = format!(
+            r#"{{"method":"{method}","label":"{method}","target":"quadratic","d":8,"r":2,"p":2,"noise":0.0,"n":100,"m":1000,"seed":{seed},
+            "status":"{status}","reason":{},"test_mse":{},"test_excess_mse":null,"test_l1_excess":null,"alignment":null,"principal_angles_deg":null,
+            "hessian_rank":null,"hessian_condition":null,"n_target":null,"lambda":null,"lambda_at_edge":null,"eta1":null,"steps":null,
+            "final_train_loss":null,"entk_kta":null,"entk_distance":null,"kta":null,"kta_rayleigh":null,"solver":null,"iterations":null,
+            "relative_residual":null,"n_val":1,"n_test":1,"fit_seconds":0.0,"backend":"ndarray","precision":"f32"}}"#,
+            reason.map_or("null".into(), |r| format!("{r:?}")),
+            if status == "ok" { "0.5" } else { "null" }
+        );
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn failed_and_diverged_trials_are_told_apart_and_kernels_show_no_width() {
+        let records = [
+            record("onestep", 0, "ok", None),
+            record("onestep", 1, "diverged", Some("diverged: test_mse is not finite")),
+            record("onestep", 2, "failed", Some("the trial needs about 236 GiB (d = 8), over the memory budget of 11 GiB")),
+            record("ntk", 0, "ok", None),
+        ];
+        let rows = summarize(&records, |m| m != "ntk");
+        let table = format_table(&rows);
+        let line = |m: &str| table.lines().find(|l| l.starts_with(m)).unwrap().to_string();
+        assert!(line("onestep").contains("(1 failed: over the memory budget)  (1 diverged)"), "{table}");
+        assert!(line("onestep").contains(" 1000 ") && !line("ntk").contains("1000"), "{table}");
+        assert!(line("ntk").split_whitespace().nth(5) == Some("-"), "the width column of a kernel: {table}");
+        let dir = std::env::temp_dir().join(format!("featlearn-summary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_summary_csv(&dir.join("summary.csv"), &rows).unwrap();
+        let csv = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
+        let cells = |m: &str| -> Vec<String> { csv.lines().find(|l| l.starts_with(m)).unwrap().split(',').map(String::from).collect() };
+        assert_eq!(&csv.lines().next().unwrap().split(',').collect::<Vec<_>>()[5..9], ["m", "seeds", "failed", "diverged"]);
+        assert_eq!(&cells("onestep")[5..9], ["1000", "1", "1", "1"]);
+        assert_eq!(&cells("ntk")[5..9], ["", "1", "0", "0"]);
     }
 
     #[test]

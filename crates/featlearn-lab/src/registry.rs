@@ -82,6 +82,12 @@ pub fn build(name: &str, config: &Config) -> Result<Box<dyn Method>> {
     build(config)
 }
 
+/// Whether the registered method `name` trains a network (false for the kernels and for a name
+/// not registered): tables show its width only then.
+pub fn uses_network(name: &str) -> bool {
+    build(name, &Config::default()).is_ok_and(|m| m.uses_network())
+}
+
 /// The methods of `methods.list`, built from the config (their options checked).
 pub fn methods(config: &Config) -> Result<Vec<(String, Box<dyn Method>)>> {
     config.methods.list.iter().map(|name| Ok((name.clone(), build(name, config)?))).collect()

@@ -359,7 +359,7 @@ pub fn build_report(records: &[Record], eps: f64, bootstrap: usize) -> Report {
 /// report.md: errors by method, d, n; n* table; exponents; what was not reached.
 pub fn render_markdown(report: &Report, records: &[Record]) -> String {
     let mut s = String::from("# featlearn report\n\n## Test error (mean ± standard error over seeds)\n\n```\n");
-    s.push_str(&format_table(&summarize(records)));
+    s.push_str(&format_table(&summarize(records, crate::registry::uses_network)));
     s.push_str(&format!("```\n\n## Sample complexity n*(d) at eps = {}\n\n| method | target | d | n* |\n| --- | --- | --- | --- |\n", report.eps));
     for r in &report.n_star {
         let v = match (r.n_star, r.at_grid_start) {

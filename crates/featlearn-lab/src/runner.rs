@@ -11,7 +11,7 @@ use featlearn::Error;
 
 use crate::config::{Config, Trial};
 use crate::files::{io_error, write_atomic, FolderLock};
-use crate::methods::{check_memory, Method, Task};
+use crate::methods::{check_grids, check_memory, Method, Task};
 use crate::plots::draw_all;
 use crate::records::{format_table, read_results, summarize, write_summary_csv, CurvePoint, JsonlWriter, Record};
 use crate::report::{build_report, write_report};
@@ -62,6 +62,8 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
 
     let compute = config.open_compute()?;
     let methods: BTreeMap<String, Box<dyn Method>> = crate::registry::methods(&config)?.into_iter().collect();
+    let planned: Vec<(&Trial, &dyn Method)> = todo.iter().map(|t| (t, methods[&t.method].as_ref())).collect();
+    check_grids(config, &planned, compute.precision.bytes(), config.memory_budget(&compute))?;
     let mut writer = JsonlWriter::open(&results_path)?;
     let mut curves = JsonlWriter::open(&opts.out.join("curves.jsonl"))?;
     let bar = if opts.progress { ProgressBar::new(todo.len() as u64) } else { ProgressBar::hidden() };
@@ -127,7 +129,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
 /// Writes what a results folder holds beside its records: `summary.csv`, `report.md`,
 /// `report.json` and (when `report.plots`) the figures. Returns the summary table.
 pub fn write_outputs(dir: &Path, config: &Config, records: &[Record]) -> Result<String> {
-    let rows = summarize(records);
+    let rows = summarize(records, crate::registry::uses_network);
     write_summary_csv(&dir.join("summary.csv"), &rows)?;
     let report = build_report(records, config.report.eps, config.report.bootstrap);
     write_report(dir, &report, records)?;
@@ -221,7 +223,7 @@ pub fn run_trial(c: &Compute, config: &Config, method: &dyn Method, trial: &Tria
     let mut record = new_record(c, config, trial);
     let mut curve = Vec::new();
     let budget = config.memory_budget(c);
-    let planned = check_memory(config, trial, c.precision.bytes(), method.uses_network(), budget).map_err(anyhow::Error::from);
+    let planned = check_memory(config, trial, c.precision.bytes(), method, budget).map_err(anyhow::Error::from);
     let outcome = planned.and_then(|_| Task::new(c, config, trial, status)).and_then(|task| {
         let hessian = task.target.hessian_report();
         record.hessian_rank = Some(hessian.rank);
@@ -246,7 +248,7 @@ pub fn run_replicas(c: &Compute, config: &Config, method: &dyn Method, trials: &
     let budget = config.memory_budget(c);
     let planned: Result<()> = trials
         .iter()
-        .try_for_each(|t| check_memory(config, t, c.precision.bytes(), method.uses_network(), budget / trials.len() as u64))
+        .try_for_each(|t| check_memory(config, t, c.precision.bytes(), method, budget / trials.len() as u64))
         .map_err(anyhow::Error::from);
     let outcome = planned.and_then(|_| trials.iter().map(|t| Task::new(c, config, t, status)).collect::<Result<Vec<_>>>()).and_then(|tasks| {
         for (record, task) in records.iter_mut().zip(&tasks) {

@@ -10,7 +10,7 @@ use featlearn::tiles::SymTiles;
 use featlearn::training::{empirical_ntk, kernel_distance, loss, train_gd, GdOptions, Net, Optimizer, Parameterization, Schedule};
 use featlearn::Error;
 
-use super::{Method, Point, Task};
+use super::{RidgeGrid, Method, Point, Task};
 use crate::config::{Axis, Config};
 use crate::records::{CurvePoint, Record};
 
@@ -146,6 +146,10 @@ impl GradientDescent {
 }
 
 impl Method for GradientDescent {
+    fn ridge_grid(&self) -> RidgeGrid {
+        RidgeGrid::None
+    }
+
     /// Labels always carry the parameterisation and learning rate: `gd/mean-field/lr=0.05`.
     fn points(&self, _d: usize, _p: usize) -> Vec<Point> {
         let lrs = &self.lrs;

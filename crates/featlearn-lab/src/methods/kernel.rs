@@ -9,7 +9,7 @@ use featlearn::kernels::{gram, Kernel};
 use featlearn::krr::{fit_krr, KrrOptions, KrrSolver};
 use featlearn::metrics::kernel_target_alignment;
 
-use super::{Method, Task};
+use super::{RidgeGrid, Method, Task};
 use crate::config::{Config, KernelConfig};
 use crate::records::{CurvePoint, Record};
 
@@ -71,6 +71,10 @@ impl KernelRidge {
 }
 
 impl Method for KernelRidge {
+    fn ridge_grid(&self) -> RidgeGrid {
+        RidgeGrid::Kernel
+    }
+
     fn uses_network(&self) -> bool {
         false
     }

@@ -47,6 +47,11 @@ pub trait Method {
         true
     }
 
+    /// The ridge grid the method's fit solves over (its size enters the memory plan).
+    fn ridge_grid(&self) -> RidgeGrid {
+        RidgeGrid::Head
+    }
+
     /// Whether the seeds of one sweep point run together as replicas, through
     /// [`Method::fit_replicas`].
     fn batches_seeds(&self) -> bool {
@@ -62,20 +67,71 @@ pub trait Method {
     }
 }
 
+/// Which ridge grid a method solves over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RidgeGrid {
+    /// None (`gd`, `sgd`).
+    None,
+    /// The second layer's `ridge.lambdas`: per lambda, m head weights and n_val validation
+    /// predictions.
+    Head,
+    /// The kernel ridge's `kernel.lambdas`: per lambda, n dual weights and n_val predictions.
+    Kernel,
+}
+
+impl RidgeGrid {
+    /// The config key of the grid, its size, and the bytes its per-lambda weights and validation
+    /// predictions take in one trial (host f64 and one device copy at `elem` bytes a value).
+    pub fn plan(self, config: &Config, trial: &Trial, elem: usize) -> Option<(&'static str, usize, u128)> {
+        let (key, grid, per_lambda) = match self {
+            RidgeGrid::None => return None,
+            RidgeGrid::Head => ("ridge.lambdas", &config.ridge.lambdas, trial.m + config.data.n_val),
+            RidgeGrid::Kernel => ("kernel.lambdas", &config.kernel.lambdas, trial.n + config.data.n_val),
+        };
+        let count = grid.count();
+        Some((key, count, count as u128 * per_lambda as u128 * (8 + elem as u128)))
+    }
+}
+
+/// Refuses, before any trial runs, a ridge grid whose storage alone exceeds the memory budget in
+/// some trial, naming its key.
+pub fn check_grids(config: &Config, trials: &[(&Trial, &dyn Method)], elem: usize, budget: u64) -> Result<()> {
+    for (trial, method) in trials {
+        if let Some((key, count, bytes)) = method.ridge_grid().plan(config, trial, elem) {
+            if bytes > budget as u128 {
+                let need = u64::try_from(bytes).map_or("more than 16 EiB".to_string(), featlearn::compute::human_bytes);
+                return Err(anyhow!(
+                    "key `{key}`: a grid of {count} lambdas needs about {need} a trial for its per-lambda weights and validation \
+                     predictions ({} at d = {}, n = {}, m = {}), over the memory budget of {} (kernel.mem_budget_gb / --mem-budget); \
+                     use fewer lambdas",
+                    trial.label,
+                    trial.d,
+                    trial.n,
+                    trial.m,
+                    featlearn::compute::human_bytes(budget)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Peak bytes a trial holds at `elem` bytes a value, checked against the memory budget before
 /// anything is allocated:
 /// - the samples: target U (r x d, host f64) and the train, validation and test splits,
 ///   (n_train + n_val + n_test) (d + 1) values, n_train = max(n, n_source);
 /// - with a network: W (m x d) twice (initial and learned), and four n_max x m matrices (the
 ///   features, the ReLU mask, the gradient's weights and one temporary), n_max the largest split;
-///   the m x m head on the device and in host f64 (Gram and factor).
-pub fn trial_bytes(config: &Config, trial: &Trial, elem: usize, network: bool) -> u128 {
+///   the m x m head on the device and in host f64 (Gram and factor);
+/// - the ridge grid's per-lambda weights and validation predictions ([`RidgeGrid::plan`]).
+pub fn trial_bytes(config: &Config, trial: &Trial, elem: usize, network: bool, grid: RidgeGrid) -> u128 {
     let (d, m, r) = (trial.d as u128, trial.m as u128, trial.r as u128);
     let n_source = trial.options.get("n_source").and_then(|v| v.as_u64()).unwrap_or(0) as u128;
     let n_train = (trial.n as u128).max(n_source);
     let (n_val, n_test) = (config.data.n_val as u128, config.data.n_test as u128);
     let e = elem as u128;
-    let data = r * d * 8 + (n_train + n_val + n_test) * (d + 1) * e;
+    let grid = grid.plan(config, trial, elem).map_or(0, |(_, _, bytes)| bytes);
+    let data = r * d * 8 + (n_train + n_val + n_test) * (d + 1) * e + grid;
     if !network {
         return data;
     }
@@ -84,8 +140,8 @@ pub fn trial_bytes(config: &Config, trial: &Trial, elem: usize, network: bool) -
 }
 
 /// Refuses a trial whose [`trial_bytes`] exceed `budget`, naming its size and the budget.
-pub fn check_memory(config: &Config, trial: &Trial, elem: usize, network: bool, budget: u64) -> Result<(), Error> {
-    let need = trial_bytes(config, trial, elem, network);
+pub fn check_memory(config: &Config, trial: &Trial, elem: usize, method: &dyn Method, budget: u64) -> Result<(), Error> {
+    let need = trial_bytes(config, trial, elem, method.uses_network(), method.ridge_grid());
     if need > budget as u128 {
         let need = u64::try_from(need).map_or("more than 16 EiB".to_string(), featlearn::compute::human_bytes);
         return Err(Error::Memory(format!(

@@ -10,7 +10,7 @@ use featlearn::backprop::{forward, Activation, Layers, Scales};
 use featlearn::dynamics::{run_sgd, single_index_link, Loss, Replica, Samples, SgdOptions, Start};
 use featlearn::metrics::subspace_alignment;
 
-use super::{axis_label, Method, Point, Task};
+use super::{RidgeGrid, axis_label, Method, Point, Task};
 use crate::config::{Axis, Config};
 use crate::records::{CurvePoint, Record};
 
@@ -284,6 +284,10 @@ impl Sgd {
 }
 
 impl Method for Sgd {
+    fn ridge_grid(&self) -> RidgeGrid {
+        RidgeGrid::None
+    }
+
     /// One point per (width, batch, lr); the width is the trial's m. `k` is task.p, the
     /// information exponent of single-index-hek, used where an exponent is "theory".
     fn points(&self, d: usize, k: usize) -> Vec<Point> {
