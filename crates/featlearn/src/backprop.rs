@@ -11,10 +11,13 @@
 //! Three products and an elementwise mask; on ndarray one replica's products reach faer's gemm.
 
 use burn::tensor::activation::relu;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
 
-use crate::compute::batched_matmul;
+use crate::compute::{batched_matmul, is_ndarray, matmul_nt, matmul_tn, owned_data, to_host};
 use crate::hermite::{hermite_all, hermite_all_tensor};
+use crate::host::dot;
+use crate::Error;
 
 /// The activation sigma.
 #[derive(Clone, Debug, PartialEq)]
@@ -149,4 +152,107 @@ pub fn backward(layers: &Layers, scales: Scales, sigma: &Activation, x: Tensor<3
     let w = batched_matmul(g, true, x, false);
     let w = if scales.s_in != 1.0 { w * scales.s_in } else { w };
     Grads { w, b, a }
+}
+
+/// The outputs f (R x n) and the gradients of L = (1/2n) sum_i (f(x_i) - y_i)^2, for R replicas
+/// on inputs x (R x n x d) with labels y (R x n): [`forward`], then [`backward`] with
+/// e = (f - y) / n. For one ReLU replica with biases on ndarray (`gd`), the elementwise work
+/// after the product x W^T runs as one fused pass over the rows on the host (rayon): the chain
+/// of tensor ops makes about a dozen passes over the n x p pre-activations, each a pass over
+/// memory on burn-ndarray (60% of a gd step in a profile). Same formulas; the fused pass sums
+/// f and the gradients of b and a in f64.
+pub fn mse_gradients(layers: &Layers, scales: Scales, sigma: &Activation, x: Tensor<3>, y: Tensor<2>) -> Result<(Tensor<2>, Grads), Error> {
+    let [r, n, d] = x.dims();
+    let fused = r == 1 && *sigma == Activation::Relu && layers.b.is_some() && is_ndarray(&x.device());
+    if !fused {
+        let pass = forward(layers, scales, sigma, x.clone());
+        let e = (pass.f.clone() - y) / n as f64;
+        let grads = backward(layers, scales, sigma, x, &pass, e);
+        return Ok((pass.f, grads));
+    }
+    let p = layers.a.dims()[1];
+    let (device, dtype) = (x.device(), x.dtype());
+    let x2 = x.squeeze_dim::<2>(0);
+    let z = matmul_nt(x2.clone(), layers.w.clone().squeeze_dim::<2>(0));
+    let host = |t: Tensor<2>| to_host(t);
+    let (b, a, y) = (host(layers.b.clone().expect("fused needs biases"))?, host(layers.a.clone())?, host(y)?);
+    let mut z = owned_data(z)?;
+    let (f, ga, gb) = match dtype {
+        DType::F32 => relu_pass(z.as_mut_slice::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?, p, &b, &a, &y, scales),
+        _ => relu_pass(z.as_mut_slice::<f64>().map_err(|e| Error::Device(format!("{e:?}")))?, p, &b, &a, &y, scales),
+    };
+    // z now holds G (n x p); the gradient in W is s_in G^T x
+    let g = Tensor::<2>::from_data(z, (&device, dtype));
+    let gw = matmul_tn(g, x2) * scales.s_in;
+    let vec = |v: &[f64], rows: usize, cols: usize| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [rows * cols]), (&device, dtype)).reshape([rows, cols]);
+    debug_assert_eq!(gw.dims(), [p, d]);
+    Ok((vec(&f, 1, n), Grads { w: gw.unsqueeze_dim(0), b: Some(vec(&gb, 1, p)), a: vec(&ga, 1, p) }))
+}
+
+/// Host floats of the fused pass.
+trait HostFloat: Copy + Send + Sync {
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+}
+
+impl HostFloat for f32 {
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl HostFloat for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+/// One pass over the rows of xw = x W^T (n x p, row-major): per row i, with
+/// z_ij = s_in xw_ij + b_j, f_i = s_out sum_j a_j relu(z_ij) (the two halves summed apart, as
+/// [`forward`] does), e_i = (f_i - y_i) / n, and it overwrites xw_ij with
+/// G_ij = e_i s_out a_j 1[z_ij > 0]; returns f, grad a = s_out sum_i e_i relu(z_i) and
+/// grad b = sum_i G_i.
+fn relu_pass<T: HostFloat>(xw: &mut [T], p: usize, b: &[f64], a: &[f64], y: &[f64], scales: Scales) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let n = y.len();
+    let half = if p % 2 == 0 { p / 2 } else { p };
+    let rows_per_task = (4096 / p.max(1)).max(16);
+    let (f, (ga, gb)) = xw
+        .par_chunks_mut(rows_per_task * p)
+        .enumerate()
+        .map(|(chunk, rows)| {
+            let (mut ga, mut gb, mut f) = (vec![0.0; p], vec![0.0; p], Vec::with_capacity(rows.len() / p));
+            let mut phi = vec![0.0; p];
+            for (k, row) in rows.chunks_mut(p).enumerate() {
+                let i = chunk * rows_per_task + k;
+                // relu(z) of the row, then f by halves (eight partial sums each: vectorised)
+                phi.iter_mut().zip(row.iter()).zip(b).for_each(|((h, v), bj)| *h = (scales.s_in * v.to_f64() + bj).max(0.0));
+                let fi = scales.s_out * (dot(&a[..half], &phi[..half]) + dot(&a[half..], &phi[half..]));
+                let e = (fi - y[i]) / n as f64;
+                let (ea, es) = (e * scales.s_out, scales.s_out * e);
+                for ((((out, &h), &aj), gaj), gbj) in row.iter_mut().zip(&phi).zip(a).zip(ga.iter_mut()).zip(gb.iter_mut()) {
+                    let g = if h > 0.0 { ea * aj } else { 0.0 };
+                    *gaj += es * h;
+                    *gbj += g;
+                    *out = T::from_f64(g);
+                }
+                f.push(fi);
+            }
+            (f, (ga, gb))
+        })
+        .reduce(
+            || (Vec::new(), (vec![0.0; p], vec![0.0; p])),
+            |(mut f1, (mut a1, mut b1)), (f2, (a2, b2))| {
+                f1.extend(f2);
+                a1.iter_mut().zip(a2).for_each(|(u, v)| *u += v);
+                b1.iter_mut().zip(b2).for_each(|(u, v)| *u += v);
+                (f1, (a1, b1))
+            },
+        );
+    (f, ga, gb)
 }

@@ -22,6 +22,7 @@ use rayon::prelude::*;
 
 use crate::backprop::{backward, forward, Activation, Layers, Scales};
 use crate::compute::{batched_matmul, to_host, Compute};
+use crate::host::dot;
 use crate::rng::{fast_normal_rows, normal_rows, normals, stream_rng, Stream};
 use crate::target::Target;
 use crate::Error;
@@ -260,19 +261,6 @@ impl Schedule {
         self.cursor += self.batch;
         &self.epoch[self.cursor - self.batch..self.cursor]
     }
-}
-
-/// x . y with eight partial sums (the compiler vectorises it; a plain running sum it cannot).
-fn dot(x: &[f64], y: &[f64]) -> f64 {
-    let mut acc = [0.0; 8];
-    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
-    let tail: f64 = xc.remainder().iter().zip(yc.remainder()).map(|(a, b)| a * b).sum();
-    for (a, b) in xc.zip(yc) {
-        for k in 0..8 {
-            acc[k] += a[k] * b[k];
-        }
-    }
-    acc.iter().sum::<f64>() + tail
 }
 
 /// The overlap of one student on the host: max_j |w_j . u| / |w_j| for r = 1, else

@@ -11,7 +11,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 
-use crate::backprop::{backward, forward, Activation, Grads, Layers, Scales};
+use crate::backprop::{forward, mse_gradients, Activation, Grads, Layers, Scales};
 use crate::compute::{read_data, scalar, Compute};
 use crate::data::Dataset;
 use crate::network::mirrored_signs;
@@ -225,10 +225,7 @@ pub fn train_gd(
             Schedule::Constant => opts.lr,
             Schedule::Cosine => opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * (step - 1) as f64 / opts.steps as f64).cos()),
         } * opts.param.lr_scale(m);
-        let x = xb.unsqueeze_dim(0);
-        let pass = forward(&layers, scales, &Activation::Relu, x.clone());
-        let e = (pass.f.clone() - yb.reshape([1, batch])) / batch as f64;
-        let grads = backward(&layers, scales, &Activation::Relu, x, &pass, e);
+        let (_, grads) = mse_gradients(&layers, scales, &Activation::Relu, xb.unsqueeze_dim(0), yb.reshape([1, batch]))?;
         layers = optim.step(lr, layers, grads);
         if step % opts.log_every.max(1) == 0 || step == opts.steps {
             let plain = Net::from_layers(layers.clone());

@@ -2,7 +2,7 @@
 //! a hand-computed SGD step, and the other backend.
 
 use burn::tensor::Tensor;
-use featlearn::backprop::{backward, forward, Activation, Layers, Scales};
+use featlearn::backprop::{backward, forward, mse_gradients, Activation, Layers, Scales};
 use featlearn::compute::{scalar, to_host, BackendKind, Compute, Precision};
 use featlearn::data::{sample, Split};
 use featlearn::kernels::{gram, Kernel};
@@ -125,6 +125,40 @@ fn one_sgd_step_equals_the_hand_computed_update() {
                 assert!((got - want).abs() < 1e-9 * (1.0 + p.abs()), "{optimizer:?} {name}: {got} vs {want}");
             }
         }
+    }
+}
+
+/// gd's fused host pass (one ReLU replica with biases on ndarray) against the tensor-op pass on
+/// the same device, in f32 and f64, and the exact 0 of the symmetric initialisation.
+#[test]
+fn the_fused_host_pass_equals_the_tensor_pass() {
+    for (p, tol) in [(Precision::F64, 1e-12), (Precision::F32, 2e-5)] {
+        let c = cpu(p);
+        let (n, d, m) = (37, 6, 10);
+        let t = Target::new(&TargetSpec::Quadratic, d, 2, 1, true, 0.0).unwrap();
+        let data = sample(&c, &t, 4, Split::Train, n).unwrap();
+        let (x, y) = (data.x.unsqueeze_dim::<3>(0), data.y.reshape([1, n]));
+        let scales = Scales { s_in: 0.4, s_out: 0.1 };
+        for net in [Net::init(&c, d, m, 1.0, 0.5, 3).unwrap(), moved(&c, d, m)] {
+            let layers = net.layers();
+            let (f, fused) = mse_gradients(&layers, scales, &Activation::Relu, x.clone(), y.clone()).unwrap();
+            let pass = forward(&layers, scales, &Activation::Relu, x.clone());
+            let e = (pass.f.clone() - y.clone()) / n as f64;
+            let plain = backward(&layers, scales, &Activation::Relu, x.clone(), &pass, e);
+            let scale = |v: &[f64]| v.iter().fold(1e-30f64, |m, x| m.max(x.abs()));
+            for (name, got, want) in [
+                ("f", to_host(f).unwrap(), to_host(pass.f).unwrap()),
+                ("w", to_host(fused.w).unwrap(), to_host(plain.w).unwrap()),
+                ("b", to_host(fused.b.unwrap()).unwrap(), to_host(plain.b.unwrap()).unwrap()),
+                ("a", to_host(fused.a).unwrap(), to_host(plain.a).unwrap()),
+            ] {
+                let s = scale(&want);
+                assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= tol * s), "{p} d{name}: {got:?} vs {want:?}");
+            }
+        }
+        // at the symmetric initialisation the halves cancel exactly
+        let (f0, _) = mse_gradients(&Net::init(&c, d, m, 1.0, 0.5, 3).unwrap().layers(), scales, &Activation::Relu, x, y).unwrap();
+        assert!(to_host(f0).unwrap().iter().all(|v| *v == 0.0));
     }
 }
 
