@@ -7,7 +7,7 @@
 
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
-use std::f64::consts::PI;
+use std::f64::consts::{FRAC_PI_2, PI};
 use std::ops::Range;
 
 use crate::compute::{is_ndarray, matmul_nt, read_data, to_host};
@@ -118,43 +118,114 @@ pub enum Relu {
 
 /// The NNGP or NTK of [`relu_kernels`] for burn-ndarray, which runs every tensor op as its own
 /// full pass over memory: after the one matmul x z^T (n x k), everything (S = s_w^2 x.z/d + s_b^2,
-/// cos theta, arccos, sin theta = sqrt(1 - cos^2), the products) is one pass over the entries,
-/// rows split across the CPU's threads, evaluated in f64 whatever the tensor's dtype.
+/// cos theta, arccos, sin theta, the products) is one pass over each row, rows split across the
+/// CPU's threads, in f64 whatever the tensor's dtype. The arccos is [`arccos`], written so the
+/// compiler vectorises the row's loop (libm's scalar acos was half of the pass).
 pub fn relu_kernel_cpu(x: Tensor<2>, z: Tensor<2>, sw: f64, sb: f64, which: Relu) -> Result<Tensor<2>, Error> {
     let d = x.dims()[1];
-    let k = z.dims()[0];
     let (device, dtype) = (x.device(), x.dtype());
     let scale = sw * sw / d as f64;
     let self_s = |t: &Tensor<2>| -> Result<Vec<f64>, Error> {
         Ok(to_host(t.clone().powi_scalar(2).sum_dim(1))?.iter().map(|v| scale * v + sb * sb).collect())
     };
     let (sxx, szz) = (self_s(&x)?, self_s(&z)?); // S(x,x): n, S(z,z): k
+    let ntk = which == Relu::Ntk;
     let mut entries = read_data(matmul_nt(x, z))?; // x.z, n x k
-    let entry = |i: usize, j: usize, dot: f64| {
-        let s = scale * dot + sb * sb;
-        let q = (sxx[i] * szz[j]).sqrt();
-        let cos = if q > 0.0 { (s / q).clamp(-1.0, 1.0) } else { 1.0 };
-        let pi_minus = PI - cos.acos();
-        let nngp = q * ((1.0 - cos * cos).sqrt() + pi_minus * cos) / (2.0 * PI);
-        match which {
-            Relu::Nngp => nngp,
-            Relu::Ntk => nngp + s * pi_minus / (2.0 * PI),
-        }
-    };
     match dtype {
-        DType::F64 => map_rows(entries.as_mut_slice::<f64>().expect("f64 Gram"), k, |i, j, v| entry(i, j, v)),
-        _ => map_rows(entries.as_mut_slice::<f32>().expect("f32 Gram"), k, |i, j, v| entry(i, j, v as f64) as f32),
+        DType::F64 => relu_rows(entries.as_mut_slice::<f64>().expect("f64 Gram"), &sxx, &szz, scale, sb * sb, ntk),
+        _ => relu_rows(entries.as_mut_slice::<f32>().expect("f32 Gram"), &sxx, &szz, scale, sb * sb, ntk),
     }
     Ok(Tensor::from_data(entries, (&device, dtype)))
 }
 
-/// values[i * k + j] = f(i, j, values[i * k + j]), rows in parallel.
-fn map_rows<E: Copy + Send>(values: &mut [E], k: usize, f: impl Fn(usize, usize, E) -> E + Sync) {
-    values.par_chunks_mut(k.max(1)).enumerate().for_each(|(i, row)| {
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = f(i, j, *v);
+/// A float of the Gram's buffer, read and written as f64.
+trait GramFloat: Copy + Send + Sync {
+    /// The buffer's machine epsilon.
+    const EPS: f64;
+    fn get(self) -> f64;
+    fn put(v: f64) -> Self;
+}
+
+impl GramFloat for f32 {
+    const EPS: f64 = f32::EPSILON as f64;
+    fn get(self) -> f64 {
+        self as f64
+    }
+    fn put(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl GramFloat for f64 {
+    const EPS: f64 = f64::EPSILON;
+    fn get(self) -> f64 {
+        self
+    }
+    fn put(v: f64) -> Self {
+        v
+    }
+}
+
+/// Overwrites each entry x.z of the n x k buffer with the NNGP or NTK (docs/science.md,
+/// section 4): S = scale x.z + sb2, q = sqrt(S(x,x) S(z,z)), cos = clamp(S/q), theta = arccos,
+/// NNGP = q (sin theta + (pi - theta) cos) / (2 pi), NTK = NNGP + S (pi - theta) / (2 pi), with
+/// sin theta = sqrt((1 - cos)(1 + cos)) (no cancellation near cos = 1). A cos within 8 rounding
+/// units of the buffer's precision of +-1 is taken as +-1: S and q are rounded in that precision,
+/// so such a pair is parallel as far as the data can tell, and arccos, steep there, would turn
+/// the rounding into theta ~ sqrt(eps). Rows in parallel.
+fn relu_rows<E: GramFloat>(values: &mut [E], sxx: &[f64], szz: &[f64], scale: f64, sb2: f64, ntk: bool) {
+    let k = szz.len();
+    values.par_chunks_mut(k.max(1)).zip(sxx.par_iter()).for_each(|(row, &si)| {
+        for (v, &sj) in row.iter_mut().zip(szz) {
+            let s = scale * v.get() + sb2;
+            let q = (si * sj).sqrt();
+            let cos = if q > 0.0 { (s / q).clamp(-1.0, 1.0) } else { 1.0 };
+            let cos = if 1.0 - cos.abs() <= 8.0 * E::EPS { cos.signum() } else { cos };
+            let pi_minus = PI - arccos(cos);
+            let nngp = q * (((1.0 - cos) * (1.0 + cos)).sqrt() + pi_minus * cos) / (2.0 * PI);
+            *v = E::put(if ntk { nngp + s * pi_minus / (2.0 * PI) } else { nngp });
         }
     });
+}
+
+/// Coefficients a_n of asin(x) = x sum_n a_n x^(2n): a_0 = 1,
+/// a_(n+1) = a_n (2n + 1)^2 / ((2n + 2)(2n + 3)); 26 terms reach f64 rounding for |x| <= 1/2
+/// (the next term is below 4^-26 a_26 < 1e-17).
+const ASIN_TERMS: usize = 26;
+
+const ASIN_COEFFICIENTS: [f64; ASIN_TERMS] = {
+    let mut a = [0.0; ASIN_TERMS];
+    a[0] = 1.0;
+    let mut n = 0;
+    while n < ASIN_TERMS - 1 {
+        let m = n as f64;
+        a[n + 1] = a[n] * (2.0 * m + 1.0) * (2.0 * m + 1.0) / ((2.0 * m + 2.0) * (2.0 * m + 3.0));
+        n += 1;
+    }
+    a
+};
+
+/// arccos(c) for c in [-1, 1], branch-free so that a loop over it vectorises: with a = |c|,
+/// arccos(a) = pi/2 - asin(a) for a <= 1/2 and 2 asin(sqrt((1 - a)/2)) above (1 - a is exact
+/// there, so no accuracy is lost near a = 1), asin by its series on [0, 1/2], and
+/// arccos(c) = pi - arccos(|c|) for c < 0. Agrees with libm to a few ulps.
+#[inline(always)]
+pub fn arccos(c: f64) -> f64 {
+    let a = c.abs();
+    let big = a > 0.5;
+    let x = if big { ((1.0 - a) * 0.5).sqrt() } else { a };
+    let y = x * x;
+    let mut poly = 0.0;
+    for &an in ASIN_COEFFICIENTS.iter().rev() {
+        poly = poly * y + an;
+    }
+    let asin = x * poly;
+    let acos_a = if big { 2.0 * asin } else { FRAC_PI_2 - asin };
+    if c < 0.0 {
+        PI - acos_a
+    } else {
+        acos_a
+    }
 }
 
 /// ||x_i - z_j||^2, n x k, from the differences themselves (not ||x||^2 + ||z||^2 - 2 x.z, whose
@@ -228,4 +299,21 @@ pub fn gram_rows(kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, rows: Range<usiz
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arccos;
+
+    #[test]
+    fn arccos_agrees_with_libm_to_a_few_ulps() {
+        let mut points: Vec<f64> = (0..=200_000).map(|i| -1.0 + 2.0 * i as f64 / 200_000.0).collect();
+        for c in [1.0, 1.0 - 1e-9, 1.0 - 1e-15, 0.5, 0.5 + f64::EPSILON, 0.5 - f64::EPSILON / 2.0, 1e-300, 0.0] {
+            points.extend([c, -c]);
+        }
+        for c in points {
+            let (got, want) = (arccos(c), c.acos());
+            assert!((got - want).abs() <= 8.0 * f64::EPSILON * want.max(f64::MIN_POSITIVE), "arccos({c:e}) = {got:e}, libm {want:e}");
+        }
+    }
 }

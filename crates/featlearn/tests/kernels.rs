@@ -86,6 +86,60 @@ fn device_kernels_match_the_host_closed_form_in_f64() {
     }
 }
 
+/// The vectorised CPU pass against the host closed form in f64 (libm's acos): 1e-12 relative
+/// in f64 and 1e-6 in f32, over pairs that include x = z (theta = 0: NNGP = S/2, NTK = S), x = -z
+/// with s_b = 0 (theta = pi: both 0), and near-parallel pairs (cos theta = 1 - 5e-10, f64 only:
+/// f32 inputs cannot resolve them).
+#[test]
+fn the_vectorised_relu_pass_equals_the_host_closed_form() {
+    let d = 6;
+    let base = points(4, d, 21);
+    // z_3 nearly parallel to z_0: z_0 + t v with v orthogonal to z_0, |t v| = sqrt(1e-9) |z_0|
+    let (z0, v0) = (&base[..d], &base[d..2 * d]);
+    let along = v0.iter().zip(z0).map(|(a, b)| a * b).sum::<f64>() / z0.iter().map(|a| a * a).sum::<f64>();
+    let v: Vec<f64> = v0.iter().zip(z0).map(|(a, b)| a - along * b).collect();
+    let t = (1e-9f64).sqrt() * (z0.iter().map(|a| a * a).sum::<f64>() / v.iter().map(|a| a * a).sum::<f64>()).sqrt();
+    let mut zs = base.clone();
+    for i in 0..d {
+        zs[3 * d + i] = z0[i] + t * v[i];
+    }
+    let mut xs = points(5, d, 22);
+    xs[..d].copy_from_slice(&zs[..d]); // x_0 = z_0
+    for i in 0..d {
+        xs[d + i] = -zs[d + i]; // x_1 = -z_1
+    }
+    let (n, k) = (5, 4);
+    for (p, tol) in [(Precision::F64, 1e-12), (Precision::F32, 1e-6)] {
+        let c = cpu(p);
+        // the f32 run compares against the closed form of its own rounded inputs
+        let round = |v: &[f64]| -> Vec<f64> { v.iter().map(|&a| if p == Precision::F32 { a as f32 as f64 } else { a }).collect() };
+        let (xr, zr) = (round(&xs), round(&zs));
+        let (x, z) = (c.matrix(&xr, n, d), c.matrix(&zr, k, d));
+        for kernel in [Kernel::Ntk { sw: 1.0, sb: 0.0 }, Kernel::Nngp { sw: 1.0, sb: 0.0 }, Kernel::Ntk { sw: 1.3, sb: 0.7 }, Kernel::Nngp { sw: 0.9, sb: 1.1 }] {
+            let (Kernel::Ntk { sw, sb } | Kernel::Nngp { sw, sb }) = kernel else { unreachable!() };
+            let got = to_host(kernel.block(x.clone(), z.clone()).unwrap()).unwrap();
+            let s = |a: &[f64], b: &[f64]| sw * sw * a.iter().zip(b).map(|(u, v)| u * v).sum::<f64>() / d as f64 + sb * sb;
+            for i in 0..n {
+                for j in 0..k {
+                    if p == Precision::F32 && j == 3 {
+                        continue;
+                    }
+                    let (xi, zj) = (&xr[i * d..(i + 1) * d], &zr[j * d..(j + 1) * d]);
+                    let want = match (i, j) {
+                        // theta = 0: NNGP = q / 2 = S / 2, NTK = S
+                        (0, 0) => if matches!(kernel, Kernel::Ntk { .. }) { s(xi, xi) } else { s(xi, xi) / 2.0 },
+                        // theta = pi (s_b = 0): both vanish
+                        (1, 1) if sb == 0.0 => 0.0,
+                        _ => kernel.eval_host(xi, zj),
+                    };
+                    let scale = want.abs().max(1e-3 * s(xi, xi).abs());
+                    assert!((got[i * k + j] - want).abs() <= tol * scale, "{p:?} {kernel:?}[{i},{j}]: {} vs closed form {want}", got[i * k + j]);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn relu_kernels_have_the_known_diagonal() {
     // theta = 0 on the diagonal: NNGP(x,x) = S(x,x)/2 and NTK(x,x) = S(x,x).
