@@ -170,28 +170,9 @@ fn escape_report(records: &[Record], bootstrap: usize) -> (Vec<EscapeRow>, Vec<E
                 .collect();
             let Some((exponent, _)) = fit_exponent(&medians) else { continue };
             let windows = local_slopes(&medians, SLOPE_WINDOW);
-            let (mut slopes, mut window_slopes) = (Vec::new(), vec![Vec::new(); windows.len()]);
-            for _ in 0..bootstrap {
-                let pts: Vec<(usize, f64)> = by_d
-                    .iter()
-                    .filter_map(|(&d, by_seed)| {
-                        let seeds: Vec<u64> = by_seed.keys().copied().collect();
-                        let pick: Vec<u64> = (0..seeds.len()).map(|_| seeds[rng.random_range(0..seeds.len())]).collect();
-                        median_of(by_seed, &pick, samples).map(|m| (d, m))
-                    })
-                    .collect();
-                if pts.len() == medians.len() {
-                    if let Some((k, _)) = fit_exponent(&pts) {
-                        slopes.push(k);
-                    }
-                }
-                for ((dims, _), acc) in windows.iter().zip(window_slopes.iter_mut()) {
-                    let win: Vec<(usize, f64)> = dims.iter().filter_map(|d| pts.iter().find(|p| p.0 == *d).copied()).collect();
-                    if let (true, Some((k, _))) = (win.len() == dims.len(), fit_exponent(&win)) {
-                        acc.push(k);
-                    }
-                }
-            }
+            let (mut slopes, window_slopes) = bootstrap_slopes(bootstrap, &mut rng, &windows, medians.len(), |rng| {
+                by_d.iter().filter_map(|(&d, by_seed)| median_of(by_seed, &resample(by_seed, rng), samples).map(|m| (d, m))).collect()
+            });
             let local_slopes = windows
                 .into_iter()
                 .zip(window_slopes)
@@ -247,6 +228,38 @@ pub fn n_star(points: &[(f64, f64)], eps: f64) -> (Option<f64>, bool) {
             (Some((n0.ln() + t * (n1.ln() - n0.ln())).exp()), false)
         }
     }
+}
+
+/// A d's seeds drawn with replacement, as many as it has.
+fn resample<V, R: Rng>(by_seed: &BTreeMap<u64, V>, rng: &mut R) -> Vec<u64> {
+    let seeds: Vec<u64> = by_seed.keys().copied().collect();
+    (0..seeds.len()).map(|_| seeds[rng.random_range(0..seeds.len())]).collect()
+}
+
+/// The bootstrap over seeds of a power law in d: `replicate` gives one replicate's (d, value)
+/// points. Returns the global slope of every replicate with at least `need` points (and two), and
+/// each window's slope in every replicate that has all its dimensions.
+fn bootstrap_slopes<R: Rng>(
+    bootstrap: usize,
+    rng: &mut R,
+    windows: &[(Vec<usize>, f64)],
+    need: usize,
+    mut replicate: impl FnMut(&mut R) -> Vec<(usize, f64)>,
+) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let (mut slopes, mut window_slopes) = (Vec::new(), vec![Vec::new(); windows.len()]);
+    for _ in 0..bootstrap {
+        let pts = replicate(rng);
+        if let (true, Some((k, _))) = (pts.len() >= need, fit_exponent(&pts)) {
+            slopes.push(k);
+        }
+        for ((dims, _), acc) in windows.iter().zip(window_slopes.iter_mut()) {
+            let win: Vec<(usize, f64)> = dims.iter().filter_map(|d| pts.iter().find(|p| p.0 == *d).copied()).collect();
+            if let (true, Some((k, _))) = (win.len() == dims.len(), fit_exponent(&win)) {
+                acc.push(k);
+            }
+        }
+    }
+    (slopes, window_slopes)
 }
 
 /// Least-squares slope and intercept of y against x.
@@ -316,28 +329,9 @@ pub fn build_report(records: &[Record], eps: f64, bootstrap: usize) -> Report {
         }
         let Some((exponent, _)) = fit_exponent(&reached) else { continue };
         let windows = local_slopes(&reached, SLOPE_WINDOW);
-        let mut slopes = Vec::new();
-        let mut window_slopes: Vec<Vec<f64>> = vec![Vec::new(); windows.len()];
-        for _ in 0..bootstrap {
-            let pts: Vec<(usize, f64)> = by_d
-                .iter()
-                .filter_map(|(&d, by_seed)| {
-                    let seeds: Vec<u64> = by_seed.keys().copied().collect();
-                    let pick: Vec<u64> = (0..seeds.len()).map(|_| seeds[rng.random_range(0..seeds.len())]).collect();
-                    n_star(&mean_curve(by_seed, &pick), eps).0.map(|v| (d, v))
-                })
-                .collect();
-            if let Some((s, _)) = fit_exponent(&pts) {
-                slopes.push(s);
-            }
-            // each window's slope in this replicate, where all its dimensions reached eps
-            for ((dims, _), acc) in windows.iter().zip(window_slopes.iter_mut()) {
-                let win: Vec<(usize, f64)> = dims.iter().filter_map(|d| pts.iter().find(|p| p.0 == *d).copied()).collect();
-                if let (true, Some((k, _))) = (win.len() == dims.len(), fit_exponent(&win)) {
-                    acc.push(k);
-                }
-            }
-        }
+        let (mut slopes, window_slopes) = bootstrap_slopes(bootstrap, &mut rng, &windows, 0, |rng| {
+            by_d.iter().filter_map(|(&d, by_seed)| n_star(&mean_curve(by_seed, &resample(by_seed, rng)), eps).0.map(|v| (d, v))).collect()
+        });
         let interval = percentile_interval(&mut slopes);
         for ((dims, slope), mut samples) in windows.into_iter().zip(window_slopes) {
             let interval = percentile_interval(&mut samples);
