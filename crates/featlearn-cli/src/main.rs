@@ -77,7 +77,8 @@ impl ComputeArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run every (method, d, n, seed) trial of a config; writes results.jsonl, summary.csv and
-    /// config.toml into the output folder and prints a results table.
+    /// config.toml into the output folder and prints a results table. Exits 3 when any trial
+    /// failed (over the memory budget or a device limit; the reasons are in results.jsonl).
     Run {
         /// TOML config (see configs/README.md).
         config: PathBuf,
