@@ -84,7 +84,7 @@ pub struct DataConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MethodsConfig {
-    /// onestep | onestep-authors | rf | gd | transfer | ntk | nngp | rbf | laplace | poly
+    /// onestep | onestep-authors | rf | gd | transfer | sgd | ntk | nngp | rbf | laplace | poly
     pub list: Vec<String>,
 }
 
