@@ -493,6 +493,15 @@ fn sgd_runs_seeds_as_replicas_and_reports_the_escape() {
     assert!(out.join("escape_samples.png").exists() && out.join("overlap_collapse_sgd_he1.png").exists());
     let again = featlearn(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
     assert!(again.status.success() && String::from_utf8_lossy(&again.stderr).contains("resuming: 24 trials"));
+    // the overlap chain: the same records, its engine named, the test error from N(0, Q)
+    let chain = dir.join("chain");
+    let o = featlearn(&["run", cfg.to_str().unwrap(), "--out", chain.to_str().unwrap(), "--quiet", "--set", "sgd.engine=overlaps", "--set", "methods.list=[\"sgd\"]"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for l in std::fs::read_to_string(chain.join("results.jsonl")).unwrap().lines() {
+        let r: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!((r["engine"].as_str(), r["escaped"].as_bool()), (Some("overlaps"), Some(true)), "{r}");
+        assert!(r["overlap"].as_f64().unwrap() > 0.5 && r["test_mse"].as_f64().unwrap() < 1.0, "{r}");
+    }
 }
 
 #[test]

@@ -125,6 +125,10 @@ pub struct Record {
     pub samples: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap: Option<f64>,
+    /// `sgd`: which engine ran, "full" or "overlaps" (the chain: test_mse by Monte Carlo over
+    /// N(0, Q); test_excess_mse and test_l1_excess are null there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     pub n_val: usize,
     pub n_test: usize,
     pub fit_seconds: f64,

@@ -271,6 +271,9 @@ mod tests {
             ("[sgd]\nloss = \"hinge\"\n", "sgd.loss"),
             ("[sgd]\nsamples = \"reuse\"\nbatch = 2000\n", "sgd.batch"),
             ("[sgd]\nactivation = \"tanh\"\n", "sgd.activation"),
+            ("[sgd]\nengine = \"warp\"\n", "sgd.engine"),
+            ("[sgd]\nengine = \"overlaps\"\nsamples = \"reuse\"\n", "sgd.engine"),
+            ("[task]\nd = 3\n[sgd]\nengine = \"overlaps\"\n", "sgd.engine"),
             ("[methods]\nlist = [\"sgd\"]\n[sgd]\nlr_exponent = \"theory\"\n", "sgd.lr_exponent"),
             ("[methods]\nlist = [\"sgd\"]\n", "sgd.activation"),
         ];

@@ -198,6 +198,7 @@ fn new_record(c: &Compute, config: &Config, trial: &Trial) -> Record {
         escape_samples: None,
         samples: None,
         overlap: None,
+        engine: None,
         n_val: config.data.n_val,
         n_test: config.data.n_test,
         fit_seconds: 0.0,

@@ -103,9 +103,13 @@ pub struct SgdOutcome {
     pub final_overlap: f64,
     /// Steps run (the escape step when `stop_at_escape` and it escaped).
     pub steps_run: usize,
-    /// The student at the end: W (p x d, row-major) and a (p).
+    /// The student at the end: W (p x d, row-major; empty from the overlap chain, which never
+    /// holds it) and a (p).
     pub w: Vec<f64>,
     pub a: Vec<f64>,
+    /// Q = [W; U][W; U]^T at the end ((p + r) x (p + r), row-major), from the overlap chain;
+    /// empty from the engines that hold W.
+    pub gram: Vec<f64>,
 }
 
 /// The geometric grid of logged steps: 0, then `points` values from 1 to `steps`, rounded and
@@ -283,10 +287,6 @@ struct HostReplica {
     reused: Option<(Vec<f64>, Vec<f64>)>,
     /// The fresh rows of the current block and the first row they start at.
     block: (usize, Vec<f64>, Vec<f64>),
-    curve: Vec<(usize, f64)>,
-    escape: Option<usize>,
-    overlap: f64,
-    steps: usize,
     /// Buffers of a step: the batch's rows, the gradients in W and a, the pre-activations.
     rows: Vec<usize>,
     gw: Vec<f64>,
@@ -294,19 +294,81 @@ struct HostReplica {
     z: Vec<f64>,
 }
 
-/// [`run_sgd`] on the host: every replica's steps as f64 loops, replicas in parallel over the
-/// cores (rayon), blocks of steps between progress reports. The formulas are those of
-/// [`crate::backprop`] with s_in = 1, s_out = 1/p, no biases.
-pub fn run_sgd_host(replicas: &[Replica], opts: &SgdOptions, mut progress: impl FnMut(usize)) -> Result<Vec<SgdOutcome>, Error> {
+/// What every engine records of one replica as it steps: the overlap on the log grid, the
+/// escape step, the overlap after the last step and the steps run.
+pub struct Track {
+    pub curve: Vec<(usize, f64)>,
+    pub escape: Option<usize>,
+    pub overlap: f64,
+    pub steps: usize,
+}
+
+impl Track {
+    /// The track of a replica whose overlap at the start is `overlap`.
+    pub fn start(overlap: f64, threshold: f64) -> Self {
+        Track { curve: vec![(0, overlap)], escape: (overlap >= threshold).then_some(0), overlap, steps: 0 }
+    }
+
+    /// The outcome of the tracked replica, its curve closed at the last step run.
+    pub fn outcome(mut self, w: Vec<f64>, a: Vec<f64>, gram: Vec<f64>) -> SgdOutcome {
+        if self.curve.last().is_some_and(|&(s, _)| s != self.steps) {
+            self.curve.push((self.steps, self.overlap));
+        }
+        SgdOutcome { curve: self.curve, escape_step: self.escape, final_overlap: self.overlap, steps_run: self.steps, w, a, gram }
+    }
+}
+
+/// Runs every replica's steps on the host, replicas in parallel over the cores (rayon), in blocks
+/// of `steps_per_block` between progress reports: `step(state, replica, s)` takes step s and
+/// returns the overlap after it. Records the curve on the log grid and the escape, and with
+/// `stop_at_escape` stops each replica at its own escape (its numbers do not depend on the
+/// others). The loop of [`run_sgd_host`] and of the overlap chain.
+pub fn run_on_host<S: Send>(
+    states: &mut [(S, Track)],
+    replicas: &[Replica],
+    opts: &SgdOptions,
+    steps_per_block: usize,
+    mut progress: impl FnMut(usize),
+    step: impl Fn(&mut S, &Replica, usize) -> f64 + Sync,
+) {
+    let grid = log_grid(opts.steps, opts.log_points);
+    let mut done = 0;
+    while done < opts.steps {
+        let end = (done + steps_per_block.max(1)).min(opts.steps);
+        states.par_iter_mut().zip(replicas.par_iter()).for_each(|((state, track), rep)| {
+            for s in done..end {
+                if opts.stop_at_escape && track.escape.is_some() {
+                    return;
+                }
+                track.overlap = step(state, rep, s);
+                track.steps = s + 1;
+                if track.escape.is_none() && track.overlap >= opts.threshold {
+                    track.escape = Some(s + 1);
+                }
+                if grid.binary_search(&(s + 1)).is_ok() {
+                    track.curve.push((s + 1, track.overlap));
+                }
+            }
+        });
+        done = end;
+        progress(done);
+        if opts.stop_at_escape && states.iter().all(|(_, track)| track.escape.is_some()) {
+            break;
+        }
+    }
+}
+
+/// [`run_sgd`] on the host: every replica's steps as f64 loops ([`run_on_host`]). The formulas
+/// are those of [`crate::backprop`] with s_in = 1, s_out = 1/p, no biases.
+pub fn run_sgd_host(replicas: &[Replica], opts: &SgdOptions, progress: impl FnMut(usize)) -> Result<Vec<SgdOutcome>, Error> {
     let Some(first) = replicas.first() else { return Ok(Vec::new()) };
     let (d, p, b) = (first.target.d, opts.width, opts.batch);
-    let grid = log_grid(opts.steps, opts.log_points);
-    let mut states: Vec<HostReplica> = replicas
+    let mut states: Vec<(HostReplica, Track)> = replicas
         .iter()
         .map(|rep| {
             let w = initial_w(rep.target, rep.seed, p, opts.start);
-            let overlap = overlap_host(&w, &rep.target.u, d);
-            HostReplica {
+            let track = Track::start(overlap_host(&w, &rep.target.u, d), opts.threshold);
+            let state = HostReplica {
                 reused: match opts.samples {
                     Samples::Reuse { n } => Some(draw(rep.target, rep.seed, 0, n)),
                     _ => None,
@@ -315,54 +377,21 @@ pub fn run_sgd_host(replicas: &[Replica], opts: &SgdOptions, mut progress: impl 
                 a: vec![1.0; p],
                 schedule: Schedule::new(opts.samples, b, rep.seed),
                 block: (0, Vec::new(), Vec::new()),
-                curve: vec![(0, overlap)],
-                escape: (overlap >= opts.threshold).then_some(0),
-                overlap,
-                steps: 0,
                 rows: Vec::with_capacity(b),
                 gw: vec![0.0; p * d],
                 ga: vec![0.0; p],
                 z: vec![0.0; p],
-            }
+            };
+            (state, track)
         })
         .collect();
     // rows of fresh samples drawn at a time per replica: at most 2^20 values
-    let rows_per_block = ((1usize << 20) / d).max(b);
-    let steps_per_block = (rows_per_block / b).clamp(1, 1 << 16);
-    let mut step = 0;
-    while step < opts.steps {
-        let end = (step + steps_per_block).min(opts.steps);
-        states.par_iter_mut().zip(replicas.par_iter()).for_each(|(st, rep)| {
-            for s in step..end {
-                if opts.stop_at_escape && st.escape.is_some() {
-                    return;
-                }
-                host_step(st, rep, opts, s);
-                st.steps = s + 1;
-                st.overlap = overlap_host(&st.w, &rep.target.u, d);
-                if st.escape.is_none() && st.overlap >= opts.threshold {
-                    st.escape = Some(s + 1);
-                }
-                if grid.binary_search(&(s + 1)).is_ok() {
-                    st.curve.push((s + 1, st.overlap));
-                }
-            }
-        });
-        step = end;
-        progress(step);
-        if opts.stop_at_escape && states.iter().all(|st| st.escape.is_some()) {
-            break;
-        }
-    }
-    Ok(states
-        .into_iter()
-        .map(|mut st| {
-            if st.curve.last().is_some_and(|&(s, _)| s != st.steps) {
-                st.curve.push((st.steps, st.overlap));
-            }
-            SgdOutcome { curve: st.curve, escape_step: st.escape, final_overlap: st.overlap, steps_run: st.steps, w: st.w, a: st.a }
-        })
-        .collect())
+    let steps_per_block = ((1usize << 20) / d).max(b) / b;
+    run_on_host(&mut states, replicas, opts, steps_per_block.min(1 << 16), progress, |st, rep, s| {
+        host_step(st, rep, opts, s);
+        overlap_host(&st.w, &rep.target.u, d)
+    });
+    Ok(states.into_iter().map(|(st, track)| track.outcome(st.w, st.a, Vec::new())).collect())
 }
 
 /// One SGD step s of one replica on the host.
@@ -572,7 +601,7 @@ pub fn run_sgd_batched(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut
                 }
                 _ => step,
             };
-            SgdOutcome { curve, escape_step: escape[i], final_overlap: finals[i], steps_run, w: ws[i * p * d..(i + 1) * p * d].to_vec(), a: as_[i * p..(i + 1) * p].to_vec() }
+            SgdOutcome { curve, escape_step: escape[i], final_overlap: finals[i], steps_run, w: ws[i * p * d..(i + 1) * p * d].to_vec(), a: as_[i * p..(i + 1) * p].to_vec(), gram: Vec::new() }
         })
         .collect())
 }

@@ -12,6 +12,7 @@
 //! - [`host`]: small dense linear algebra on the host (faer).
 //! - [`backprop`]: the two-layer network's forward and backward pass by hand, batched over replicas.
 //! - [`dynamics`]: multi-step SGD of a two-layer student, replicas batched.
+//! - [`overlaps`]: online SGD by the exact chain of the overlaps, at a cost free of d.
 //! - [`training`]: both layers trained by gradient descent, and the empirical NTK.
 //! - [`metrics`]: test errors, subspace alignment, kernel-target alignment.
 
@@ -27,6 +28,7 @@ pub mod krr;
 pub mod linalg;
 pub mod metrics;
 pub mod network;
+pub mod overlaps;
 pub mod training;
 pub mod rng;
 pub mod target;

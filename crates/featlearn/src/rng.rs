@@ -33,6 +33,8 @@ pub enum Stream {
     SgdNoise = 41,
     SgdOrder = 42,
     SgdInit = 43,
+    /// The overlap chain's draws (`overlaps`): its start, batches and Wishart matrices.
+    SgdChain = 44,
 }
 
 /// Standard normal matrix rows `start..start+rows` of an infinite `? x cols` matrix defined by

@@ -457,3 +457,234 @@ mod sgd {
         }
     }
 }
+
+mod chain {
+    use super::*;
+    use featlearn::dynamics::{run_sgd_host, Loss, Replica, Samples, SgdOptions, Start};
+    use featlearn::overlaps::{run_overlap_chain, wishart, Overlaps};
+    use featlearn::rng::stream_rng;
+
+    fn opts(loss: Loss, spherical: bool, train_second: bool) -> SgdOptions {
+        SgdOptions {
+            width: 2,
+            sigma: Activation::Hermite(vec![0.1, 0.6, 0.5, 0.4]),
+            loss,
+            batch: 3,
+            eta: 0.2,
+            steps: 1,
+            spherical,
+            train_second,
+            samples: Samples::Fresh,
+            start: Start::Sphere,
+            threshold: 0.5,
+            log_points: 10,
+            stop_at_escape: false,
+        }
+    }
+
+    /// One SGD step of the full student on the host: W (p x d), a, on inputs x (b x d).
+    fn full_step(w: &mut [f64], a: &mut [f64], x: &[f64], y: &[f64], d: usize, o: &SgdOptions) {
+        let (p, b) = (a.len(), y.len());
+        let (mut gw, mut ga) = (vec![0.0; p * d], vec![0.0; p]);
+        for i in 0..b {
+            let xi = &x[i * d..(i + 1) * d];
+            let z: Vec<f64> = (0..p).map(|j| (0..d).map(|k| w[j * d + k] * xi[k]).sum()).collect();
+            let f: f64 = (0..p).map(|j| a[j] * o.sigma.eval_host(z[j])).sum::<f64>() / p as f64;
+            let e = if o.loss == Loss::Mse { (f - y[i]) / b as f64 } else { -y[i] / b as f64 };
+            for j in 0..p {
+                ga[j] += e * o.sigma.eval_host(z[j]) / p as f64;
+                for k in 0..d {
+                    gw[j * d + k] += e * a[j] * o.sigma.derivative_host(z[j]) * xi[k] / p as f64;
+                }
+            }
+        }
+        for j in 0..p {
+            let (wj, gj) = (&mut w[j * d..(j + 1) * d], &gw[j * d..(j + 1) * d]);
+            if o.spherical {
+                let along: f64 = gj.iter().zip(wj.iter()).map(|(g, v)| g * v).sum();
+                let v: Vec<f64> = wj.iter().zip(gj).map(|(v, g)| v - o.eta * (g - along * v)).collect();
+                let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+                wj.iter_mut().zip(v).for_each(|(w, v)| *w = v / n);
+            } else {
+                wj.iter_mut().zip(gj).for_each(|(w, g)| *w -= o.eta * g);
+            }
+        }
+        if o.train_second {
+            a.iter_mut().zip(&ga).for_each(|(a, g)| *a -= o.eta * g);
+        }
+    }
+
+    /// The chain's update from an explicit batch equals the Gram of the full update, for each
+    /// loss, plain and spherical, fixed and trained second layer, and for a second step on the
+    /// same batch (repeated samples, k = 2), in f64.
+    #[test]
+    fn one_chain_step_equals_the_gram_of_the_full_step() {
+        let (d, p, b) = (7, 2, 3);
+        let target = Target::new(&TargetSpec::Terms(vec![featlearn::target::Term { coef: 1.0, index: vec![2, 1] }]), d, 2, 3, true, 0.0).unwrap();
+        let r = target.r;
+        let q = p + r;
+        let x = normal_rows(5, Stream::TestX, 0, b, d);
+        let mut w0 = normal_rows(5, Stream::NetInit, 0, p, d);
+        for row in w0.chunks_mut(d) {
+            let n = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+            row.iter_mut().for_each(|v| *v /= n);
+        }
+        let u = &target.u;
+        let dot = |a: &[f64], c: &[f64]| a.iter().zip(c).map(|(s, t)| s * t).sum::<f64>();
+        let y: Vec<f64> = (0..b).map(|i| target.f_host(&x[i * d..(i + 1) * d])).collect();
+        for loss in [Loss::Mse, Loss::Correlation] {
+            for spherical in [false, true] {
+                for train_second in [false, true] {
+                    let o = opts(loss, spherical, train_second);
+                    let (mut w, mut a) = (w0.clone(), vec![1.0, 0.7]);
+                    let mut state = Overlaps {
+                        p,
+                        r,
+                        ww: (0..p * p).map(|t| dot(&w[t / p * d..(t / p + 1) * d], &w[t % p * d..(t % p + 1) * d])).collect(),
+                        wu: (0..p * r).map(|t| dot(&w[t / r * d..(t / r + 1) * d], &u[t % r * d..(t % r + 1) * d])).collect(),
+                        a: a.clone(),
+                    };
+                    // the batch as the chain sees it: Z = X [W; U]^T, K = X X^T
+                    let mut z: Vec<f64> = (0..b * q)
+                        .map(|t| {
+                            let (i, c) = (t / q, t % q);
+                            let row = if c < p { &w[c * d..(c + 1) * d] } else { &u[(c - p) * d..(c - p + 1) * d] };
+                            dot(&x[i * d..(i + 1) * d], row)
+                        })
+                        .collect();
+                    let k: Vec<f64> = (0..b * b).map(|t| dot(&x[t / b * d..(t / b + 1) * d], &x[t % b * d..(t % b + 1) * d])).collect();
+                    for repeat in 0..2 {
+                        state.step(&mut z, &k, &y, &o);
+                        full_step(&mut w, &mut a, &x, &y, d, &o);
+                        let what = format!("{loss:?} spherical={spherical} trained={train_second} step {}", repeat + 1);
+                        for j in 0..p {
+                            for l in 0..p {
+                                let want = dot(&w[j * d..(j + 1) * d], &w[l * d..(l + 1) * d]);
+                                assert!((state.ww[j * p + l] - want).abs() < 1e-12 * (1.0 + want.abs()), "{what} WW[{j},{l}]: {} vs {want}", state.ww[j * p + l]);
+                            }
+                            for t in 0..r {
+                                let want = dot(&w[j * d..(j + 1) * d], &u[t * d..(t + 1) * d]);
+                                assert!((state.wu[j * r + t] - want).abs() < 1e-12 * (1.0 + want.abs()), "{what} WU[{j},{t}]");
+                            }
+                            // the carried batch follows the student
+                            for i in 0..b {
+                                let want = dot(&x[i * d..(i + 1) * d], &w[j * d..(j + 1) * d]);
+                                assert!((z[i * q + j] - want).abs() < 1e-12 * (1.0 + want.abs()), "{what} Z[{i},{j}]");
+                            }
+                            assert!((state.a[j] - a[j]).abs() < 1e-12 * (1.0 + a[j].abs()), "{what} a[{j}]");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wishart(n, I_b) by Bartlett (n >= b) and by Gaussians (n < b): mean n I, diagonal
+    /// variance 2n, off-diagonal variance n, by Monte Carlo within 5 standard errors.
+    #[test]
+    fn the_wishart_draw_has_its_moments() {
+        let mut rng = stream_rng(1, Stream::SgdChain);
+        for (n, b) in [(9, 3), (2, 4)] {
+            let draws = 20_000;
+            let (mut sum, mut sq) = (vec![0.0; b * b], vec![0.0; b * b]);
+            for _ in 0..draws {
+                let e = wishart(n, b, &mut rng);
+                for t in 0..b * b {
+                    sum[t] += e[t];
+                    sq[t] += e[t] * e[t];
+                }
+            }
+            for t in 0..b * b {
+                let (i, j) = (t / b, t % b);
+                let mean = sum[t] / draws as f64;
+                let var = sq[t] / draws as f64 - mean * mean;
+                let (want_mean, want_var) = if i == j { (n as f64, 2.0 * n as f64) } else { (0.0, n as f64) };
+                assert!((mean - want_mean).abs() < 5.0 * (want_var / draws as f64).sqrt(), "n={n} b={b} E[{i},{j}] mean {mean}");
+                // var of the sample variance: about (mu4 - var^2)/draws; a loose 5% bound suffices here
+                assert!((var - want_var).abs() < 0.06 * want_var, "n={n} b={b} E[{i},{j}] variance {var} vs {want_var}");
+            }
+        }
+    }
+
+    /// Two-sample Kolmogorov-Smirnov statistic.
+    fn ks(mut a: Vec<f64>, mut b: Vec<f64>) -> f64 {
+        a.sort_by(f64::total_cmp);
+        b.sort_by(f64::total_cmp);
+        let (mut i, mut j, mut dmax) = (0, 0, 0.0f64);
+        while i < a.len() && j < b.len() {
+            let v = a[i].min(b[j]);
+            while i < a.len() && a[i] <= v {
+                i += 1;
+            }
+            while j < b.len() && b[j] <= v {
+                j += 1;
+            }
+            dmax = dmax.max((i as f64 / a.len() as f64 - j as f64 / b.len() as f64).abs());
+        }
+        dmax
+    }
+
+    /// The start's overlap and the escape times of 300 replicas from the chain and from the full
+    /// simulation at d = 64 on h_2 and h_3 agree under a two-sample KS test at the 1% level.
+    #[test]
+    fn the_chain_and_the_full_simulation_agree_in_distribution() {
+        let (d, reps) = (64, 300);
+        for k in [2usize, 3] {
+            let targets: Vec<Target> = (0..reps as u64).map(|s| Target::new(&TargetSpec::SingleIndexHek { k }, d, 1, s, true, 0.0).unwrap()).collect();
+            let replicas: Vec<Replica> = targets.iter().enumerate().map(|(i, t)| Replica { target: t, seed: i as u64 }).collect();
+            let mut coefs = vec![0.0; k + 1];
+            coefs[k] = 1.0;
+            let o = SgdOptions {
+                width: 1,
+                sigma: Activation::Hermite(coefs),
+                loss: Loss::Correlation,
+                batch: 1,
+                eta: 0.5 * (d as f64).powf(if k <= 2 { -1.0 } else { -1.5 }),
+                steps: 200_000,
+                spherical: true,
+                train_second: false,
+                samples: Samples::Fresh,
+                start: Start::Sphere,
+                threshold: 0.5,
+                log_points: 20,
+                stop_at_escape: true,
+            };
+            let full = run_sgd_host(&replicas, &o, |_| {}).unwrap();
+            let chain = run_overlap_chain(&replicas, &o, |_| {}).unwrap();
+            let crit = 1.628 * (2.0 / reps as f64).sqrt();
+            let starts = |v: &[featlearn::dynamics::SgdOutcome]| v.iter().map(|o| o.curve[0].1).collect::<Vec<_>>();
+            let escapes = |v: &[featlearn::dynamics::SgdOutcome]| v.iter().map(|o| o.escape_step.map_or(f64::INFINITY, |s| s as f64)).collect::<Vec<_>>();
+            let (d0, de) = (ks(starts(&full), starts(&chain)), ks(escapes(&full), escapes(&chain)));
+            let median = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            println!("h_{k}, d = {d}, {reps} replicas: KS start {d0:.3}, KS escape {de:.3} (1% critical {crit:.3}); median escape full {} chain {}", median(escapes(&full)), median(escapes(&chain)));
+            assert!(d0 < crit && de < crit, "h_{k}: KS start {d0}, escape {de}, critical {crit}");
+        }
+    }
+
+    /// A singular Q (two equal students lying in span U) steps without NaN.
+    #[test]
+    fn a_singular_gram_steps_without_nan() {
+        let target = Target::new(&TargetSpec::SingleIndexHek { k: 2 }, 16, 1, 0, true, 0.0).unwrap();
+        let o = SgdOptions { steps: 50, width: 2, batch: 2, ..opts(Loss::Mse, true, true) };
+        let state = Overlaps { p: 2, r: 1, ww: vec![1.0; 4], wu: vec![1.0, 1.0], a: vec![1.0, 1.0] };
+        let mut rng = stream_rng(0, Stream::SgdChain);
+        let mut s = state;
+        for step in 0..50u64 {
+            let l = featlearn::overlaps::semidefinite_cholesky(&s.gram(), 3);
+            assert!(l.iter().all(|v| v.is_finite()));
+            let xi: Vec<f64> = normal_rows(step, Stream::TestX, 0, 2, 3);
+            let mut z: Vec<f64> = (0..6).map(|t| (0..=t % 3).map(|c| xi[t / 3 * 3 + c] * l[(t % 3) * 3 + c]).sum()).collect();
+            // K = Xi Xi^T + Wishart(d - q, I_b), as the chain draws it
+            let mut k = wishart(16 - 3, 2, &mut rng);
+            for t in 0..4 {
+                k[t] += (0..3).map(|c| xi[t / 2 * 3 + c] * xi[t % 2 * 3 + c]).sum::<f64>();
+            }
+            let y: Vec<f64> = (0..2).map(|i| target.g_host(&z[i * 3 + 2..i * 3 + 3])).collect();
+            s.step(&mut z, &k, &y, &o);
+            assert!(s.ww.iter().chain(&s.wu).chain(&s.a).all(|v| v.is_finite()), "{s:?}");
+        }
+    }
+}

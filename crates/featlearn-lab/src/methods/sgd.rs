@@ -1,13 +1,15 @@
 //! `sgd`: multi-step SGD of a width-p student on the trial's target (docs/science.md, section
 //! 10), all seeds of a sweep point run together as replicas ([`featlearn::dynamics::run_sgd`]).
 //! It measures the overlap on a geometric step grid (curves.jsonl), the escape time to
-//! `sgd.threshold`, the samples used to get there, and the final test_mse.
+//! `sgd.threshold`, the samples used to get there, and the final test_mse. `sgd.engine` picks
+//! the full simulation or the exact overlap chain ([`featlearn::overlaps`]).
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use featlearn::backprop::{forward, Activation, Layers, Scales};
 use featlearn::dynamics::{run_sgd, single_index_link, Loss, Replica, Samples, SgdOptions, Start};
+use featlearn::overlaps::{chain_test_mse, run_overlap_chain};
 use featlearn::metrics::subspace_alignment;
 
 use super::{RidgeGrid, axis_label, Method, Point, Task};
@@ -50,8 +52,12 @@ pub struct SgdConfig {
     pub threshold: f64,
     /// Points of the geometric step grid on which the overlap is written to curves.jsonl.
     pub log_points: usize,
-    /// Stop a sweep point once every replica has escaped.
+    /// Stop each seed at its escape (its curve, overlap and test error are those at escape).
     pub stop_at_escape: bool,
+    /// "full" (the simulation of W in d coordinates), "overlaps" (the exact chain of
+    /// [W; U][W; U]^T: a step's cost free of d; fresh or repeated samples only) or "auto" (the
+    /// chain where it applies and b <= d / 4, else full).
+    pub engine: String,
 }
 
 impl Default for SgdConfig {
@@ -72,8 +78,17 @@ impl Default for SgdConfig {
             threshold: 0.5,
             log_points: 40,
             stop_at_escape: false,
+            engine: "full".into(),
         }
     }
+}
+
+/// Which engine runs an sgd sweep point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Full,
+    Overlaps,
+    Auto,
 }
 
 /// A value of `sgd.activation`.
@@ -160,6 +175,7 @@ pub struct Sgd {
     pub options: SgdOptions,
     /// "matched": sigma is the target's link, set per trial.
     pub matched: bool,
+    pub engine: Engine,
 }
 
 /// An sgd trial's own options: its point on the width, batch and lr axes, and what they resolve
@@ -264,6 +280,21 @@ impl Sgd {
             }
             other => bail!("key `sgd.activation`: {other:?} (expected \"matched\", \"relu\" or a list of finite Hermite coefficients, not all 0)"),
         };
+        let engine = match s.engine.as_str() {
+            "full" => Engine::Full,
+            "overlaps" => Engine::Overlaps,
+            "auto" => Engine::Auto,
+            other => bail!("key `sgd.engine`: '{other}' (expected full, overlaps or auto)"),
+        };
+        if engine == Engine::Overlaps {
+            if matches!(samples, Samples::Reuse { .. }) {
+                bail!("key `sgd.engine`: the overlap chain needs fresh samples (a reused training set does not reduce to the overlaps); use engine = \"full\"");
+            }
+            let (max_p, max_r) = (widths.iter().max().copied().unwrap_or(1), config.task.r.values().into_iter().max().unwrap_or(1));
+            if let Some(d) = config.task.d.values().into_iter().find(|&d| d <= max_p + max_r) {
+                bail!("key `sgd.engine`: the overlap chain needs d > p + r (d = {d}, p + r = {})", max_p + max_r);
+            }
+        }
         let options = SgdOptions {
             width: widths[0],
             sigma,
@@ -279,7 +310,7 @@ impl Sgd {
             log_points: s.log_points,
             stop_at_escape: s.stop_at_escape,
         };
-        Ok(Box::new(Sgd { widths, batches, lrs, lr_exponent: s.lr_exponent, steps: s.steps, options, matched }))
+        Ok(Box::new(Sgd { widths, batches, lrs, lr_exponent: s.lr_exponent, steps: s.steps, options, matched, engine }))
     }
 }
 
@@ -330,7 +361,13 @@ impl Method for Sgd {
             options.sigma = single_index_link(&first.target).ok_or_else(|| anyhow::anyhow!("key `sgd.activation`: \"matched\" needs r = 1"))?;
         }
         let replicas: Vec<Replica> = tasks.iter().map(|task| Replica { target: &task.target, seed: task.trial.seed }).collect();
-        let outcomes = run_sgd(first.c, &replicas, &options, |step| (first.status)(format!("step {step}/{steps} ({} replicas)", tasks.len())))?;
+        let chain = match self.engine {
+            Engine::Full => false,
+            Engine::Overlaps => true,
+            Engine::Auto => !matches!(options.samples, Samples::Reuse { .. }) && t.d > t.m + t.r && 4 * batch <= t.d,
+        };
+        let progress = |step| (first.status)(format!("step {step}/{steps} ({} replicas)", tasks.len()));
+        let outcomes = if chain { run_overlap_chain(&replicas, &options, progress)? } else { run_sgd(first.c, &replicas, &options, progress)? };
         let scales = Scales { s_in: 1.0, s_out: 1.0 / t.m as f64 };
         for (((task, record), curve), outcome) in tasks.iter().zip(records.iter_mut()).zip(curves.iter_mut()).zip(outcomes) {
             let c = task.c;
@@ -348,6 +385,7 @@ impl Method for Sgd {
             record.escape_samples = outcome.escape_step.map(samples_at);
             record.samples = Some(samples_at(outcome.steps_run));
             record.overlap = Some(outcome.final_overlap);
+            record.engine = Some(if chain { "overlaps" } else { "full" }.into());
             if !outcome.final_overlap.is_finite() {
                 // one replica's divergence is its own record's outcome, not its neighbours'
                 record.status = "diverged".into();
@@ -355,6 +393,17 @@ impl Method for Sgd {
                 continue;
             }
             let (p, d) = (t.m, t.d);
+            if chain {
+                // the chain holds Q = [W; U][W; U]^T, not W: the test error by Monte Carlo over
+                // z ~ N(0, Q) on n_test points, and the alignment from Q
+                let r = t.r;
+                let q = p + r;
+                let g = &outcome.gram;
+                record.test_mse = Some(chain_test_mse(g, &outcome.a, &options.sigma, &task.target, task.config.data.n_test, task.trial.seed));
+                let inside: f64 = (0..p).flat_map(|j| (0..r).map(move |k| g[j * q + p + k].powi(2))).sum();
+                record.alignment = Some(inside / (0..p).map(|j| g[j * q + j]).sum::<f64>());
+                continue;
+            }
             let layers = Layers { w: c.matrix(&outcome.w, p, d).reshape([1, p, d]), b: None, a: c.matrix(&outcome.a, 1, p) };
             let test = task.test()?;
             let n = test.n();
