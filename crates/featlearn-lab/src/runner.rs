@@ -260,10 +260,8 @@ pub fn run_replicas(c: &Compute, config: &Config, method: &dyn Method, trials: &
         method.fit_replicas(&tasks, &mut records, &mut curves)
     });
     if let Err(e) = outcome {
-        for record in &mut records {
-            mark_failed(record, &e);
-            curves.iter_mut().for_each(Vec::clear);
-        }
+        records.iter_mut().for_each(|record| mark_failed(record, &e));
+        curves.iter_mut().for_each(Vec::clear);
     }
     let seconds = start.elapsed().as_secs_f64() / trials.len() as f64;
     for record in &mut records {

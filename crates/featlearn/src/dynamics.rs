@@ -491,9 +491,7 @@ pub fn run_sgd_batched(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut
         Samples::Reuse { n } => Some(upload(c, draw_all(replicas, |_| (0, n)), d)),
         _ => None,
     };
-    let mut orders: Vec<rand_chacha::ChaCha8Rng> = replicas.iter().map(|rep| stream_rng(rep.seed, Stream::SgdOrder)).collect();
-    let mut epoch_order: Vec<Vec<usize>> = vec![Vec::new(); reps];
-    let mut cursor = usize::MAX;
+    let mut schedules: Vec<Schedule> = replicas.iter().map(|rep| Schedule::new(opts.samples, b, rep.seed)).collect();
     // steps per block: the block's samples stay under 32 Mi values
     let per_step = match opts.samples {
         Samples::Fresh => b,
@@ -509,33 +507,24 @@ pub fn run_sgd_batched(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut
         let steps_here = block.min(opts.steps - step);
         // this block's batches: for fresh and repeated samples, the block of new rows
         let fresh = match opts.samples {
-            Samples::Fresh => Some((step * b, steps_here * b)),
-            Samples::Repeat { k } => {
-                let (first_batch, last_batch) = (step / k, (step + steps_here - 1) / k);
-                Some((first_batch * b, (last_batch - first_batch + 1) * b))
-            }
             Samples::Reuse { .. } => None,
+            _ => {
+                let (first, last) = (schedules[0].first_row(step), schedules[0].first_row(step + steps_here - 1));
+                Some((first, last + b - first))
+            }
         };
         let drawn = fresh.map(|(start, rows)| (start, upload(c, draw_all(replicas, |_| (start, rows)), d)));
         let mut found: Tensor<1> = c.zeros([reps]) - 1.0;
         for s in step..step + steps_here {
             let (x, y) = match (&drawn, &reused, opts.samples) {
-                (Some((start, (xs, ys))), _, samples) => {
-                    let batch_index = if let Samples::Repeat { k } = samples { s / k } else { s };
-                    let row = batch_index * b - start;
+                (Some((start, (xs, ys))), _, _) => {
+                    let row = schedules[0].first_row(s) - start;
                     (xs.clone().slice([0..reps, row..row + b, 0..d]), ys.clone().slice([0..reps, row..row + b]))
                 }
                 (None, Some((xs, ys)), Samples::Reuse { n }) => {
-                    if cursor.saturating_add(b) > n {
-                        for (order, rng) in epoch_order.iter_mut().zip(orders.iter_mut()) {
-                            *order = (0..n).collect();
-                            order.shuffle(rng);
-                        }
-                        cursor = 0;
-                    }
-                    // rows cursor..cursor+b of every replica's epoch, as indices into R*n rows
-                    let idx: Vec<i64> = (0..reps).flat_map(|i| epoch_order[i][cursor..cursor + b].iter().map(move |&j| (i * n + j) as i64)).collect();
-                    cursor += b;
+                    // the next b rows of every replica's epoch, as indices into R*n rows
+                    let idx: Vec<i64> =
+                        schedules.iter_mut().enumerate().flat_map(|(i, sch)| sch.next_reused(n).iter().map(move |&j| (i * n + j) as i64).collect::<Vec<_>>()).collect();
                     let idx = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(idx, [reps * b]), &c.device);
                     let x = xs.clone().reshape([reps * n, d]).select(0, idx.clone()).reshape([reps, b, d]);
                     let y = ys.clone().reshape([reps * n]).select(0, idx).reshape([reps, b]);

@@ -175,7 +175,9 @@ impl Overlaps {
             };
             for j in 0..p {
                 g[i * p + j] = e * self.a[j] * opts.sigma.derivative_host(zi[j]) / p as f64;
-                ga[j] += e * opts.sigma.eval_host(zi[j]) / p as f64;
+                if opts.train_second {
+                    ga[j] += e * opts.sigma.eval_host(zi[j]) / p as f64;
+                }
             }
         }
         // A = G^T Z_W (p x p), B = G^T Z_U (p x r), C = G^T K G (p x p)

@@ -245,6 +245,39 @@ fn training_agrees_across_backends() {
     assert!((a.1 - b.1).abs() < 1e-3 * a.1, "final loss ndarray {} vs wgpu {}", a.1, b.1);
 }
 
+/// One SGD step of the full student in f64 loops on the host: W (p x d) and a, on a batch x
+/// (b x d, row-major) with labels y; the step every engine is checked against.
+fn full_step(w: &mut [f64], a: &mut [f64], x: &[f64], y: &[f64], d: usize, o: &featlearn::dynamics::SgdOptions) {
+    let (p, b) = (a.len(), y.len());
+    let (mut gw, mut ga) = (vec![0.0; p * d], vec![0.0; p]);
+    for i in 0..b {
+        let xi = &x[i * d..(i + 1) * d];
+        let z: Vec<f64> = (0..p).map(|j| (0..d).map(|k| w[j * d + k] * xi[k]).sum()).collect();
+        let f: f64 = (0..p).map(|j| a[j] * o.sigma.eval_host(z[j])).sum::<f64>() / p as f64;
+        let e = if o.loss == featlearn::dynamics::Loss::Mse { (f - y[i]) / b as f64 } else { -y[i] / b as f64 };
+        for j in 0..p {
+            ga[j] += e * o.sigma.eval_host(z[j]) / p as f64;
+            for k in 0..d {
+                gw[j * d + k] += e * a[j] * o.sigma.derivative_host(z[j]) * xi[k] / p as f64;
+            }
+        }
+    }
+    for j in 0..p {
+        let (wj, gj) = (&mut w[j * d..(j + 1) * d], &gw[j * d..(j + 1) * d]);
+        if o.spherical {
+            let along: f64 = gj.iter().zip(wj.iter()).map(|(g, v)| g * v).sum();
+            let v: Vec<f64> = wj.iter().zip(gj).map(|(v, g)| v - o.eta * (g - along * v)).collect();
+            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            wj.iter_mut().zip(v).for_each(|(w, v)| *w = v / n);
+        } else {
+            wj.iter_mut().zip(gj).for_each(|(w, g)| *w -= o.eta * g);
+        }
+    }
+    if o.train_second {
+        a.iter_mut().zip(&ga).for_each(|(a, g)| *a -= o.eta * g);
+    }
+}
+
 mod sgd {
     use super::*;
     use featlearn::dynamics::{initial_w, log_grid, run_sgd, run_sgd_batched, run_sgd_host, Loss, Replica, Samples, SgdOptions, SgdOutcome, Start};
@@ -301,36 +334,8 @@ mod sgd {
                 }
             };
             used.extend(&rows);
-            let batch: Vec<(Vec<f64>, f64)> = rows.iter().map(|&i| row(i)).collect();
-            let (mut gw, mut ga) = (vec![0.0; p * d], vec![0.0; p]);
-            for (x, y) in &batch {
-                let z: Vec<f64> = (0..p).map(|j| (0..d).map(|k| w[j * d + k] * x[k]).sum()).collect();
-                let f: f64 = (0..p).map(|j| a[j] * o.sigma.eval_host(z[j])).sum::<f64>() / p as f64;
-                let e = match o.loss {
-                    Loss::Mse => (f - y) / b as f64,
-                    Loss::Correlation => -y / b as f64,
-                };
-                for j in 0..p {
-                    ga[j] += e * o.sigma.eval_host(z[j]) / p as f64;
-                    for k in 0..d {
-                        gw[j * d + k] += e * a[j] * o.sigma.derivative_host(z[j]) * x[k] / p as f64;
-                    }
-                }
-            }
-            for j in 0..p {
-                let (wj, gj) = (&mut w[j * d..(j + 1) * d], &gw[j * d..(j + 1) * d]);
-                if o.spherical {
-                    let along: f64 = gj.iter().zip(wj.iter()).map(|(g, v)| g * v).sum();
-                    let v: Vec<f64> = wj.iter().zip(gj).map(|(v, g)| v - o.eta * (g - along * v)).collect();
-                    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-                    wj.iter_mut().zip(v).for_each(|(w, v)| *w = v / norm);
-                } else {
-                    wj.iter_mut().zip(gj).for_each(|(w, g)| *w -= o.eta * g);
-                }
-            }
-            if o.train_second {
-                a.iter_mut().zip(&ga).for_each(|(a, g)| *a -= o.eta * g);
-            }
+            let (x, y): (Vec<Vec<f64>>, Vec<f64>) = rows.iter().map(|&i| row(i)).unzip();
+            super::full_step(&mut w, &mut a, &x.concat(), &y, d, o);
             let u = &target.u;
             let overlap = (0..p)
                 .map(|j| {
@@ -479,38 +484,6 @@ mod chain {
             threshold: 0.5,
             log_points: 10,
             stop_at_escape: false,
-        }
-    }
-
-    /// One SGD step of the full student on the host: W (p x d), a, on inputs x (b x d).
-    fn full_step(w: &mut [f64], a: &mut [f64], x: &[f64], y: &[f64], d: usize, o: &SgdOptions) {
-        let (p, b) = (a.len(), y.len());
-        let (mut gw, mut ga) = (vec![0.0; p * d], vec![0.0; p]);
-        for i in 0..b {
-            let xi = &x[i * d..(i + 1) * d];
-            let z: Vec<f64> = (0..p).map(|j| (0..d).map(|k| w[j * d + k] * xi[k]).sum()).collect();
-            let f: f64 = (0..p).map(|j| a[j] * o.sigma.eval_host(z[j])).sum::<f64>() / p as f64;
-            let e = if o.loss == Loss::Mse { (f - y[i]) / b as f64 } else { -y[i] / b as f64 };
-            for j in 0..p {
-                ga[j] += e * o.sigma.eval_host(z[j]) / p as f64;
-                for k in 0..d {
-                    gw[j * d + k] += e * a[j] * o.sigma.derivative_host(z[j]) * xi[k] / p as f64;
-                }
-            }
-        }
-        for j in 0..p {
-            let (wj, gj) = (&mut w[j * d..(j + 1) * d], &gw[j * d..(j + 1) * d]);
-            if o.spherical {
-                let along: f64 = gj.iter().zip(wj.iter()).map(|(g, v)| g * v).sum();
-                let v: Vec<f64> = wj.iter().zip(gj).map(|(v, g)| v - o.eta * (g - along * v)).collect();
-                let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-                wj.iter_mut().zip(v).for_each(|(w, v)| *w = v / n);
-            } else {
-                wj.iter_mut().zip(gj).for_each(|(w, g)| *w -= o.eta * g);
-            }
-        }
-        if o.train_second {
-            a.iter_mut().zip(&ga).for_each(|(a, g)| *a -= o.eta * g);
         }
     }
 
