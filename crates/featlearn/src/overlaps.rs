@@ -19,6 +19,7 @@ use rand_distr::{ChiSquared, Distribution, StandardNormal};
 
 use crate::dynamics::{run_on_host, Loss, Replica, Samples, SgdOptions, SgdOutcome, Start, Track};
 use crate::rng::{stream_rng, Stream};
+use crate::target::Target;
 use crate::Error;
 
 /// The state of one replica: W W^T (p x p), W U^T (p x r) and a (p), all f64, row-major.
@@ -251,58 +252,78 @@ impl Overlaps {
             self.a.iter_mut().zip(&ga).for_each(|(a, g)| *a -= eta * g);
         }
     }
+
+    /// A fresh batch of b samples x ~ N(0, I_d) as the chain sees it: Z = X [W; U]^T (b x q),
+    /// rows N(0, Q), drawn as Xi L^T; K = X X^T = Xi Xi^T + Wishart(d - q, I_b) (b x b); and the
+    /// labels y = g(Z_U) + noise.
+    pub fn draw_batch(&self, target: &Target, b: usize, rng: &mut ChaCha8Rng) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (p, q) = (self.p, self.p + self.r);
+        let l = semidefinite_cholesky(&self.gram(), q);
+        let xi: Vec<f64> = (0..b * q).map(|_| normal(rng)).collect();
+        let mut z = vec![0.0; b * q];
+        for i in 0..b {
+            for c in 0..q {
+                z[i * q + c] = (0..=c).map(|t| xi[i * q + t] * l[c * q + t]).sum();
+            }
+        }
+        let mut k = wishart(target.d - q, b, rng);
+        for i in 0..b {
+            for m in 0..b {
+                k[i * b + m] += (0..q).map(|t| xi[i * q + t] * xi[m * q + t]).sum::<f64>();
+            }
+        }
+        let y = (0..b)
+            .map(|i| {
+                let f = target.g_host(&z[i * q + p..i * q + q]);
+                if target.noise > 0.0 {
+                    f + target.noise * normal(rng)
+                } else {
+                    f
+                }
+            })
+            .collect();
+        (z, k, y)
+    }
 }
 
-/// The test error E[(f(x) - f*(x))^2] / E[f*^2] of the student a chain ends at, by Monte Carlo
-/// over n points z ~ N(0, Q) (the student's p and the teacher's r coordinates of x are all f and
-/// f* read), drawn from (seed, [`Stream::SgdChain`]) past the run's own draws.
-pub fn chain_test_mse(gram: &[f64], a: &[f64], sigma: &crate::backprop::Activation, target: &crate::target::Target, n: usize, seed: u64) -> f64 {
+/// Gauss-Hermite nodes per coordinate of [`chain_test_mse`]'s quadrature (q <= 3).
+const QUADRATURE_POINTS: usize = 48;
+
+/// The test error E[(f(x) - f*(x))^2] / E[f*^2] of the student a chain ends at, an expectation
+/// over z ~ N(0, Q) (the student's p and the teacher's r coordinates of x are all f and f* read):
+/// z = L xi, L L^T = Q, by tensor Gauss-Hermite quadrature over xi (48 nodes a coordinate,
+/// exact for polynomials of degree < 96 in each) when q = p + r <= 3, else by Monte Carlo over
+/// n points drawn from (seed, [`Stream::SgdChain`]) past the run's own draws.
+pub fn chain_test_mse(gram: &[f64], a: &[f64], sigma: &crate::backprop::Activation, target: &Target, n: usize, seed: u64) -> f64 {
     let (p, r) = (a.len(), target.r);
     let q = p + r;
     let l = semidefinite_cholesky(gram, q);
-    let mut rng = stream_rng(seed, Stream::SgdChain);
-    rng.set_stream(Stream::SgdChain as u64 + (1 << 32));
-    let mut sum = 0.0;
-    for _ in 0..n {
-        let xi: Vec<f64> = (0..q).map(|_| normal(&mut rng)).collect();
+    let error = |xi: &[f64]| {
         let z: Vec<f64> = (0..q).map(|c| (0..=c).map(|t| l[c * q + t] * xi[t]).sum()).collect();
         let f = (0..p).map(|j| a[j] * sigma.eval_host(z[j])).sum::<f64>() / p as f64;
-        sum += (f - target.g_host(&z[p..])).powi(2);
-    }
-    sum / n as f64 / target.second_moment()
-}
-
-/// A fresh batch of the chain: Z (b x q) with rows N(0, Q), K (b x b) and labels
-/// y = g(Z_U) + noise.
-fn draw_batch(state: &Overlaps, rep: &Replica, b: usize, rng: &mut ChaCha8Rng) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let (p, r) = (state.p, state.r);
-    let q = p + r;
-    let d = rep.target.d;
-    let l = semidefinite_cholesky(&state.gram(), q);
-    let xi: Vec<f64> = (0..b * q).map(|_| normal(rng)).collect();
-    let mut z = vec![0.0; b * q];
-    for i in 0..b {
-        for c in 0..q {
-            z[i * q + c] = (0..=c).map(|t| xi[i * q + t] * l[c * q + t]).sum();
-        }
-    }
-    let mut k = wishart(d - q, b, rng);
-    for i in 0..b {
-        for m in 0..b {
-            k[i * b + m] += (0..q).map(|t| xi[i * q + t] * xi[m * q + t]).sum::<f64>();
-        }
-    }
-    let y = (0..b)
-        .map(|i| {
-            let f = rep.target.g_host(&z[i * q + p..i * q + q]);
-            if rep.target.noise > 0.0 {
-                f + rep.target.noise * normal(rng)
-            } else {
-                f
+        (f - target.g_host(&z[p..])).powi(2)
+    };
+    let mean = if q <= 3 {
+        let (nodes, weights) = crate::hermite::gauss_hermite(QUADRATURE_POINTS);
+        let mut xi = vec![0.0; q];
+        let mut sum = 0.0;
+        for index in 0..QUADRATURE_POINTS.pow(q as u32) {
+            let (mut weight, mut rest) = (1.0, index);
+            for x in xi.iter_mut() {
+                let node = rest % QUADRATURE_POINTS;
+                rest /= QUADRATURE_POINTS;
+                *x = nodes[node];
+                weight *= weights[node];
             }
-        })
-        .collect();
-    (z, k, y)
+            sum += weight * error(&xi);
+        }
+        sum
+    } else {
+        let mut rng = stream_rng(seed, Stream::SgdChain);
+        rng.set_stream(Stream::SgdChain as u64 + (1 << 32));
+        (0..n).map(|_| error(&(0..q).map(|_| normal(&mut rng)).collect::<Vec<_>>())).sum::<f64>() / n as f64
+    };
+    mean / target.second_moment()
 }
 
 /// Online SGD by the overlap chain, replicas over the cores: the outcome [`crate::dynamics::run_sgd`]
@@ -335,7 +356,7 @@ pub fn run_overlap_chain(replicas: &[Replica], opts: &SgdOptions, progress: impl
         };
         // a repeated batch carries Z_U, K and y; its Z_W follows the student (Overlaps::step)
         if !matches!(batch, Some((i, ..)) if *i == index) {
-            let (z, k, y) = draw_batch(state, rep, b, rng);
+            let (z, k, y) = state.draw_batch(rep.target, b, rng);
             *batch = Some((index, z, k, y));
         }
         let (_, z, k, y) = batch.as_mut().expect("drawn above");

@@ -466,7 +466,7 @@ mod sgd {
 mod chain {
     use super::*;
     use featlearn::dynamics::{run_sgd_host, Loss, Replica, Samples, SgdOptions, Start};
-    use featlearn::overlaps::{run_overlap_chain, wishart, Overlaps};
+    use featlearn::overlaps::{chain_test_mse, run_overlap_chain, wishart, Overlaps};
     use featlearn::rng::stream_rng;
 
     fn opts(loss: Loss, spherical: bool, train_second: bool) -> SgdOptions {
@@ -598,7 +598,8 @@ mod chain {
     }
 
     /// The start's overlap and the escape times of 300 replicas from the chain and from the full
-    /// simulation at d = 64 on h_2 and h_3 agree under a two-sample KS test at the 1% level.
+    /// simulation at d = 64 on h_2 and h_3 agree under a two-sample KS test at the 1% level, and
+    /// their mean overlap curves within 4 standard errors at every logged step.
     #[test]
     fn the_chain_and_the_full_simulation_agree_in_distribution() {
         let (d, reps) = (64, 300);
@@ -634,6 +635,235 @@ mod chain {
             };
             println!("h_{k}, d = {d}, {reps} replicas: KS start {d0:.3}, KS escape {de:.3} (1% critical {crit:.3}); median escape full {} chain {}", median(escapes(&full)), median(escapes(&chain)));
             assert!(d0 < crit && de < crit, "h_{k}: KS start {d0}, escape {de}, critical {crit}");
+            // mean overlap curves on the shared log grid, a stopped replica holding its last overlap
+            let mut grid: Vec<usize> = full
+                .iter()
+                .chain(&chain)
+                .flat_map(|o| o.curve.iter().map(|c| c.0))
+                .collect();
+            grid.sort_unstable();
+            grid.dedup();
+            let held = |v: &[featlearn::dynamics::SgdOutcome], t: usize| -> (f64, f64) {
+                let vals: Vec<f64> = v
+                    .iter()
+                    .map(|o| {
+                        o.curve
+                            .iter()
+                            .take_while(|c| c.0 <= t)
+                            .last()
+                            .expect("step 0 is logged")
+                            .1
+                    })
+                    .collect();
+                let n = vals.len() as f64;
+                let mean = vals.iter().sum::<f64>() / n;
+                (
+                    mean,
+                    vals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) / n,
+                )
+            };
+            let mut worst = 0.0f64;
+            for &t in &grid {
+                let ((mf, vf), (mc, vc)) = (held(&full, t), held(&chain, t));
+                let z = (mf - mc).abs() / (vf + vc).sqrt();
+                worst = worst.max(z);
+                assert!(z < 4.0, "h_{k}: mean overlap at step {t}: full {mf:.4}, chain {mc:.4}, {z:.2} standard errors apart");
+            }
+            println!("h_{k}: mean overlap curves at {} logged steps, at most {worst:.2} standard errors apart", grid.len());
+        }
+    }
+
+    /// The batch weights G_ij = e_i a_j sigma'(z_ij) / p of one student row (p = 1) from its
+    /// projections z_i = w . x_i and the labels, for either engine.
+    fn batch_weights(z: &[f64], y: &[f64], a: f64, o: &SgdOptions) -> Vec<f64> {
+        let b = y.len() as f64;
+        z.iter()
+            .zip(y)
+            .map(|(&z, &y)| {
+                let e = match o.loss {
+                    Loss::Mse => (a * o.sigma.eval_host(z) - y) / b,
+                    Loss::Correlation => -y / b,
+                };
+                e * a * o.sigma.derivative_host(z)
+            })
+            .collect()
+    }
+
+    /// From a unit w at a fixed overlap m0 with u, one spherical step and a second one on the
+    /// same batch: w . u after each, and |g~|^2 = |g|^2 - (g . w)^2 of the first, over 10^5
+    /// draws of the full simulation (explicit x ~ N(0, I_d)) and of the chain, agree under a
+    /// two-sample KS test at the 1% level, for m0 = 0, 0.3, 0.9, 1 and b = 1, 4, at d = 24. The
+    /// test has the power the chain needs: with a Wishart of two degrees of freedom too many
+    /// (K + a Wishart(2, I_b)), |g~|^2 fails it.
+    #[test]
+    fn one_chain_step_has_the_law_of_the_full_step() {
+        let (d, draws) = (24, 100_000);
+        let target = Target::new(&TargetSpec::SingleIndexHek { k: 2 }, d, 1, 0, true, 0.0).unwrap();
+        let u = &target.u;
+        // a unit vector orthogonal to u
+        let mut v = normal_rows(9, Stream::NetInit, 0, 1, d);
+        let along: f64 = v.iter().zip(u).map(|(a, b)| a * b).sum();
+        v.iter_mut().zip(u).for_each(|(a, b)| *a -= along * b);
+        let nv = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        v.iter_mut().for_each(|a| *a /= nv);
+        let crit = 1.628 * (2.0 / draws as f64).sqrt();
+        let mut rng = stream_rng(3, Stream::SgdChain);
+        let mut extra = stream_rng(4, Stream::SgdChain);
+        for b in [1usize, 4] {
+            let o = SgdOptions {
+                width: 1,
+                batch: b,
+                eta: 1.0 / d as f64,
+                ..opts(Loss::Mse, true, false)
+            };
+            for m0 in [0.0, 0.3, 0.9, 1.0] {
+                let w0: Vec<f64> = u
+                    .iter()
+                    .zip(&v)
+                    .map(|(u, v)| m0 * u + (1.0f64 - m0 * m0).sqrt() * v)
+                    .collect();
+                // [first overlap, second overlap, |g~|^2] per draw, for the full engine, the chain,
+                // and the chain with a wrong Wishart
+                let mut stats = [
+                    [vec![], vec![], vec![]],
+                    [vec![], vec![], vec![]],
+                    [vec![], vec![], vec![]],
+                ];
+                for t in 0..draws {
+                    let x = normal_rows(11 + b as u64, Stream::TestX, t * b, b, d);
+                    let y: Vec<f64> = (0..b)
+                        .map(|i| target.f_host(&x[i * d..(i + 1) * d]))
+                        .collect();
+                    let (mut w, mut a) = (w0.clone(), vec![1.0]);
+                    let z: Vec<f64> = (0..b)
+                        .map(|i| {
+                            x[i * d..(i + 1) * d]
+                                .iter()
+                                .zip(&w)
+                                .map(|(x, w)| x * w)
+                                .sum()
+                        })
+                        .collect();
+                    let g = batch_weights(&z, &y, 1.0, &o);
+                    let grad: Vec<f64> = (0..d)
+                        .map(|c| (0..b).map(|i| g[i] * x[i * d + c]).sum())
+                        .collect();
+                    let gw: f64 = grad.iter().zip(&w).map(|(g, w)| g * w).sum();
+                    stats[0][2].push(grad.iter().map(|g| g * g).sum::<f64>() - gw * gw);
+                    for s in 0..2 {
+                        full_step(&mut w, &mut a, &x, &y, d, &o);
+                        stats[0][s].push(w.iter().zip(u).map(|(w, u)| w * u).sum());
+                    }
+                    let start = Overlaps {
+                        p: 1,
+                        r: 1,
+                        ww: vec![1.0],
+                        wu: vec![m0],
+                        a: vec![1.0],
+                    };
+                    let (z, k, y) = start.draw_batch(&target, b, &mut rng);
+                    let wrong: Vec<f64> = k
+                        .iter()
+                        .zip(wishart(2, b, &mut extra))
+                        .map(|(k, e)| k + e)
+                        .collect();
+                    for (e, k) in [(1, k), (2, wrong)] {
+                        let (mut state, mut z) = (start.clone(), z.clone());
+                        let zw: Vec<f64> = (0..b).map(|i| z[i * 2]).collect();
+                        let g = batch_weights(&zw, &y, 1.0, &o);
+                        let along: f64 = g.iter().zip(&zw).map(|(g, z)| g * z).sum();
+                        let gkg: f64 = (0..b * b).map(|t| g[t / b] * k[t] * g[t % b]).sum();
+                        stats[e][2].push(gkg - along * along);
+                        for s in 0..2 {
+                            state.step(&mut z, &k, &y, &o);
+                            stats[e][s].push(state.wu[0]);
+                        }
+                    }
+                }
+                let names = [
+                    "overlap after one step",
+                    "overlap after two steps",
+                    "|g~|^2",
+                ];
+                for (c, name) in names.iter().enumerate() {
+                    let (good, bad) = (
+                        ks(stats[0][c].clone(), stats[1][c].clone()),
+                        ks(stats[0][c].clone(), stats[2][c].clone()),
+                    );
+                    println!("b = {b}, m0 = {m0}, {name}: KS {good:.4}, wrong Wishart {bad:.4} (1% critical {crit:.4})");
+                    assert!(
+                        good < crit,
+                        "b = {b}, m0 = {m0}, {name}: KS {good} >= {crit}"
+                    );
+                    if c == 2 {
+                        assert!(bad > crit, "b = {b}, m0 = {m0}, {name}: the test does not see a wrong Wishart (KS {bad})");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The chain's test error against closed forms: for sigma = g = h_3 and unit students,
+    /// E[(f - f*)^2] = (1/p^2) sum_jl a_j a_l (w_j . w_l)^3 - (2/p) sum_j a_j (w_j . u)^3 + 1.
+    /// By quadrature (q <= 3) to 1e-12; by Monte Carlo (q = 4) within 5 standard errors over
+    /// ten seeds.
+    #[test]
+    fn the_chain_test_error_has_its_closed_form() {
+        let target =
+            Target::new(&TargetSpec::SingleIndexHek { k: 3 }, 16, 1, 0, true, 0.0).unwrap();
+        let sigma = Activation::Hermite(vec![0.0, 0.0, 0.0, 1.0]);
+        let cases = [
+            Overlaps {
+                p: 1,
+                r: 1,
+                ww: vec![1.0],
+                wu: vec![0.6],
+                a: vec![1.3],
+            },
+            Overlaps {
+                p: 2,
+                r: 1,
+                ww: vec![1.0, 0.2, 0.2, 1.0],
+                wu: vec![0.6, -0.3],
+                a: vec![1.3, 0.8],
+            },
+            // Q positive definite (eigenvalues 0.24 to 1.76)
+            Overlaps {
+                p: 3,
+                r: 1,
+                ww: vec![1.0, 0.2, 0.3, 0.2, 1.0, 0.1, 0.3, 0.1, 1.0],
+                wu: vec![0.6, -0.3, 0.2],
+                a: vec![1.3, 0.8, -0.5],
+            },
+        ];
+        for s in cases {
+            let p = s.p;
+            let pf = p as f64;
+            let ff: f64 = (0..p * p)
+                .map(|t| s.a[t / p] * s.a[t % p] * s.ww[t].powi(3))
+                .sum::<f64>()
+                / (pf * pf);
+            let fg: f64 = (0..p).map(|j| s.a[j] * s.wu[j].powi(3)).sum::<f64>() / pf;
+            let want = (ff - 2.0 * fg + 1.0) / target.second_moment();
+            if p + 1 <= 3 {
+                let got = chain_test_mse(&s.gram(), &s.a, &sigma, &target, 0, 0);
+                println!("p = {p}: quadrature {got:.15} vs closed form {want:.15}");
+                assert!(
+                    (got - want).abs() < 1e-12 * want,
+                    "p = {p}: quadrature {got} vs {want}"
+                );
+            } else {
+                let runs: Vec<f64> = (0..10)
+                    .map(|seed| chain_test_mse(&s.gram(), &s.a, &sigma, &target, 20_000, seed))
+                    .collect();
+                let mean = runs.iter().sum::<f64>() / 10.0;
+                let se = (runs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 9.0 / 10.0).sqrt();
+                println!("p = {p}: Monte Carlo {mean:.5} +- {se:.5} vs closed form {want:.5}");
+                assert!(
+                    (mean - want).abs() < 5.0 * se,
+                    "p = {p}: Monte Carlo {mean} +- {se} vs {want}"
+                );
+            }
         }
     }
 
