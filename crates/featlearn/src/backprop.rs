@@ -15,7 +15,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::compute::{batched_matmul, is_ndarray, matmul_nt, matmul_tn, owned_data, to_host};
-use crate::hermite::{hermite_all, hermite_all_tensor};
+use crate::hermite::{hermite_all_tensor, hermite_series};
 use crate::host::dot;
 use crate::Error;
 
@@ -64,7 +64,7 @@ impl Activation {
     pub fn eval_host(&self, t: f64) -> f64 {
         match self {
             Activation::Relu => t.max(0.0),
-            Activation::Hermite(c) => hermite_all(t, c.len().saturating_sub(1)).iter().zip(c).map(|(h, c)| h * c).sum(),
+            Activation::Hermite(c) => hermite_series(c, t).0,
         }
     }
 
@@ -72,10 +72,7 @@ impl Activation {
     pub fn derivative_host(&self, t: f64) -> f64 {
         match self {
             Activation::Relu => f64::from(u8::from(t > 0.0)),
-            Activation::Hermite(c) => {
-                let h = hermite_all(t, c.len().saturating_sub(1));
-                c.iter().enumerate().skip(1).map(|(k, ck)| ck * (k as f64).sqrt() * h[k - 1]).sum()
-            }
+            Activation::Hermite(c) => hermite_series(c, t).1,
         }
     }
 }

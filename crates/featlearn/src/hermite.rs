@@ -22,9 +22,37 @@ pub fn hermite_all(t: f64, kmax: usize) -> Vec<f64> {
     he
 }
 
-/// h_k(t) at one point.
+/// h_k(t) at one point, by the normalised recurrence
+/// h_{k+1} = (t h_k - sqrt(k) h_{k-1}) / sqrt(k + 1) (no allocation).
 pub fn hermite(k: usize, t: f64) -> f64 {
-    hermite_all(t, k)[k]
+    hermite_series_at(t, k, |_, _| {}).0
+}
+
+/// sum_k c_k h_k(t) and its derivative sum_k c_k sqrt(k) h_{k-1}(t), at one point, without
+/// allocating.
+pub fn hermite_series(c: &[f64], t: f64) -> (f64, f64) {
+    let (mut value, mut slope) = (0.0, 0.0);
+    hermite_series_at(t, c.len().saturating_sub(1), |k, (h, h_prev)| {
+        value += c[k] * h;
+        if k > 0 {
+            slope += c[k] * (k as f64).sqrt() * h_prev;
+        }
+    });
+    (value, slope)
+}
+
+/// Walks h_0(t), ..., h_kmax(t) by the normalised recurrence, handing (k, (h_k, h_{k-1})) to
+/// `visit`; returns (h_kmax, h_{kmax-1}).
+fn hermite_series_at(t: f64, kmax: usize, mut visit: impl FnMut(usize, (f64, f64))) -> (f64, f64) {
+    let (mut h_prev, mut h) = (0.0, 1.0);
+    visit(0, (h, h_prev));
+    for k in 0..kmax {
+        let next = (t * h - (k as f64).sqrt() * h_prev) / ((k + 1) as f64).sqrt();
+        h_prev = h;
+        h = next;
+        visit(k + 1, (h, h_prev));
+    }
+    (h, h_prev)
 }
 
 /// h_k'(t) = sqrt(k) h_{k-1}(t).

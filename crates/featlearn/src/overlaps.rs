@@ -48,7 +48,7 @@ pub fn wishart(n: usize, b: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
             g[i * m + j] = if n >= b {
                 match j.cmp(&i) {
                     std::cmp::Ordering::Less => normal(rng),
-                    std::cmp::Ordering::Equal => ChiSquared::new((n - i) as f64).expect("positive degrees of freedom").sample(rng).sqrt(),
+                    std::cmp::Ordering::Equal => chi_square(n - i, rng).sqrt(),
                     std::cmp::Ordering::Greater => 0.0,
                 }
             } else {
@@ -66,12 +66,13 @@ pub fn wishart(n: usize, b: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     f
 }
 
-/// A lower-triangular L with L L^T = Q for a positive semidefinite Q (q x q): Cholesky whose
+/// A lower-triangular L (written into l, q x q) with L L^T = Q for a positive semidefinite Q
+/// (q x q): Cholesky whose
 /// pivots at or below 1e-13 of the diagonal's scale are taken as 0 with their column (a student
 /// in span U, two equal students: a singular Q steps without NaN).
-pub fn semidefinite_cholesky(qm: &[f64], q: usize) -> Vec<f64> {
+pub fn semidefinite_cholesky(qm: &[f64], q: usize, l: &mut [f64]) {
     let scale = (0..q).map(|i| qm[i * q + i].abs()).fold(0.0, f64::max).max(f64::MIN_POSITIVE);
-    let mut l = vec![0.0; q * q];
+    l.fill(0.0);
     for j in 0..q {
         let pivot = qm[j * q + j] - (0..j).map(|k| l[j * q + k] * l[j * q + k]).sum::<f64>();
         if pivot <= 1e-13 * scale {
@@ -83,7 +84,6 @@ pub fn semidefinite_cholesky(qm: &[f64], q: usize) -> Vec<f64> {
             l[i * q + j] = (qm[i * q + j] - (0..j).map(|k| l[i * q + k] * l[j * q + k]).sum::<f64>()) / ljj;
         }
     }
-    l
 }
 
 impl Overlaps {
@@ -128,9 +128,16 @@ impl Overlaps {
 
     /// Q = [W; U][W; U]^T, q x q (U U^T = I_r).
     pub fn gram(&self) -> Vec<f64> {
+        let q = self.p + self.r;
+        let mut g = vec![0.0; q * q];
+        self.gram_into(&mut g);
+        g
+    }
+
+    /// Q written into g (q x q, zeros off the blocks it sets).
+    fn gram_into(&self, g: &mut [f64]) {
         let (p, r) = (self.p, self.r);
         let q = p + r;
-        let mut g = vec![0.0; q * q];
         for j in 0..p {
             for l in 0..p {
                 g[j * q + l] = self.ww[j * p + l];
@@ -143,7 +150,6 @@ impl Overlaps {
         for k in 0..r {
             g[(p + k) * q + p + k] = 1.0;
         }
-        g
     }
 
     /// The overlap: max_j |w_j . u| / |w_j| for r = 1, else ||W U^T||_F^2 / ||W||_F^2.
@@ -156,18 +162,18 @@ impl Overlaps {
         }
     }
 
-    /// One SGD step on a batch given by its projections Z (b x q: the student's p columns, then
-    /// the teacher's r), its Gram K (b x b) and labels y; the formulas of the module's doc. Z's
+    /// One SGD step on the batch in `work` (its projections Z, b x q: the student's p columns,
+    /// then the teacher's r; its Gram K, b x b; labels y); the formulas of the module's doc. Z's
     /// student columns are moved with the student, so that the batch can be stepped on again
     /// (repeated samples): plain, Z_W' = Z_W - eta K G; spherical,
     /// z'_ij = ((1 + eta A_jj) z_ij - eta (K G)_ij) / N_j. Z_U and K do not change.
-    pub fn step(&mut self, z: &mut [f64], k: &[f64], y: &[f64], opts: &SgdOptions) {
-        let (p, r, b) = (self.p, self.r, y.len());
+    pub fn step(&mut self, work: &mut Workspace, opts: &SgdOptions) {
+        let (p, r, b) = (self.p, self.r, work.y.len());
         let q = p + r;
         let eta = opts.eta;
+        let Workspace { z, k, y, g, ga, a, bm, kg, c, scale, norm, ww, .. } = work;
+        let (g, ga, a, bm, kg, c) = (zeroed(g, b * p), zeroed(ga, p), zeroed(a, p * p), zeroed(bm, p * r), zeroed(kg, b * p), zeroed(c, p * p));
         // batch weights G_ij = e_i a_j sigma'(z_ij) / p, e_i = dl/df / b
-        let mut g = vec![0.0; b * p];
-        let mut ga = vec![0.0; p];
         for i in 0..b {
             let zi = &z[i * q..i * q + p];
             let e = match opts.loss {
@@ -182,9 +188,6 @@ impl Overlaps {
             }
         }
         // A = G^T Z_W (p x p), B = G^T Z_U (p x r), C = G^T K G (p x p)
-        let mut a = vec![0.0; p * p];
-        let mut bm = vec![0.0; p * r];
-        let mut kg = vec![0.0; b * p];
         for i in 0..b {
             for j in 0..p {
                 let gij = g[i * p + j];
@@ -199,21 +202,22 @@ impl Overlaps {
                 }
             }
         }
-        let mut c = vec![0.0; p * p];
         for j in 0..p {
             for l in 0..p {
                 c[j * p + l] = (0..b).map(|i| g[i * p + j] * kg[i * p + l]).sum();
             }
         }
         if opts.spherical {
-            let dg: Vec<f64> = (0..p).map(|j| 1.0 + eta * a[j * p + j]).collect();
-            let n: Vec<f64> = (0..p).map(|j| (1.0 + eta * eta * (c[j * p + j] - a[j * p + j] * a[j * p + j])).sqrt()).collect();
+            let (dg, n, ww) = (zeroed(scale, p), zeroed(norm, p), zeroed(ww, p * p));
+            for j in 0..p {
+                dg[j] = 1.0 + eta * a[j * p + j];
+                n[j] = (1.0 + eta * eta * (c[j * p + j] - a[j * p + j] * a[j * p + j])).sqrt();
+            }
             for i in 0..b {
                 for j in 0..p {
                     z[i * q + j] = (dg[j] * z[i * q + j] - eta * kg[i * p + j]) / n[j];
                 }
             }
-            let mut ww = vec![0.0; p * p];
             for j in 0..p {
                 for l in 0..p {
                     let vv = dg[j] * self.ww[j * p + l] * dg[l] - eta * (dg[j] * a[l * p + j] + a[j * p + l] * dg[l]) + eta * eta * c[j * p + l];
@@ -224,7 +228,7 @@ impl Overlaps {
                     self.wu[j * r + t] = (dg[j] * self.wu[j * r + t] - eta * bm[j * r + t]) / n[j];
                 }
             }
-            self.ww = ww;
+            self.ww.copy_from_slice(ww);
         } else {
             for i in 0..b {
                 for j in 0..p {
@@ -249,41 +253,82 @@ impl Overlaps {
             }
         }
         if opts.train_second {
-            self.a.iter_mut().zip(&ga).for_each(|(a, g)| *a -= eta * g);
+            self.a.iter_mut().zip(ga.iter()).for_each(|(a, g)| *a -= eta * g);
         }
     }
 
-    /// A fresh batch of b samples x ~ N(0, I_d) as the chain sees it: Z = X [W; U]^T (b x q),
-    /// rows N(0, Q), drawn as Xi L^T; K = X X^T = Xi Xi^T + Wishart(d - q, I_b) (b x b); and the
-    /// labels y = g(Z_U) + noise.
-    pub fn draw_batch(&self, target: &Target, b: usize, rng: &mut ChaCha8Rng) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    /// Draws into `work` a fresh batch of b samples x ~ N(0, I_d) as the chain sees it:
+    /// Z = X [W; U]^T (b x q), rows N(0, Q), drawn as Xi L^T; K = X X^T = Xi Xi^T +
+    /// Wishart(d - q, I_b) (b x b); and the labels y = g(Z_U) + noise.
+    pub fn draw_batch(&self, target: &Target, b: usize, rng: &mut ChaCha8Rng, work: &mut Workspace) {
         let (p, q) = (self.p, self.p + self.r);
-        let l = semidefinite_cholesky(&self.gram(), q);
-        let xi: Vec<f64> = (0..b * q).map(|_| normal(rng)).collect();
-        let mut z = vec![0.0; b * q];
+        let Workspace { z, k, y, gram, l, xi, .. } = work;
+        self.gram_into(zeroed(gram, q * q));
+        semidefinite_cholesky(gram, q, zeroed(l, q * q));
+        let xi = zeroed(xi, b * q);
+        xi.iter_mut().for_each(|v| *v = normal(rng));
+        let z = zeroed(z, b * q);
         for i in 0..b {
             for c in 0..q {
                 z[i * q + c] = (0..=c).map(|t| xi[i * q + t] * l[c * q + t]).sum();
             }
         }
-        let mut k = wishart(target.d - q, b, rng);
+        let k = zeroed(k, b * b);
+        if b == 1 {
+            k[0] = chi_square(target.d - q, rng);
+        } else {
+            k.copy_from_slice(&wishart(target.d - q, b, rng));
+        }
         for i in 0..b {
             for m in 0..b {
                 k[i * b + m] += (0..q).map(|t| xi[i * q + t] * xi[m * q + t]).sum::<f64>();
             }
         }
-        let y = (0..b)
-            .map(|i| {
-                let f = target.g_host(&z[i * q + p..i * q + q]);
-                if target.noise > 0.0 {
-                    f + target.noise * normal(rng)
-                } else {
-                    f
-                }
-            })
-            .collect();
-        (z, k, y)
+        let y = zeroed(y, b);
+        for i in 0..b {
+            y[i] = target.g_host(&z[i * q + p..i * q + q]);
+            if target.noise > 0.0 {
+                y[i] += target.noise * normal(rng);
+            }
+        }
     }
+}
+
+/// A replica's batch (Z, K, y: read and written by [`Overlaps::draw_batch`] and
+/// [`Overlaps::step`]) and the buffers of its steps, reused so that a step allocates nothing
+/// (at b = 1; a Wishart of b >= 2 still allocates its factor).
+#[derive(Clone, Debug, Default)]
+pub struct Workspace {
+    /// The batch's projections Z = X [W; U]^T, b x q.
+    pub z: Vec<f64>,
+    /// The batch's Gram K = X X^T, b x b.
+    pub k: Vec<f64>,
+    /// The batch's labels, b.
+    pub y: Vec<f64>,
+    g: Vec<f64>,
+    ga: Vec<f64>,
+    a: Vec<f64>,
+    bm: Vec<f64>,
+    kg: Vec<f64>,
+    c: Vec<f64>,
+    scale: Vec<f64>,
+    norm: Vec<f64>,
+    ww: Vec<f64>,
+    gram: Vec<f64>,
+    l: Vec<f64>,
+    xi: Vec<f64>,
+}
+
+/// `v` as n zeros, reusing its allocation.
+fn zeroed(v: &mut Vec<f64>, n: usize) -> &mut [f64] {
+    v.clear();
+    v.resize(n, 0.0);
+    v
+}
+
+/// A chi-square(n) draw.
+fn chi_square(n: usize, rng: &mut ChaCha8Rng) -> f64 {
+    ChiSquared::new(n as f64).expect("positive degrees of freedom").sample(rng)
 }
 
 /// Gauss-Hermite nodes per coordinate of [`chain_test_mse`]'s quadrature (q <= 3).
@@ -297,7 +342,8 @@ const QUADRATURE_POINTS: usize = 48;
 pub fn chain_test_mse(gram: &[f64], a: &[f64], sigma: &crate::backprop::Activation, target: &Target, n: usize, seed: u64) -> f64 {
     let (p, r) = (a.len(), target.r);
     let q = p + r;
-    let l = semidefinite_cholesky(gram, q);
+    let mut l = vec![0.0; q * q];
+    semidefinite_cholesky(gram, q, &mut l);
     let error = |xi: &[f64]| {
         let z: Vec<f64> = (0..q).map(|c| (0..=c).map(|t| l[c * q + t] * xi[t]).sum()).collect();
         let f = (0..p).map(|j| a[j] * sigma.eval_host(z[j])).sum::<f64>() / p as f64;
@@ -339,32 +385,28 @@ pub fn run_overlap_chain(replicas: &[Replica], opts: &SgdOptions, progress: impl
     if d <= p + r {
         return Err(Error::Invalid(format!("the overlap chain needs d > p + r (d = {d}, p + r = {})", p + r)));
     }
-    // a replica's chain, its generator and its current batch (for repeated samples)
-    let mut runs: Vec<((Overlaps, ChaCha8Rng, Option<Batch>), Track)> = replicas
+    // a replica's chain, its generator, its batch and that batch's index (for repeated samples)
+    let mut runs: Vec<((Overlaps, ChaCha8Rng, Workspace, Option<usize>), Track)> = replicas
         .iter()
         .map(|rep| {
             let mut rng = stream_rng(rep.seed, Stream::SgdChain);
             let state = Overlaps::start(d, p, r, opts.start, &mut rng);
             let track = Track::start(state.overlap(), opts.threshold);
-            ((state, rng, None), track)
+            ((state, rng, Workspace::default(), None), track)
         })
         .collect();
-    run_on_host(&mut runs, replicas, opts, 1 << 16, progress, |(state, rng, batch), rep, s| {
+    run_on_host(&mut runs, replicas, opts, 1 << 16, progress, |(state, rng, work, drawn), rep, s| {
         let index = match opts.samples {
             Samples::Repeat { k } => s / k,
             _ => s,
         };
         // a repeated batch carries Z_U, K and y; its Z_W follows the student (Overlaps::step)
-        if !matches!(batch, Some((i, ..)) if *i == index) {
-            let (z, k, y) = state.draw_batch(rep.target, b, rng);
-            *batch = Some((index, z, k, y));
+        if *drawn != Some(index) {
+            state.draw_batch(rep.target, b, rng, work);
+            *drawn = Some(index);
         }
-        let (_, z, k, y) = batch.as_mut().expect("drawn above");
-        state.step(z, k, y, opts);
+        state.step(work, opts);
         state.overlap()
     });
     Ok(runs.into_iter().map(|((state, ..), track)| track.outcome(Vec::new(), state.a.clone(), state.gram())).collect())
 }
-
-/// A batch of the chain by its index: Z (b x q), K (b x b) and the labels.
-type Batch = (usize, Vec<f64>, Vec<f64>, Vec<f64>);

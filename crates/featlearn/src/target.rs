@@ -7,7 +7,7 @@
 use burn::tensor::Tensor;
 
 use crate::compute::Compute;
-use crate::hermite::{hermite_all, hermite_all_tensor, hermite_derivative};
+use crate::hermite::{hermite, hermite_all, hermite_all_tensor, hermite_derivative};
 use crate::host::{orthonormal_rows, symmetric_eigen};
 use crate::rng::{normal_rows, standard_normal, stream_rng, Stream};
 use crate::Error;
@@ -187,14 +187,9 @@ impl Target {
         (0..self.r).map(|i| (0..self.d).map(|k| self.u[i * self.d + k] * x[k]).sum()).collect()
     }
 
-    /// g(z) on the host (reference implementation, used by tests).
+    /// g(z) at one point z = U x (length r), on the host.
     pub fn g_host(&self, z: &[f64]) -> f64 {
-        let kmax = self.degree();
-        let h: Vec<Vec<f64>> = z.iter().map(|&t| hermite_all(t, kmax)).collect();
-        self.terms
-            .iter()
-            .map(|t| t.coef * t.index.iter().enumerate().map(|(i, &k)| h[i][k]).product::<f64>())
-            .sum()
+        self.terms.iter().map(|t| t.coef * t.index.iter().zip(z).map(|(&k, &zi)| hermite(k, zi)).product::<f64>()).sum()
     }
 
     /// grad g(z) on the host (h_k' = sqrt(k) h_{k-1}).

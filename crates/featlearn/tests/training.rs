@@ -466,7 +466,7 @@ mod sgd {
 mod chain {
     use super::*;
     use featlearn::dynamics::{run_sgd_host, Loss, Replica, Samples, SgdOptions, Start};
-    use featlearn::overlaps::{chain_test_mse, run_overlap_chain, wishart, Overlaps};
+    use featlearn::overlaps::{chain_test_mse, run_overlap_chain, wishart, Overlaps, Workspace};
     use featlearn::rng::stream_rng;
 
     fn opts(loss: Loss, spherical: bool, train_second: bool) -> SgdOptions {
@@ -518,7 +518,7 @@ mod chain {
                         a: a.clone(),
                     };
                     // the batch as the chain sees it: Z = X [W; U]^T, K = X X^T
-                    let mut z: Vec<f64> = (0..b * q)
+                    let z: Vec<f64> = (0..b * q)
                         .map(|t| {
                             let (i, c) = (t / q, t % q);
                             let row = if c < p { &w[c * d..(c + 1) * d] } else { &u[(c - p) * d..(c - p + 1) * d] };
@@ -526,8 +526,10 @@ mod chain {
                         })
                         .collect();
                     let k: Vec<f64> = (0..b * b).map(|t| dot(&x[t / b * d..(t / b + 1) * d], &x[t % b * d..(t % b + 1) * d])).collect();
+                    let mut work = Workspace::default();
+                    (work.z, work.k, work.y) = (z, k, y.clone());
                     for repeat in 0..2 {
-                        state.step(&mut z, &k, &y, &o);
+                        state.step(&mut work, &o);
                         full_step(&mut w, &mut a, &x, &y, d, &o);
                         let what = format!("{loss:?} spherical={spherical} trained={train_second} step {}", repeat + 1);
                         for j in 0..p {
@@ -542,7 +544,7 @@ mod chain {
                             // the carried batch follows the student
                             for i in 0..b {
                                 let want = dot(&x[i * d..(i + 1) * d], &w[j * d..(j + 1) * d]);
-                                assert!((z[i * q + j] - want).abs() < 1e-12 * (1.0 + want.abs()), "{what} Z[{i},{j}]");
+                                assert!((work.z[i * q + j] - want).abs() < 1e-12 * (1.0 + want.abs()), "{what} Z[{i},{j}]");
                             }
                             assert!((state.a[j] - a[j]).abs() < 1e-12 * (1.0 + a[j].abs()), "{what} a[{j}]");
                         }
@@ -754,47 +756,29 @@ mod chain {
                         full_step(&mut w, &mut a, &x, &y, d, &o);
                         stats[0][s].push(w.iter().zip(u).map(|(w, u)| w * u).sum());
                     }
-                    let start = Overlaps {
-                        p: 1,
-                        r: 1,
-                        ww: vec![1.0],
-                        wu: vec![m0],
-                        a: vec![1.0],
-                    };
-                    let (z, k, y) = start.draw_batch(&target, b, &mut rng);
-                    let wrong: Vec<f64> = k
-                        .iter()
-                        .zip(wishart(2, b, &mut extra))
-                        .map(|(k, e)| k + e)
-                        .collect();
-                    for (e, k) in [(1, k), (2, wrong)] {
-                        let (mut state, mut z) = (start.clone(), z.clone());
-                        let zw: Vec<f64> = (0..b).map(|i| z[i * 2]).collect();
-                        let g = batch_weights(&zw, &y, 1.0, &o);
+                    let start = Overlaps { p: 1, r: 1, ww: vec![1.0], wu: vec![m0], a: vec![1.0] };
+                    let mut drawn = Workspace::default();
+                    start.draw_batch(&target, b, &mut rng, &mut drawn);
+                    let mut wrong = drawn.clone();
+                    wrong.k.iter_mut().zip(wishart(2, b, &mut extra)).for_each(|(k, e)| *k += e);
+                    for (e, mut work) in [(1, drawn), (2, wrong)] {
+                        let mut state = start.clone();
+                        let zw: Vec<f64> = (0..b).map(|i| work.z[i * 2]).collect();
+                        let g = batch_weights(&zw, &work.y, 1.0, &o);
                         let along: f64 = g.iter().zip(&zw).map(|(g, z)| g * z).sum();
-                        let gkg: f64 = (0..b * b).map(|t| g[t / b] * k[t] * g[t % b]).sum();
+                        let gkg: f64 = (0..b * b).map(|t| g[t / b] * work.k[t] * g[t % b]).sum();
                         stats[e][2].push(gkg - along * along);
                         for s in 0..2 {
-                            state.step(&mut z, &k, &y, &o);
+                            state.step(&mut work, &o);
                             stats[e][s].push(state.wu[0]);
                         }
                     }
                 }
-                let names = [
-                    "overlap after one step",
-                    "overlap after two steps",
-                    "|g~|^2",
-                ];
+                let names = ["overlap after one step", "overlap after two steps", "|g~|^2"];
                 for (c, name) in names.iter().enumerate() {
-                    let (good, bad) = (
-                        ks(stats[0][c].clone(), stats[1][c].clone()),
-                        ks(stats[0][c].clone(), stats[2][c].clone()),
-                    );
+                    let (good, bad) = (ks(stats[0][c].clone(), stats[1][c].clone()), ks(stats[0][c].clone(), stats[2][c].clone()));
                     println!("b = {b}, m0 = {m0}, {name}: KS {good:.4}, wrong Wishart {bad:.4} (1% critical {crit:.4})");
-                    assert!(
-                        good < crit,
-                        "b = {b}, m0 = {m0}, {name}: KS {good} >= {crit}"
-                    );
+                    assert!(good < crit, "b = {b}, m0 = {m0}, {name}: KS {good} >= {crit}");
                     if c == 2 {
                         assert!(bad > crit, "b = {b}, m0 = {m0}, {name}: the test does not see a wrong Wishart (KS {bad})");
                     }
@@ -875,18 +859,11 @@ mod chain {
         let state = Overlaps { p: 2, r: 1, ww: vec![1.0; 4], wu: vec![1.0, 1.0], a: vec![1.0, 1.0] };
         let mut rng = stream_rng(0, Stream::SgdChain);
         let mut s = state;
-        for step in 0..50u64 {
-            let l = featlearn::overlaps::semidefinite_cholesky(&s.gram(), 3);
-            assert!(l.iter().all(|v| v.is_finite()));
-            let xi: Vec<f64> = normal_rows(step, Stream::TestX, 0, 2, 3);
-            let mut z: Vec<f64> = (0..6).map(|t| (0..=t % 3).map(|c| xi[t / 3 * 3 + c] * l[(t % 3) * 3 + c]).sum()).collect();
-            // K = Xi Xi^T + Wishart(d - q, I_b), as the chain draws it
-            let mut k = wishart(16 - 3, 2, &mut rng);
-            for t in 0..4 {
-                k[t] += (0..3).map(|c| xi[t / 2 * 3 + c] * xi[t % 2 * 3 + c]).sum::<f64>();
-            }
-            let y: Vec<f64> = (0..2).map(|i| target.g_host(&z[i * 3 + 2..i * 3 + 3])).collect();
-            s.step(&mut z, &k, &y, &o);
+        let mut work = Workspace::default();
+        for _ in 0..50 {
+            s.draw_batch(&target, 2, &mut rng, &mut work);
+            assert!(work.z.iter().chain(&work.k).all(|v| v.is_finite()), "{work:?}");
+            s.step(&mut work, &o);
             assert!(s.ww.iter().chain(&s.wu).chain(&s.a).all(|v| v.is_finite()), "{s:?}");
         }
     }
