@@ -169,12 +169,14 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
             eta: 0.5 * (sd as f64).powf(-1.5),
             steps,
             spherical: true,
+            tangent: true,
             train_second: false,
             samples: Samples::Fresh,
             start: Start::Sphere,
             threshold: 0.5,
             log_points: 20,
             stop_at_escape: false,
+            displace: 0.0,
         };
         let t = time_it(c, repeats, || {
             run_sgd(c, &replicas, &opts, |_| {})?;

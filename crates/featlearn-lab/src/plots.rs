@@ -590,10 +590,33 @@ fn draw_escape(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
             })
             .collect();
         if !series.is_empty() {
-            let stem = format!("overlap_collapse_{}_{}", fit.method.replace('/', "_"), fit.target);
+            // a file name of the label and task: '/', '.' and spaces become '_' (a '.' would be
+            // read as the extension's start: "displace=0.1" would lose its ".1_...")
+            let stem: String = format!("overlap_collapse_{}_{}", fit.method, fit.target).chars().map(|c| if c.is_ascii_alphanumeric() || "-_=".contains(c) { c } else { '_' }).collect();
             let title = format!("mean overlap over seeds vs t / d^{:.2} (the fitted escape exponent), {}", fit.exponent, name(&fit.method, &fit.target));
             files.extend(line_plot(&dir.join(stem), &title, &format!("t / d^{:.2}", fit.exponent), "overlap", &series, false)?);
         }
+    }
+    // escape against the batch size: median steps and samples, and the knee fit of the steps
+    let mut sweeps: BTreeMap<(String, usize), Vec<&crate::report::BatchSweep>> = BTreeMap::new();
+    for w in &report.batch_sweeps {
+        sweeps.entry((w.target.clone(), w.d)).or_default().push(w);
+    }
+    for ((target, d), ws) in sweeps {
+        let mut series = Vec::new();
+        for w in ws {
+            let who = name(&w.method, &w.target);
+            series.push(Series { name: format!("{who}: steps"), label: w.method.clone(), points: w.points.iter().map(|p| (p.0 as f64, p.1, 0.0)).collect(), kind: Kind::Data { variant: 0 } });
+            series.push(Series { name: format!("{who}: samples"), label: w.method.clone(), points: w.points.iter().map(|p| (p.0 as f64, p.2, 0.0)).collect(), kind: Kind::Data { variant: 1 } });
+            let knee = w.knee.unwrap_or(f64::INFINITY);
+            let (a, b) = (w.points.first().expect("a point").0 as f64, w.points.last().expect("a point").0 as f64);
+            let line = (0..=40).map(|i| a * (b / a).powf(i as f64 / 40.0)).map(|x| (x, (w.level - x.min(knee).ln()).exp(), 0.0)).collect();
+            let fit = w.knee.map_or("steps ~ 1/b, no knee within the sweep".into(), |k| format!("steps ~ 1/min(b, {k:.0})"));
+            series.push(Series { name: format!("{who} fit: {fit}"), label: w.method.clone(), points: line, kind: Kind::Fit });
+        }
+        let stem: String = format!("escape_vs_batch_{target}_d{d}").chars().map(|c| if c.is_ascii_alphanumeric() || "-_=".contains(c) { c } else { '_' }).collect();
+        let title = format!("escape against the batch size b at d = {d} (median over seeds)");
+        files.extend(line_plot(&dir.join(stem), &title, "b", "steps, samples", &series, true)?);
     }
     Ok(files)
 }

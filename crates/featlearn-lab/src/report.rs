@@ -81,6 +81,27 @@ pub struct EscapeFit {
     pub local_slopes: Vec<LocalSlope>,
 }
 
+/// Median escape against the batch size b at one d (an sgd sweep over `sgd.batch`), and the knee
+/// of steps ~ 1 / min(b, b_knee): steps fall like 1/b (the samples stay the same) up to the
+/// knee, and stay flat past it.
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchSweep {
+    /// The label without its `b=` part.
+    pub method: String,
+    pub target: String,
+    pub d: usize,
+    /// (b, median escape steps, median escape samples), ascending in b; points whose median
+    /// did not escape are left out.
+    pub points: Vec<(usize, f64, f64)>,
+    /// b_knee of the fit, None when it lies past the second largest b (no floor within the sweep).
+    pub knee: Option<f64>,
+    /// A of log steps = A - log min(b, b_knee).
+    pub level: f64,
+    /// The batch sizes whose median seed did not escape within its budget (left out of the
+    /// fit): where a larger batch made escape worse, not faster.
+    pub lost: Vec<usize>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub eps: f64,
@@ -89,6 +110,73 @@ pub struct Report {
     pub local_slopes: Vec<LocalSlope>,
     pub escape: Vec<EscapeRow>,
     pub escape_fits: Vec<EscapeFit>,
+    pub batch_sweeps: Vec<BatchSweep>,
+}
+
+/// The knee of steps(b): least squares of log steps = A - log min(b, b_knee) over b_knee on a
+/// grid of 400 points from the smallest to the largest b (log-spaced), A in closed form (the
+/// mean of log steps + log min(b, b_knee)). Returns (b_knee, A, whether b_knee lies past the
+/// second largest b, so that fewer than two points sit on the floor and no floor is seen); None
+/// with fewer than three points.
+pub fn batch_knee(points: &[(f64, f64)]) -> Option<(f64, f64, bool)> {
+    if points.len() < 3 || points.iter().any(|&(b, t)| !(b > 0.0 && t > 0.0)) {
+        return None;
+    }
+    let mut logb: Vec<f64> = points.iter().map(|p| p.0.ln()).collect();
+    logb.sort_by(f64::total_cmp);
+    let (lo, hi, second) = (logb[0], logb[logb.len() - 1], logb[logb.len() - 2]);
+    let fit = |knee: f64| {
+        let r: Vec<f64> = points.iter().map(|&(b, t)| t.ln() + b.ln().min(knee)).collect();
+        let a = r.iter().sum::<f64>() / r.len() as f64;
+        (r.iter().map(|v| (v - a).powi(2)).sum::<f64>(), a)
+    };
+    let grid = 400;
+    let (best, (_, a)) = (0..=grid).map(|i| lo + (hi - lo) * i as f64 / grid as f64).map(|k| (k, fit(k))).min_by(|x, y| x.1 .0.total_cmp(&y.1 .0))?;
+    Some((best.exp(), a, best > second + 1e-12))
+}
+
+/// The label of a trial without its `b=` part: the family a batch sweep plots as one line.
+fn without_batch(label: &str) -> String {
+    label.split('/').filter(|p| !p.starts_with("b=")).collect::<Vec<_>>().join("/")
+}
+
+/// Median escape per (label family, target, d) against b, for the sweeps with three b or more.
+fn batch_sweeps(records: &[Record]) -> Vec<BatchSweep> {
+    // (family, target, d) -> b -> seed -> (steps, samples)
+    let mut by: BTreeMap<(String, String, usize), BTreeMap<usize, BTreeMap<u64, (f64, f64)>>> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.status == "ok" && r.escaped.is_some()) {
+        let t = &r.trial;
+        let Some(b) = t.options.get("batch").and_then(|v| v.as_u64()) else { continue };
+        let v = match (r.escaped, r.escape_step, r.escape_samples) {
+            (Some(true), Some(s), Some(n)) => (s as f64, n as f64),
+            _ => (f64::INFINITY, f64::INFINITY),
+        };
+        by.entry((without_batch(&t.label), escape_task(t), t.d)).or_default().entry(b as usize).or_default().insert(t.seed, v);
+    }
+    let mut out = Vec::new();
+    for ((method, target, d), by_b) in by {
+        if by_b.len() < 3 {
+            continue;
+        }
+        let lost: Vec<usize> = by_b
+            .iter()
+            .filter(|(_, by_seed)| {
+                let seeds: Vec<u64> = by_seed.keys().copied().collect();
+                median_of(by_seed, &seeds, false).is_none()
+            })
+            .map(|(&b, _)| b)
+            .collect();
+        let points: Vec<(usize, f64, f64)> = by_b
+            .iter()
+            .filter_map(|(&b, by_seed)| {
+                let seeds: Vec<u64> = by_seed.keys().copied().collect();
+                Some((b, median_of(by_seed, &seeds, false)?, median_of(by_seed, &seeds, true)?))
+            })
+            .collect();
+        let Some((knee, level, at_end)) = batch_knee(&points.iter().map(|p| (p.0 as f64, p.1)).collect::<Vec<_>>()) else { continue };
+        out.push(BatchSweep { method, target, d, points, knee: (!at_end).then_some(knee), level, lost });
+    }
+    out
 }
 
 /// The q-quantile (0..1) of values sorted ascending with the non-escaped as +inf, by linear
@@ -347,7 +435,7 @@ pub fn build_report(records: &[Record], eps: f64, bootstrap: usize) -> Report {
         });
     }
     let (escape, escape_fits) = escape_report(records, bootstrap);
-    Report { eps, n_star: rows, exponents, local_slopes: local, escape, escape_fits }
+    Report { eps, n_star: rows, exponents, local_slopes: local, escape, escape_fits, batch_sweeps: batch_sweeps(records) }
 }
 
 /// report.md: errors by method, d, n; n* table; exponents; what was not reached.
@@ -395,6 +483,15 @@ pub fn render_markdown(report: &Report, records: &[Record]) -> String {
             s.push_str(&format!("| {} | {} | {} | {:.2} | {iv} | {:?} | {} |\n", f.method, f.target, f.quantity, f.exponent, f.dims, local.join("; ")));
         }
     }
+    if !report.batch_sweeps.is_empty() {
+        s.push_str("\n## Escape against the batch size b (sgd)\n\nMedian escape over seeds; the knee is the b_knee of the least-squares fit log steps = A - log min(b, b_knee) (steps fall like 1/b, at a fixed sample count, up to the knee, and stay flat past it), over the b whose median seed escaped; the last column lists the b whose median seed did not.\n\n| method | target | d | knee b | b: median steps / median samples | median not escaped at b |\n| --- | --- | --- | --- | --- | --- |\n");
+        for w in &report.batch_sweeps {
+            let knee = w.knee.map_or("past the largest b".into(), |k| format!("{k:.0}"));
+            let points: Vec<String> = w.points.iter().map(|(b, t, n)| format!("{b}: {t:.0} / {n:.0}")).collect();
+            let lost = if w.lost.is_empty() { "-".to_string() } else { w.lost.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", ") };
+            s.push_str(&format!("| {} | {} | {} | {knee} | {} | {lost} |\n", w.method, w.target, w.d, points.join("; ")));
+        }
+    }
     let missing: Vec<String> =
         report.n_star.iter().filter(|r| r.n_star.is_none()).map(|r| format!("{} on {} at d = {}", r.method, r.target, r.d)).collect();
     s.push_str("\n## Not reached\n\n");
@@ -429,6 +526,25 @@ pub fn write_report(dir: &std::path::Path, report: &Report, records: &[Record]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The knee fit finds a knee it was given: steps = 1e6 / min(b, 300) times 10% log-normal
+    /// noise over b = 1..2^14 gives a knee within a factor 1.5 of 300; a sweep that falls like
+    /// 1/b throughout has none within it; one flat throughout has it at the smallest b.
+    #[test]
+    fn the_batch_knee_is_found_where_it_was_put() {
+        let z = featlearn::rng::normals(7, Stream::Bootstrap, 0, 45);
+        let bs: Vec<f64> = (0..15).map(|i| 2f64.powi(i)).collect();
+        let noisy = |t: f64, i: usize| t * (0.1 * z[i]).exp();
+        let knee: Vec<(f64, f64)> = bs.iter().enumerate().map(|(i, &b)| (b, noisy(1e6 / b.min(300.0), i))).collect();
+        let (k, a, at_end) = batch_knee(&knee).unwrap();
+        assert!(!at_end && (200.0..450.0).contains(&k), "knee {k}");
+        assert!((a - 1e6f64.ln()).abs() < 0.1, "level {a}");
+        let falling: Vec<(f64, f64)> = bs.iter().enumerate().map(|(i, &b)| (b, noisy(1e6 / b, 15 + i))).collect();
+        assert!(batch_knee(&falling).unwrap().2, "a 1/b sweep has no knee within it");
+        let flat: Vec<(f64, f64)> = bs.iter().enumerate().map(|(i, &b)| (b, noisy(1e3, 30 + i))).collect();
+        assert!(batch_knee(&flat).unwrap().0 < 1.5, "a flat sweep has its knee at the smallest b");
+        assert!(batch_knee(&knee[..2]).is_none());
+    }
 
     /// Records whose seeds reach eps = 0.1 exactly at n*_s(d) on a dense geometric grid of n
     /// (error 0.1 n*_s / n), with n*_s(d) = c_s d^k(d) given by `truth`.

@@ -6,7 +6,8 @@
 //! gradient of L = (1/b) sum_i l(y_i, f(x_i)) by [`crate::backprop`], with
 //!   mse: l = (f - y)^2 / 2,   correlation: l = -y f,
 //! and updates W <- W - eta grad_W L, or, spherically, each row on the unit sphere:
-//!   g~_j = g_j - (g_j . w_j) w_j,   w_j <- (w_j - eta g~_j) / |w_j - eta g~_j|,
+//!   g~_j = g_j - (g_j . w_j) w_j,   w_j <- (w_j - eta g~_j) / |w_j - eta g~_j|
+//! (the tangent step), or with g~_j = g_j (the whole gradient, then back onto the sphere),
 //! and, when the second layer is trained, a <- a - eta grad_a L.
 //!
 //! The overlap is max_j |w_j . u| / |w_j| for a single-index teacher (r = 1) and the subspace
@@ -73,6 +74,10 @@ pub struct SgdOptions {
     /// Steps T.
     pub steps: usize,
     pub spherical: bool,
+    /// With `spherical`, step along the tangent part of the gradient, g - (g . w) w (Ben Arous,
+    /// Gheissari, Jagannath), or, when false, along the whole gradient before renormalising (the
+    /// batch-size paper's projected SGD: the student's own prediction then pulls along w).
+    pub tangent: bool,
     /// Train the second layer a (else it stays at 1).
     pub train_second: bool,
     pub samples: Samples,
@@ -84,6 +89,36 @@ pub struct SgdOptions {
     /// Stop each replica at its escape step: its curve, final overlap, student and step count
     /// are those at escape (the run ends once every replica has escaped).
     pub stop_at_escape: bool,
+    /// rho of the displaced step (0: plain SGD): each sample's gradient is taken at the student
+    /// moved by rho along that sample's own descent direction, W - rho grad_W l(x_i; W) (the
+    /// extragradient step of Arnaboldi et al., "Repetita iuvant", 2024: the data-reuse protocol).
+    pub displace: f64,
+}
+
+/// One sample's part of a step. From its fields z_j = w_j . x (length p; overwritten), its
+/// label y and |x|^2: the weights G_j of its gradient for the batch, g_j = G_j x with
+/// G_j = e a_j sigma'(z_j) / (p b), e = dl/df; and its second-layer gradient e sigma(z_j) / (p b)
+/// added to ga when the second layer trains. With rho = `opts.displace` > 0 all of it is taken at
+/// the displaced student: first z_j <- z_j - rho e a_j sigma'(z_j) |x|^2 / p.
+pub fn sample_weights(z: &mut [f64], y: f64, xx: f64, a: &[f64], opts: &SgdOptions, g: &mut [f64], ga: &mut [f64]) {
+    let (p, sigma) = (z.len(), &opts.sigma);
+    let residual = |z: &[f64]| match opts.loss {
+        Loss::Mse => (0..p).map(|j| a[j] * sigma.eval_host(z[j])).sum::<f64>() / p as f64 - y,
+        Loss::Correlation => -y,
+    };
+    if opts.displace != 0.0 {
+        let e = residual(z);
+        for j in 0..p {
+            z[j] -= opts.displace * e * a[j] * sigma.derivative_host(z[j]) / p as f64 * xx;
+        }
+    }
+    let e = residual(z) / opts.batch as f64;
+    for j in 0..p {
+        g[j] = e * a[j] * sigma.derivative_host(z[j]) / p as f64;
+        if opts.train_second {
+            ga[j] += e * sigma.eval_host(z[j]) / p as f64;
+        }
+    }
 }
 
 /// One replica: its teacher and its seed.
@@ -287,11 +322,13 @@ struct HostReplica {
     reused: Option<(Vec<f64>, Vec<f64>)>,
     /// The fresh rows of the current block and the first row they start at.
     block: (usize, Vec<f64>, Vec<f64>),
-    /// Buffers of a step: the batch's rows, the gradients in W and a, the pre-activations.
+    /// Buffers of a step: the batch's rows, the gradients in W and a, a sample's pre-activations
+    /// and its batch weights.
     rows: Vec<usize>,
     gw: Vec<f64>,
     ga: Vec<f64>,
     z: Vec<f64>,
+    g: Vec<f64>,
 }
 
 /// What every engine records of one replica as it steps: the overlap on the log grid, the
@@ -381,6 +418,7 @@ pub fn run_sgd_host(replicas: &[Replica], opts: &SgdOptions, progress: impl FnMu
                 gw: vec![0.0; p * d],
                 ga: vec![0.0; p],
                 z: vec![0.0; p],
+                g: vec![0.0; p],
             };
             (state, track)
         })
@@ -417,8 +455,7 @@ fn host_step(st: &mut HostReplica, rep: &Replica, opts: &SgdOptions, s: usize) {
         Some((x, y)) => (x, y),
         None => (&st.block.1, &st.block.2),
     };
-    let sigma = &opts.sigma;
-    let (gw, ga, z) = (&mut st.gw, &mut st.ga, &mut st.z);
+    let (gw, ga, z, g) = (&mut st.gw, &mut st.ga, &mut st.z, &mut st.g);
     gw.iter_mut().for_each(|g| *g = 0.0);
     ga.iter_mut().for_each(|g| *g = 0.0);
     for &i in &st.rows {
@@ -426,22 +463,16 @@ fn host_step(st: &mut HostReplica, rep: &Replica, opts: &SgdOptions, s: usize) {
         for j in 0..p {
             z[j] = dot(&st.w[j * d..(j + 1) * d], x);
         }
-        let e = match opts.loss {
-            Loss::Mse => ((0..p).map(|j| st.a[j] * sigma.eval_host(z[j])).sum::<f64>() / p as f64 - ys[i]) / b as f64,
-            Loss::Correlation => -ys[i] / b as f64,
-        };
+        let xx = if opts.displace != 0.0 { dot(x, x) } else { 0.0 };
+        sample_weights(z, ys[i], xx, &st.a, opts, g, ga);
         for j in 0..p {
-            let g = e * st.a[j] * sigma.derivative_host(z[j]) / p as f64;
-            gw[j * d..(j + 1) * d].iter_mut().zip(x).for_each(|(gw, x)| *gw += g * x);
-            if opts.train_second {
-                ga[j] += e * sigma.eval_host(z[j]) / p as f64;
-            }
+            gw[j * d..(j + 1) * d].iter_mut().zip(x).for_each(|(gw, x)| *gw += g[j] * x);
         }
     }
     for j in 0..p {
         let (wj, gj) = (&mut st.w[j * d..(j + 1) * d], &gw[j * d..(j + 1) * d]);
         if opts.spherical {
-            let along = dot(gj, wj);
+            let along = if opts.tangent { dot(gj, wj) } else { 0.0 };
             wj.iter_mut().zip(gj).for_each(|(w, g)| *w -= opts.eta * (g - along * *w));
             let norm = dot(wj, wj).sqrt();
             wj.iter_mut().for_each(|w| *w /= norm);
@@ -462,6 +493,9 @@ pub fn run_sgd_batched(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut
     let (d, r, p, b) = (first.target.d, first.target.r, opts.width, opts.batch);
     if replicas.iter().any(|rep| rep.target.d != d || rep.target.r != r) {
         return Err(Error::Invalid("replicas of one SGD run share d and r".into()));
+    }
+    if opts.displace != 0.0 {
+        return Err(Error::Invalid("the displaced step (sgd.displace) runs on the CPU engine or engine = \"overlaps\", not yet as a batched program".into()));
     }
     let host_w: Vec<f64> = replicas.iter().flat_map(|rep| initial_w(rep.target, rep.seed, p, opts.start)).collect();
     let host_u: Vec<f64> = replicas.iter().flat_map(|rep| rep.target.u.clone()).collect();
@@ -540,9 +574,11 @@ pub fn run_sgd_batched(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut
             let grads = backward(&layers, scales, &opts.sigma, x, &pass, e);
             let mut w = layers.w.clone() - grads.w.clone() * opts.eta;
             if opts.spherical {
-                // the tangent gradient: g - (g . w) w, with |w| = 1
-                let along = (grads.w.clone() * layers.w.clone()).sum_dim(2);
-                w = layers.w.clone() - (grads.w - layers.w.clone() * along) * opts.eta;
+                if opts.tangent {
+                    // the tangent gradient: g - (g . w) w, with |w| = 1
+                    let along = (grads.w.clone() * layers.w.clone()).sum_dim(2);
+                    w = layers.w.clone() - (grads.w - layers.w.clone() * along) * opts.eta;
+                }
                 w = w.clone() / w.powi_scalar(2).sum_dim(2).sqrt();
             }
             let mut a = if opts.train_second { layers.a.clone() - grads.a * opts.eta } else { layers.a.clone() };

@@ -7,7 +7,8 @@
 //! Wishart(d - q, I_b) independent of Xi. With the step's batch weights G (b x p),
 //! A = G^T Z_W, B = G^T Z_U, C = G^T K G, a plain step is
 //!   W'U^T = WU^T - eta B,   W'W'^T = WW^T - eta (A + A^T) + eta^2 C,
-//! and a spherical one, with D = diag(1 + eta A_jj) and N_j^2 = 1 + eta^2 (C_jj - A_jj^2),
+//! and a spherical one, with D = diag(1 + eta A_jj) for the tangent step (D = I for the whole
+//! gradient's) and N_j^2 = (VV^T)_jj,
 //!   VV^T = D WW^T D - eta (D A^T + A D) + eta^2 C,  VU^T = D WU^T - eta B,
 //!   W'W'^T = VV^T / (N N^T),  W'U^T = VU^T / N (by rows).
 //! A step costs O(q^3 + b q^2 + b^2 q), whatever d: the same random process as
@@ -17,7 +18,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{ChiSquared, Distribution, StandardNormal};
 
-use crate::dynamics::{run_on_host, Loss, Replica, Samples, SgdOptions, SgdOutcome, Start, Track};
+use crate::dynamics::{run_on_host, sample_weights, Replica, Samples, SgdOptions, SgdOutcome, Start, Track};
 use crate::rng::{stream_rng, Stream};
 use crate::target::Target;
 use crate::Error;
@@ -166,26 +167,18 @@ impl Overlaps {
     /// then the teacher's r; its Gram K, b x b; labels y); the formulas of the module's doc. Z's
     /// student columns are moved with the student, so that the batch can be stepped on again
     /// (repeated samples): plain, Z_W' = Z_W - eta K G; spherical,
-    /// z'_ij = ((1 + eta A_jj) z_ij - eta (K G)_ij) / N_j. Z_U and K do not change.
+    /// z'_ij = (D_j z_ij - eta (K G)_ij) / N_j. Z_U and K do not change.
     pub fn step(&mut self, work: &mut Workspace, opts: &SgdOptions) {
         let (p, r, b) = (self.p, self.r, work.y.len());
         let q = p + r;
         let eta = opts.eta;
-        let Workspace { z, k, y, g, ga, a, bm, kg, c, scale, norm, ww, .. } = work;
+        let Workspace { z, k, y, g, ga, a, bm, kg, c, scale, norm, ww, fields, .. } = work;
         let (g, ga, a, bm, kg, c) = (zeroed(g, b * p), zeroed(ga, p), zeroed(a, p * p), zeroed(bm, p * r), zeroed(kg, b * p), zeroed(c, p * p));
-        // batch weights G_ij = e_i a_j sigma'(z_ij) / p, e_i = dl/df / b
+        // batch weights G_ij = e_i a_j sigma'(z_ij) / (p b), e_i = dl/df (displaced: |x_i|^2 = K_ii)
+        let zi = zeroed(fields, p);
         for i in 0..b {
-            let zi = &z[i * q..i * q + p];
-            let e = match opts.loss {
-                Loss::Mse => ((0..p).map(|j| self.a[j] * opts.sigma.eval_host(zi[j])).sum::<f64>() / p as f64 - y[i]) / b as f64,
-                Loss::Correlation => -y[i] / b as f64,
-            };
-            for j in 0..p {
-                g[i * p + j] = e * self.a[j] * opts.sigma.derivative_host(zi[j]) / p as f64;
-                if opts.train_second {
-                    ga[j] += e * opts.sigma.eval_host(zi[j]) / p as f64;
-                }
-            }
+            zi.copy_from_slice(&z[i * q..i * q + p]);
+            sample_weights(zi, y[i], k[i * b + i], &self.a, opts, &mut g[i * p..(i + 1) * p], ga);
         }
         // A = G^T Z_W (p x p), B = G^T Z_U (p x r), C = G^T K G (p x p)
         for i in 0..b {
@@ -210,8 +203,11 @@ impl Overlaps {
         if opts.spherical {
             let (dg, n, ww) = (zeroed(scale, p), zeroed(norm, p), zeroed(ww, p * p));
             for j in 0..p {
-                dg[j] = 1.0 + eta * a[j * p + j];
-                n[j] = (1.0 + eta * eta * (c[j * p + j] - a[j * p + j] * a[j * p + j])).sqrt();
+                dg[j] = if opts.tangent { 1.0 + eta * a[j * p + j] } else { 1.0 };
+            }
+            for j in 0..p {
+                let vv = dg[j] * dg[j] * self.ww[j * p + j] - 2.0 * eta * dg[j] * a[j * p + j] + eta * eta * c[j * p + j];
+                n[j] = vv.sqrt();
             }
             for i in 0..b {
                 for j in 0..p {
@@ -313,6 +309,7 @@ pub struct Workspace {
     c: Vec<f64>,
     scale: Vec<f64>,
     norm: Vec<f64>,
+    fields: Vec<f64>,
     ww: Vec<f64>,
     gram: Vec<f64>,
     l: Vec<f64>,

@@ -246,26 +246,32 @@ fn training_agrees_across_backends() {
 }
 
 /// One SGD step of the full student in f64 loops on the host: W (p x d) and a, on a batch x
-/// (b x d, row-major) with labels y; the step every engine is checked against.
+/// (b x d, row-major) with labels y; the step every engine is checked against. With
+/// o.displace = rho > 0 it is the extragradient step of "Repetita iuvant" as their code writes
+/// it: W' = W - eta (1/b) sum_i grad_W l(x_i; W - rho grad_W l(x_i; W)) (a's gradient too is
+/// taken at the displaced W).
 fn full_step(w: &mut [f64], a: &mut [f64], x: &[f64], y: &[f64], d: usize, o: &featlearn::dynamics::SgdOptions) {
     let (p, b) = (a.len(), y.len());
+    // one sample's gradients (in W, p x d, and in a) at first layer v
+    let grads = |v: &[f64], xi: &[f64], yi: f64| -> (Vec<f64>, Vec<f64>) {
+        let z: Vec<f64> = (0..p).map(|j| (0..d).map(|k| v[j * d + k] * xi[k]).sum()).collect();
+        let f: f64 = (0..p).map(|j| a[j] * o.sigma.eval_host(z[j])).sum::<f64>() / p as f64;
+        let e = if o.loss == featlearn::dynamics::Loss::Mse { f - yi } else { -yi };
+        let gw = (0..p * d).map(|t| e * a[t / d] * o.sigma.derivative_host(z[t / d]) * xi[t % d] / p as f64).collect();
+        (gw, (0..p).map(|j| e * o.sigma.eval_host(z[j]) / p as f64).collect())
+    };
     let (mut gw, mut ga) = (vec![0.0; p * d], vec![0.0; p]);
     for i in 0..b {
         let xi = &x[i * d..(i + 1) * d];
-        let z: Vec<f64> = (0..p).map(|j| (0..d).map(|k| w[j * d + k] * xi[k]).sum()).collect();
-        let f: f64 = (0..p).map(|j| a[j] * o.sigma.eval_host(z[j])).sum::<f64>() / p as f64;
-        let e = if o.loss == featlearn::dynamics::Loss::Mse { (f - y[i]) / b as f64 } else { -y[i] / b as f64 };
-        for j in 0..p {
-            ga[j] += e * o.sigma.eval_host(z[j]) / p as f64;
-            for k in 0..d {
-                gw[j * d + k] += e * a[j] * o.sigma.derivative_host(z[j]) * xi[k] / p as f64;
-            }
-        }
+        let at: Vec<f64> = if o.displace > 0.0 { w.iter().zip(grads(w, xi, y[i]).0).map(|(w, g)| w - o.displace * g).collect() } else { w.to_vec() };
+        let (gwi, gai) = grads(&at, xi, y[i]);
+        gw.iter_mut().zip(gwi).for_each(|(g, v)| *g += v / b as f64);
+        ga.iter_mut().zip(gai).for_each(|(g, v)| *g += v / b as f64);
     }
     for j in 0..p {
         let (wj, gj) = (&mut w[j * d..(j + 1) * d], &gw[j * d..(j + 1) * d]);
         if o.spherical {
-            let along: f64 = gj.iter().zip(wj.iter()).map(|(g, v)| g * v).sum();
+            let along: f64 = if o.tangent { gj.iter().zip(wj.iter()).map(|(g, v)| g * v).sum() } else { 0.0 };
             let v: Vec<f64> = wj.iter().zip(gj).map(|(v, g)| v - o.eta * (g - along * v)).collect();
             let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
             wj.iter_mut().zip(v).for_each(|(w, v)| *w = v / n);
@@ -293,12 +299,14 @@ mod sgd {
             eta: 0.15,
             steps: 7,
             spherical,
+            tangent: true,
             train_second,
             samples,
             start: Start::Sphere,
             threshold: 0.5,
             log_points: 40,
             stop_at_escape: false,
+            displace: 0.0,
         }
     }
 
@@ -374,24 +382,30 @@ mod sgd {
         }
     }
 
-    /// Several steps of every loss, plain and spherical, with a fixed and a trained second layer,
+    /// Several steps of every loss, plain and spherical (the tangent step and the whole
+    /// gradient's), with a fixed and a trained second layer,
     /// and every sample mode, against the f64 host loops: both engines, the host one and the
-    /// batched tensor program (on ndarray in f64 here, as on a GPU).
+    /// batched tensor program (on ndarray in f64 here, as on a GPU); the displaced step
+    /// (rho = 0.05, rho |x|^2 about 0.25) on the host engine, which the batched one refuses.
     #[test]
     fn steps_equal_a_host_computation_for_every_loss_projection_and_sample_mode() {
         let c = cpu(Precision::F64);
         let target = single_index(5, 3, 4, 0.3);
         let modes = [Samples::Fresh, Samples::Repeat { k: 3 }, Samples::Reuse { n: 7 }];
         for loss in [Loss::Mse, Loss::Correlation] {
-            for spherical in [false, true] {
+            for (spherical, tangent) in [(false, true), (true, true), (true, false)] {
                 for train_second in [false, true] {
-                    for samples in modes {
-                        let o = options(loss, spherical, train_second, samples);
+                    for (samples, displace) in modes.iter().flat_map(|&m| [(m, 0.0), (m, 0.05)]) {
+                        let o = SgdOptions { displace, tangent, ..options(loss, spherical, train_second, samples) };
                         let (w, a, overlaps) = reference(&target, 11, &o);
                         let replica = [Replica { target: &target, seed: 11 }];
-                        for (engine, out) in [("host", run_sgd_host(&replica, &o, |_| {})), ("batched", run_sgd_batched(&c, &replica, &o, |_| {}))] {
+                        let batched = run_sgd_batched(&c, &replica, &o, |_| {});
+                        if displace > 0.0 {
+                            assert!(batched.is_err(), "the batched engine refuses the displaced step");
+                        }
+                        for (engine, out) in [("host", run_sgd_host(&replica, &o, |_| {})), ("batched", batched)].into_iter().filter(|(e, _)| displace == 0.0 || *e == "host") {
                             let out = out.unwrap().remove(0);
-                            let what = format!("{engine} {loss:?} spherical={spherical} trained={train_second} {samples:?}");
+                            let what = format!("{engine} {loss:?} spherical={spherical} tangent={tangent} trained={train_second} {samples:?} displace={displace}");
                             close(&format!("{what} W"), &out.w, &w, 1e-11);
                             close(&format!("{what} a"), &out.a, &a, 1e-11);
                             close(&format!("{what} overlap"), &[out.final_overlap], &[overlaps[o.steps - 1]], 1e-11);
@@ -478,18 +492,21 @@ mod chain {
             eta: 0.2,
             steps: 1,
             spherical,
+            tangent: true,
             train_second,
             samples: Samples::Fresh,
             start: Start::Sphere,
             threshold: 0.5,
             log_points: 10,
             stop_at_escape: false,
+            displace: 0.0,
         }
     }
 
     /// The chain's update from an explicit batch equals the Gram of the full update, for each
-    /// loss, plain and spherical, fixed and trained second layer, and for a second step on the
-    /// same batch (repeated samples, k = 2), in f64.
+    /// loss, plain and spherical (tangent and whole-gradient), fixed and trained second layer,
+    /// plain and displaced, and for a
+    /// second step on the same batch (repeated samples, k = 2), in f64.
     #[test]
     fn one_chain_step_equals_the_gram_of_the_full_step() {
         let (d, p, b) = (7, 2, 3);
@@ -506,9 +523,9 @@ mod chain {
         let dot = |a: &[f64], c: &[f64]| a.iter().zip(c).map(|(s, t)| s * t).sum::<f64>();
         let y: Vec<f64> = (0..b).map(|i| target.f_host(&x[i * d..(i + 1) * d])).collect();
         for loss in [Loss::Mse, Loss::Correlation] {
-            for spherical in [false, true] {
-                for train_second in [false, true] {
-                    let o = opts(loss, spherical, train_second);
+            for (spherical, tangent) in [(false, true), (true, true), (true, false)] {
+                for (train_second, displace) in [(false, 0.0), (true, 0.0), (false, 0.05), (true, 0.05)] {
+                    let o = SgdOptions { displace, tangent, ..opts(loss, spherical, train_second) };
                     let (mut w, mut a) = (w0.clone(), vec![1.0, 0.7]);
                     let mut state = Overlaps {
                         p,
@@ -531,7 +548,7 @@ mod chain {
                     for repeat in 0..2 {
                         state.step(&mut work, &o);
                         full_step(&mut w, &mut a, &x, &y, d, &o);
-                        let what = format!("{loss:?} spherical={spherical} trained={train_second} step {}", repeat + 1);
+                        let what = format!("{loss:?} spherical={spherical} tangent={tangent} trained={train_second} displace={displace} step {}", repeat + 1);
                         for j in 0..p {
                             for l in 0..p {
                                 let want = dot(&w[j * d..(j + 1) * d], &w[l * d..(l + 1) * d]);
@@ -618,12 +635,14 @@ mod chain {
                 eta: 0.5 * (d as f64).powf(if k <= 2 { -1.0 } else { -1.5 }),
                 steps: 200_000,
                 spherical: true,
+                tangent: true,
                 train_second: false,
                 samples: Samples::Fresh,
                 start: Start::Sphere,
                 threshold: 0.5,
                 log_points: 20,
                 stop_at_escape: true,
+                displace: 0.0,
             };
             let full = run_sgd_host(&replicas, &o, |_| {}).unwrap();
             let chain = run_overlap_chain(&replicas, &o, |_| {}).unwrap();

@@ -25,8 +25,8 @@ pub struct SgdConfig {
     /// "matched" (the target's own link; single-index targets), "relu", or Hermite coefficients
     /// [c_0, c_1, ...] of sigma = sum_k c_k h_k.
     pub activation: ActivationValue,
-    /// "correlation" (-y f) or "mse" ((f - y)^2 / 2).
-    pub loss: String,
+    /// "correlation" (-y f) or "mse" ((f - y)^2 / 2); an axis.
+    pub loss: Axis<String>,
     /// "fresh" (new samples every step), "reuse" (a fixed training set of data.n, passed over in
     /// epochs) or "repeat" (each fresh batch used for `repeat` consecutive steps).
     pub samples: String,
@@ -34,16 +34,23 @@ pub struct SgdConfig {
     pub repeat: usize,
     /// Batch size b; an axis.
     pub batch: Axis<usize>,
-    /// The learning rate is eta = lr d^(-lr_exponent); lr is an axis.
+    /// The learning rate is eta = lr b^lr_batch_exponent d^(-lr_exponent); lr is an axis.
     pub lr: Axis<f64>,
-    /// gamma of eta = lr d^(-gamma), or "theory": 1 for k* <= 2, k*/2 for k* >= 3 (k* = task.p
-    /// of single-index-hek).
+    /// gamma of eta = lr b^e d^(-gamma), or "theory": 1 for k* <= 2, k*/2 for k* >= 3 (k* =
+    /// task.p of single-index-hek).
     pub lr_exponent: Exponent,
-    /// A count, or { c, beta, log }: ceil(c d^beta), times ln d when log = true; beta = "theory"
-    /// is the theory's escape time c T(d), T = d, d ln d, d^(k*-1) for k* = 1, 2, >= 3.
+    /// e of eta = lr b^e d^(-gamma): 1 scales the step with the batch (the batch-size protocol).
+    pub lr_batch_exponent: f64,
+    /// A count, or { c, beta, log, samples }: ceil(c d^beta), times ln d when log = true; beta =
+    /// "theory" is the theory's escape time c T(d), T = d, d ln d, d^(k*-1) for k* = 1, 2, >= 3;
+    /// samples = true makes that a count of samples (steps = count / b).
     pub steps: StepsValue,
     /// Project each w_j back on the unit sphere after every step (spherical SGD).
     pub spherical: bool,
+    /// With `spherical`: "tangent" (step along g - (g . w) w, then renormalise; Ben Arous,
+    /// Gheissari, Jagannath) or "whole" (step along the whole gradient, then renormalise: the
+    /// batch-size paper's projected SGD).
+    pub projection: String,
     /// "sphere" (uniform on the unit sphere), or a starting overlap m0 in [0, 1).
     pub init: InitValue,
     /// "fixed" (a_j = 1) or "trained" (a learns with the same eta).
@@ -56,8 +63,12 @@ pub struct SgdConfig {
     pub stop_at_escape: bool,
     /// "full" (the simulation of W in d coordinates), "overlaps" (the exact chain of
     /// [W; U][W; U]^T: a step's cost free of d; fresh or repeated samples only) or "auto" (the
-    /// chain where it applies and b <= d / 4, else full).
+    /// chain where it applies and b^2 <= 4 d, else full).
     pub engine: String,
+    /// c of the displaced step's rho = c p / d (0: plain SGD): each sample's gradient is taken at
+    /// W - rho grad_W l(x_i; W), the data-reuse protocol of "Repetita iuvant" (their
+    /// rho_prefactor; rho |x|^2 is about c p); an axis. Runs on the CPU engine and the chain.
+    pub displace: Axis<f64>,
 }
 
 impl Default for SgdConfig {
@@ -65,20 +76,23 @@ impl Default for SgdConfig {
         SgdConfig {
             width: Axis::One(1),
             activation: ActivationValue::Named("matched".into()),
-            loss: "correlation".into(),
+            loss: Axis::One("correlation".into()),
             samples: "fresh".into(),
             repeat: 2,
             batch: Axis::One(1),
             lr: Axis::One(1.0),
             lr_exponent: Exponent::Value(1.0),
+            lr_batch_exponent: 0.0,
             steps: StepsValue::Count(10_000),
             spherical: true,
+            projection: "tangent".into(),
             init: InitValue::Named("sphere".into()),
             second_layer: "fixed".into(),
             threshold: 0.5,
             log_points: 40,
             stop_at_escape: false,
             engine: "full".into(),
+            displace: Axis::One(0.0),
         }
     }
 }
@@ -109,6 +123,10 @@ pub enum StepsValue {
         beta: Exponent,
         #[serde(default)]
         log: bool,
+        /// The count is of samples, not steps: a batch of b runs count / b steps (a sweep over
+        /// b at one sample budget).
+        #[serde(default)]
+        samples: bool,
     },
 }
 
@@ -147,20 +165,22 @@ pub enum InitValue {
 const MAX_STEPS: f64 = (1u64 << 40) as f64;
 
 impl StepsValue {
-    /// The step count at dimension d and information exponent k.
-    pub fn at(&self, d: usize, k: usize) -> usize {
+    /// The step count at dimension d, information exponent k and batch size b.
+    pub fn at(&self, d: usize, k: usize, b: usize) -> usize {
         let d = d as f64;
-        let steps = match *self {
+        let (count, samples) = match *self {
             StepsValue::Count(n) => return n,
-            StepsValue::Scaled { c, beta: Exponent::Value(beta), log } => c * d.powf(beta) * if log { d.ln() } else { 1.0 },
-            StepsValue::Scaled { c, .. } => {
+            StepsValue::Scaled { c, beta: Exponent::Value(beta), log, samples } => (c * d.powf(beta) * if log { d.ln() } else { 1.0 }, samples),
+            StepsValue::Scaled { c, samples, .. } => (
                 c * match k {
                     0 | 1 => d,
                     2 => d * d.ln(),
                     k => d.powi(k as i32 - 1),
-                }
-            }
+                },
+                samples,
+            ),
         };
+        let steps = if samples { count / b as f64 } else { count };
         steps.ceil().min(MAX_STEPS) as usize
     }
 }
@@ -170,12 +190,17 @@ pub struct Sgd {
     pub batches: Vec<usize>,
     pub lrs: Vec<f64>,
     pub lr_exponent: Exponent,
+    pub lr_batch_exponent: f64,
     pub steps: StepsValue,
     /// Everything else of a run; width, batch, eta and steps come from each trial's point.
     pub options: SgdOptions,
     /// "matched": sigma is the target's link, set per trial.
     pub matched: bool,
     pub engine: Engine,
+    /// c of rho = c p / d (`sgd.displace`).
+    pub displaces: Vec<f64>,
+    /// `sgd.loss`, each "mse" or "correlation".
+    pub losses: Vec<String>,
 }
 
 /// An sgd trial's own options: its point on the width, batch and lr axes, and what they resolve
@@ -184,10 +209,25 @@ pub struct Sgd {
 pub struct SgdPoint {
     pub batch: usize,
     pub lr: f64,
-    /// eta = lr d^(-lr_exponent).
+    /// eta = lr b^lr_batch_exponent d^(-lr_exponent).
     pub eta: f64,
     /// `sgd.steps` at this d (the record's `steps` is how many ran).
     pub max_steps: usize,
+    /// c of the displaced step (`sgd.displace`); rho = c p / d.
+    #[serde(default)]
+    pub displace: f64,
+    /// "mse" or "correlation" (`sgd.loss`); None in records written before it was an axis, whose
+    /// loss is the config's one.
+    #[serde(default)]
+    pub loss: Option<String>,
+}
+
+fn parse_loss(name: &str) -> Result<Loss> {
+    match name {
+        "mse" => Ok(Loss::Mse),
+        "correlation" => Ok(Loss::Correlation),
+        other => bail!("key `sgd.loss`: '{other}' (expected mse or correlation)"),
+    }
 }
 
 impl Sgd {
@@ -226,23 +266,32 @@ impl Sgd {
         }
         for d in config.task.d.values() {
             for k in config.task.p.values() {
-                let n = s.steps.at(d, k);
-                if n == 0 || n as f64 >= MAX_STEPS {
-                    bail!("key `sgd.steps`: {n} steps at d = {d}, outside 1..2^40");
+                for &b in &batches {
+                    let n = s.steps.at(d, k, b);
+                    if n == 0 || n as f64 >= MAX_STEPS {
+                        bail!("key `sgd.steps`: {n} steps at d = {d}, b = {b}, outside 1..2^40");
+                    }
                 }
             }
         }
         if !(s.threshold > 0.0 && s.threshold <= 1.0) {
             bail!("key `sgd.threshold`: {} must lie in (0, 1]", s.threshold);
         }
+        if !s.lr_batch_exponent.is_finite() {
+            bail!("key `sgd.lr_batch_exponent`: must be finite");
+        }
         if s.log_points < 2 {
             bail!("key `sgd.log_points`: at least 2");
         }
-        let loss = match s.loss.as_str() {
-            "mse" => Loss::Mse,
-            "correlation" => Loss::Correlation,
-            other => bail!("key `sgd.loss`: '{other}' (expected mse or correlation)"),
-        };
+        let displaces = s.displace.values();
+        if displaces.is_empty() || displaces.iter().any(|c| !(*c >= 0.0 && c.is_finite())) {
+            bail!("key `sgd.displace`: needs at least one value, each finite and >= 0");
+        }
+        let losses = s.loss.values();
+        if losses.is_empty() {
+            bail!("key `sgd.loss`: needs at least one value, mse or correlation");
+        }
+        let loss = losses.iter().map(|l| parse_loss(l)).collect::<Result<Vec<_>>>()?[0];
         let samples = match s.samples.as_str() {
             "fresh" => Samples::Fresh,
             "repeat" if s.repeat == 0 => bail!("key `sgd.repeat`: samples = \"repeat\" needs k >= 1"),
@@ -280,6 +329,11 @@ impl Sgd {
             }
             other => bail!("key `sgd.activation`: {other:?} (expected \"matched\", \"relu\" or a list of finite Hermite coefficients, not all 0)"),
         };
+        let tangent = match s.projection.as_str() {
+            "tangent" => true,
+            "whole" => false,
+            other => bail!("key `sgd.projection`: '{other}' (expected tangent or whole)"),
+        };
         let engine = match s.engine.as_str() {
             "full" => Engine::Full,
             "overlaps" => Engine::Overlaps,
@@ -295,6 +349,9 @@ impl Sgd {
                 bail!("key `sgd.engine`: the overlap chain needs d > p + r (d = {d}, p + r = {})", max_p + max_r);
             }
         }
+        if listed && displaces.iter().any(|&c| c > 0.0) && engine != Engine::Overlaps && config.run.backend != "ndarray" {
+            bail!("key `sgd.displace`: the displaced step runs on the ndarray backend or with engine = \"overlaps\" (not yet as a batched GPU program)");
+        }
         let options = SgdOptions {
             width: widths[0],
             sigma,
@@ -303,14 +360,16 @@ impl Sgd {
             eta: 0.0,
             steps: 0,
             spherical: s.spherical,
+            tangent,
             train_second,
             samples,
             start,
             threshold: s.threshold,
             log_points: s.log_points,
             stop_at_escape: s.stop_at_escape,
+            displace: 0.0,
         };
-        Ok(Box::new(Sgd { widths, batches, lrs, lr_exponent: s.lr_exponent, steps: s.steps, options, matched, engine }))
+        Ok(Box::new(Sgd { widths, batches, lrs, lr_exponent: s.lr_exponent, lr_batch_exponent: s.lr_batch_exponent, steps: s.steps, options, matched, engine, displaces, losses }))
     }
 }
 
@@ -319,22 +378,30 @@ impl Method for Sgd {
         RidgeGrid::None
     }
 
-    /// One point per (width, batch, lr); the width is the trial's m. `k` is task.p, the
+    /// One point per (width, batch, lr, displace, loss); the width is the trial's m. `k` is task.p, the
     /// information exponent of single-index-hek, used where an exponent is "theory".
     fn points(&self, d: usize, k: usize) -> Vec<Point> {
         let mut out = Vec::new();
         for &p in &self.widths {
             for &batch in &self.batches {
                 for &lr in &self.lrs {
-                    let eta = lr * (d as f64).powf(-self.lr_exponent.lr_gamma(k));
-                    let label = [axis_label("p", p, self.widths.len()), axis_label("b", batch, self.batches.len()), axis_label("lr", lr, self.lrs.len())]
+                    for (&displace, loss) in self.displaces.iter().flat_map(|c| self.losses.iter().map(move |l| (c, l))) {
+                        let eta = lr * (batch as f64).powf(self.lr_batch_exponent) * (d as f64).powf(-self.lr_exponent.lr_gamma(k));
+                        let label = [
+                            axis_label("p", p, self.widths.len()),
+                            axis_label("b", batch, self.batches.len()),
+                            axis_label("lr", lr, self.lrs.len()),
+                            axis_label("displace", displace, self.displaces.len()),
+                            axis_label("loss", loss, self.losses.len()),
+                        ]
                         .into_iter()
                         .filter(|s| !s.is_empty())
                         .collect::<Vec<_>>()
                         .join("/");
-                    let mut point = Point::new(&SgdPoint { batch, lr, eta, max_steps: self.steps.at(d, k) }, label);
-                    point.m = Some(p);
-                    out.push(point);
+                        let mut point = Point::new(&SgdPoint { batch, lr, eta, max_steps: self.steps.at(d, k, batch), displace, loss: Some(loss.clone()) }, label);
+                        point.m = Some(p);
+                        out.push(point);
+                    }
                 }
             }
         }
@@ -351,9 +418,13 @@ impl Method for Sgd {
 
     fn fit_replicas(&self, tasks: &[Task], records: &mut [Record], curves: &mut [Vec<CurvePoint>]) -> Result<()> {
         let Some(first) = tasks.first() else { return Ok(()) };
-        let SgdPoint { batch, eta, max_steps: steps, .. } = first.options()?;
+        let SgdPoint { batch, eta, max_steps: steps, displace, loss, .. } = first.options()?;
         let t = first.trial;
-        let mut options = SgdOptions { width: t.m, batch, eta, steps, ..self.options.clone() };
+        let displace = displace * t.m as f64 / t.d as f64;
+        let mut options = SgdOptions { width: t.m, batch, eta, steps, displace, ..self.options.clone() };
+        if let Some(loss) = loss {
+            options.loss = parse_loss(&loss)?;
+        }
         if let Samples::Reuse { .. } = options.samples {
             options.samples = Samples::Reuse { n: t.n };
         }
@@ -364,7 +435,8 @@ impl Method for Sgd {
         let chain = match self.engine {
             Engine::Full => false,
             Engine::Overlaps => true,
-            Engine::Auto => !matches!(options.samples, Samples::Reuse { .. }) && t.d > t.m + t.r && 4 * batch <= t.d,
+            // a chain step costs about b^3 / 3 (the Wishart), a full one b d normals
+            Engine::Auto => !matches!(options.samples, Samples::Reuse { .. }) && t.d > t.m + t.r && batch * batch <= 4 * t.d,
         };
         let progress = |step| (first.status)(format!("step {step}/{steps} ({} replicas)", tasks.len()));
         let outcomes = if chain { run_overlap_chain(&replicas, &options, progress)? } else { run_sgd(first.c, &replicas, &options, progress)? };
