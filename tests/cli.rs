@@ -651,7 +651,7 @@ fn sizes_past_memory_are_failed_records_not_aborts() {
         assert!(err.contains("2 of 2 trials failed") && err.contains("results.jsonl"), "{key}: {err}");
         assert!(String::from_utf8_lossy(&o.stdout).contains("(1 failed: over the memory budget)"), "{key}");
         let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
-        assert!(summary.starts_with("method,target,p,d,n,m,seeds,failed,diverged,") && summary.contains(",0,1,0,"), "{summary}");
+        assert!(summary.starts_with("method,target,r,p,d,n,m,seeds,failed,diverged,") && summary.contains(",0,1,0,"), "{summary}");
         assert!(!err.contains("panicked") && !err.contains("memory allocation"), "{key}: {err}");
         let lines: Vec<serde_json::Value> =
             std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -383,9 +383,10 @@ fn tick(v: f64) -> String {
 /// mean ± se of a record field per (d, label, target, x).
 fn grouped(records: &[Record], keep: impl Fn(&Record) -> bool, x: impl Fn(&Record) -> f64, y: impl Fn(&Record) -> Option<f64>) -> BTreeMap<(usize, String, String), Vec<(f64, f64, f64)>> {
     let mut acc: BTreeMap<(usize, String, String), BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
+    let target = crate::report::target_name(records);
     for r in records.iter().filter(|r| r.status == "ok" && keep(r)) {
         if let Some(v) = y(r) {
-            acc.entry((r.trial.d, r.trial.label.clone(), r.trial.target.clone())).or_default().entry(x(r).to_bits()).or_default().push(v);
+            acc.entry((r.trial.d, r.trial.label.clone(), target(&r.trial))).or_default().entry(x(r).to_bits()).or_default().push(v);
         }
     }
     acc.into_iter()
@@ -412,9 +413,10 @@ fn level(name: String, y: f64, xs: impl Iterator<Item = f64>, pattern: usize) ->
 /// All figures of a results folder; returns the files written.
 pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    let targets: BTreeSet<&str> = records.iter().map(|r| r.trial.target.as_str()).collect();
+    let target_name = crate::report::target_name(records);
+    let targets: BTreeSet<String> = records.iter().map(|r| target_name(&r.trial)).collect();
     let several_targets = targets.len() > 1;
-    let variant_of_target = |t: &str| targets.iter().position(|x| *x == t).unwrap_or(0);
+    let variant_of_target = |t: &str| targets.iter().position(|x| x == t).unwrap_or(0);
     let name = |label: &str, target: &str| if several_targets { format!("{label} on {target}") } else { label.to_string() };
     const SE: &str = "(mean ± s.e. over seeds)";
 
@@ -530,6 +532,40 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
     if !transfer_dims.is_empty() {
         files.extend(line_plot(&dir.join("transfer_vs_n_target"), &format!("transfer vs from scratch: error vs n_target {SE}"), "n_target (target samples)", "test MSE / E[f*^2]", &series, true)?);
     }
+    // n* against r (a rank sweep), one figure per target, one marker per d, with the paper's two
+    // terms d^2 r and d r^p (grey, p the target's degree) through the smallest r's n* at each d
+    let ranks: BTreeSet<usize> = report.n_star.iter().map(|r| r.r).collect();
+    if ranks.len() > 1 {
+        let base = |t: &str| t.split(" r=").next().unwrap_or(t).to_string();
+        let mut by: BTreeMap<String, BTreeMap<(String, usize), Vec<(f64, f64, f64)>>> = BTreeMap::new();
+        for row in report.n_star.iter() {
+            if let Some(v) = row.n_star {
+                by.entry(base(&row.target)).or_default().entry((row.method.clone(), row.d)).or_default().push((row.r as f64, v, 0.0));
+            }
+        }
+        for (target, groups) in by {
+            // the target's degree: task.p, except quadratic's, which is 2 whatever task.p says
+            let p = if target == "quadratic" { 2.0 } else { records.iter().find(|r| r.trial.target == target).map_or(2, |r| r.trial.p) as f64 };
+            let dims: Vec<usize> = groups.keys().map(|k| k.1).collect::<BTreeSet<_>>().into_iter().collect();
+            let mut series = Vec::new();
+            for ((label, d), mut pts) in groups {
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let variant = dims.iter().position(|&x| x == d).unwrap_or(0);
+                let (r0, n0, r1) = (pts[0].0, pts[0].1, pts[pts.len() - 1].0);
+                if r1 > r0 {
+                    let df = d as f64;
+                    let grid = |f: &dyn Fn(f64) -> f64| (0..=20).map(|i| r0 * (r1 / r0).powf(i as f64 / 20.0)).map(|r| (r, n0 * f(r) / f(r0), 0.0)).collect::<Vec<_>>();
+                    series.push(Series { name: format!("d^2 r at d = {d}"), label: String::new(), points: grid(&|r| df * df * r), kind: Kind::Reference { pattern: 0 } });
+                    series.push(Series { name: format!("d r^{p} at d = {d}"), label: String::new(), points: grid(&|r| df * r.powf(p)), kind: Kind::Reference { pattern: 1 } });
+                }
+                series.push(Series { name: format!("{label} d = {d}"), label: label.clone(), points: pts, kind: Kind::Data { variant } });
+            }
+            let stem: String = format!("nstar_vs_r_{target}").chars().map(|c| if c.is_ascii_alphanumeric() || "-_=".contains(c) { c } else { '_' }).collect();
+            let title = format!("n* against r on {target} at eps = {} (grey: d^2 r and d r^p through the smallest r)", report.eps);
+            files.extend(line_plot(&dir.join(stem), &title, "r", "n* (interpolated in log n)", &series, true)?);
+        }
+    }
+
     files.extend(draw_escape(dir, report)?);
     Ok(files)
 }

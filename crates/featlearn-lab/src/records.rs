@@ -212,11 +212,13 @@ pub fn mean_se(values: &[f64]) -> (f64, f64) {
     (mean, (var / n).sqrt())
 }
 
-/// One row of the summary: a (method, target, p, d, n, m) cell over seeds.
+/// One row of the summary: a (method, target, r, p, d, n, m) cell over seeds.
 #[derive(Clone, Debug)]
 pub struct SummaryRow {
     pub method: String,
     pub target: String,
+    /// The number of relevant directions (task.r).
+    pub r: usize,
     /// The target's degree (task.p; k of single-index-hek).
     pub p: usize,
     pub d: usize,
@@ -254,14 +256,14 @@ pub fn failure_cause(reason: &str) -> &'static str {
 /// The summary rows of `records`; `network(method)` says whether a method has a network (its
 /// rows show m).
 pub fn summarize(records: &[Record], network: impl Fn(&str) -> bool) -> Vec<SummaryRow> {
-    let mut groups: BTreeMap<(String, String, usize, usize, usize, usize), Vec<&Record>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, String, usize, usize, usize, usize, usize), Vec<&Record>> = BTreeMap::new();
     for r in records {
         let t = &r.trial;
-        groups.entry((t.label.clone(), t.target.clone(), t.p, t.d, t.n, t.m)).or_default().push(r);
+        groups.entry((t.label.clone(), t.target.clone(), t.r, t.p, t.d, t.n, t.m)).or_default().push(r);
     }
     groups
         .into_iter()
-        .map(|((method, target, p, d, n, m), rs)| {
+        .map(|((method, target, r, p, d, n, m), rs)| {
             let ok: Vec<&&Record> = rs.iter().filter(|r| r.status == "ok").collect();
             let col = |f: fn(&Record) -> Option<f64>| -> Vec<f64> { ok.iter().filter_map(|r| f(r)).collect() };
             let mse = col(|r| r.test_mse);
@@ -276,6 +278,7 @@ pub fn summarize(records: &[Record], network: impl Fn(&str) -> bool) -> Vec<Summ
                 m: network(&rs[0].trial.method).then_some(m),
                 method,
                 target,
+                r,
                 p,
                 d,
                 n,
@@ -294,15 +297,16 @@ pub fn summarize(records: &[Record], network: impl Fn(&str) -> bool) -> Vec<Summ
 
 pub fn write_summary_csv(path: &Path, rows: &[SummaryRow]) -> Result<()> {
     let mut s = String::from(
-        "method,target,p,d,n,m,seeds,failed,diverged,test_mse_mean,test_mse_se,test_excess_mse_mean,test_excess_mse_se,test_l1_excess_mean,test_l1_excess_se,alignment_mean,alignment_se\n",
+        "method,target,r,p,d,n,m,seeds,failed,diverged,test_mse_mean,test_mse_se,test_excess_mse_mean,test_excess_mse_se,test_l1_excess_mean,test_l1_excess_se,alignment_mean,alignment_se\n",
     );
     let num = |v: f64| if v.is_finite() { format!("{v:.6e}") } else { String::new() };
     for r in rows {
         let (am, ase) = r.alignment.map(|(a, b)| (num(a), num(b))).unwrap_or_default();
         s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.method,
             r.target,
+            r.r,
             r.p,
             r.d,
             r.n,
@@ -339,15 +343,16 @@ fn outcomes(r: &SummaryRow) -> String {
 /// The results table printed at the end of a run.
 pub fn format_table(rows: &[SummaryRow]) -> String {
     let mut s = format!(
-        "{:<24} {:<16} {:>2} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}\n",
-        "method", "target", "p", "d", "n", "m", "seeds", "test_mse", "test_l1_excess", "alignment"
+        "{:<24} {:<16} {:>2} {:>2} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}\n",
+        "method", "target", "r", "p", "d", "n", "m", "seeds", "test_mse", "test_l1_excess", "alignment"
     );
     for r in rows {
         let pm = |(m, se): (f64, f64)| if m.is_finite() { format!("{m:.4} ± {se:.4}") } else { "-".into() };
         s.push_str(&format!(
-            "{:<24} {:<16} {:>2} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}{}\n",
+            "{:<24} {:<16} {:>2} {:>2} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}{}\n",
             r.method,
             r.target,
+            r.r,
             r.p,
             r.d,
             r.n,
@@ -416,15 +421,15 @@ mod tests {
         let line = |m: &str| table.lines().find(|l| l.starts_with(m)).unwrap().to_string();
         assert!(line("onestep").contains("(1 failed: over the memory budget)  (1 diverged)"), "{table}");
         assert!(line("onestep").contains(" 1000 ") && !line("ntk").contains("1000"), "{table}");
-        assert!(line("ntk").split_whitespace().nth(5) == Some("-"), "the width column of a kernel: {table}");
+        assert!(line("ntk").split_whitespace().nth(6) == Some("-"), "the width column of a kernel: {table}");
         let dir = std::env::temp_dir().join(format!("featlearn-summary-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         write_summary_csv(&dir.join("summary.csv"), &rows).unwrap();
         let csv = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
         let cells = |m: &str| -> Vec<String> { csv.lines().find(|l| l.starts_with(m)).unwrap().split(',').map(String::from).collect() };
-        assert_eq!(&csv.lines().next().unwrap().split(',').collect::<Vec<_>>()[5..9], ["m", "seeds", "failed", "diverged"]);
-        assert_eq!(&cells("onestep")[5..9], ["1000", "1", "1", "1"]);
-        assert_eq!(&cells("ntk")[5..9], ["", "1", "0", "0"]);
+        assert_eq!(&csv.lines().next().unwrap().split(',').collect::<Vec<_>>()[2..10], ["r", "p", "d", "n", "m", "seeds", "failed", "diverged"]);
+        assert_eq!(&cells("onestep")[6..10], ["1000", "1", "1", "1"]);
+        assert_eq!(&cells("ntk")[6..10], ["", "1", "0", "0"]);
     }
 
     #[test]

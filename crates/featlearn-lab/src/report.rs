@@ -16,7 +16,10 @@ use crate::records::{format_table, summarize, Record};
 #[derive(Clone, Debug, Serialize)]
 pub struct NStarRow {
     pub method: String,
+    /// The target, named `target r=R` when the run sweeps r.
     pub target: String,
+    /// The number of relevant directions (task.r).
+    pub r: usize,
     pub d: usize,
     /// None when the mean error never reaches eps on the grid.
     pub n_star: Option<f64>,
@@ -370,16 +373,25 @@ pub fn fit_exponent(points: &[(usize, f64)]) -> Option<(f64, f64)> {
     linear_fit(&points.iter().map(|&(d, n)| ((d as f64).ln(), n.ln())).collect::<Vec<_>>())
 }
 
-/// errors[(method, target)][d][seed][n] = test_mse, from the successful records.
-type Cells = BTreeMap<(String, String), BTreeMap<usize, BTreeMap<u64, BTreeMap<usize, f64>>>>;
+/// errors[(method, target, r)][d][seed][n] = test_mse, from the successful records; the target
+/// is named by [`target_name`].
+type Cells = BTreeMap<(String, String, usize), BTreeMap<usize, BTreeMap<u64, BTreeMap<usize, f64>>>>;
+
+/// How a report names a trial's target: `target r=R` when the records hold several r (a rank
+/// sweep, whose n* and fits are per r), else the target alone.
+pub fn target_name(records: &[Record]) -> impl Fn(&crate::config::Trial) -> String {
+    let several = records.iter().map(|r| r.trial.r).collect::<std::collections::BTreeSet<_>>().len() > 1;
+    move |t| if several { format!("{} r={}", t.target, t.r) } else { t.target.clone() }
+}
 
 fn cells(records: &[Record]) -> Cells {
     let mut out: Cells = BTreeMap::new();
+    let name = target_name(records);
     // sgd's trials answer another question (escape against d; see escape_report)
     for r in records.iter().filter(|r| r.status == "ok" && r.escaped.is_none()) {
         if let Some(e) = r.test_mse {
             let t = &r.trial;
-            out.entry((t.label.clone(), t.target.clone())).or_default().entry(t.d).or_default().entry(t.seed).or_default().insert(t.n, e);
+            out.entry((t.label.clone(), name(t), t.r)).or_default().entry(t.d).or_default().entry(t.seed).or_default().insert(t.n, e);
         }
     }
     out
@@ -405,7 +417,7 @@ pub fn build_report(records: &[Record], eps: f64, bootstrap: usize) -> Report {
     let mut exponents = Vec::new();
     let mut local = Vec::new();
     let mut rng = stream_rng(0, Stream::Bootstrap);
-    for ((method, target), by_d) in &cells {
+    for ((method, target, r), by_d) in &cells {
         let mut reached = Vec::new();
         for (&d, by_seed) in by_d {
             let seeds: Vec<u64> = by_seed.keys().copied().collect();
@@ -413,7 +425,7 @@ pub fn build_report(records: &[Record], eps: f64, bootstrap: usize) -> Report {
             if let Some(v) = ns {
                 reached.push((d, v));
             }
-            rows.push(NStarRow { method: method.clone(), target: target.clone(), d, n_star: ns, at_grid_start: at_start });
+            rows.push(NStarRow { method: method.clone(), target: target.clone(), r: *r, d, n_star: ns, at_grid_start: at_start });
         }
         let Some((exponent, _)) = fit_exponent(&reached) else { continue };
         let windows = local_slopes(&reached, SLOPE_WINDOW);
@@ -614,6 +626,31 @@ mod tests {
         // a median past the escaped replicas is not reported
         let report = build_report(&escapes(&[(8, 0, Some(30)), (8, 1, None), (8, 2, None)]), 0.1, 10);
         assert_eq!(report.escape[0].samples.1, None);
+    }
+
+    /// A rank sweep keeps its r apart: n* = d^2 r + d r^3 at r = 1 and 4 comes back per r (within
+    /// 1%, the grid's interpolation), under targets named `he2-plus-hep r=R`, each with its own
+    /// exponent; a run of one r keeps the plain target name.
+    #[test]
+    fn a_rank_sweep_gets_n_star_per_r() {
+        let truth = |d: usize, r: usize| (d * d * r + d * r * r * r) as f64;
+        let mut records = Vec::new();
+        for r in [1, 4] {
+            records.extend(synthetic(&[8, 16, 32], 2, |d, _| truth(d, r)).into_iter().map(|mut rec| {
+                rec.trial.r = r;
+                rec
+            }));
+        }
+        let report = build_report(&records, 0.1, 20);
+        assert_eq!(report.n_star.len(), 6);
+        for row in &report.n_star {
+            assert_eq!(row.target, format!("he2-plus-hep r={}", row.r));
+            let want = truth(row.d, row.r);
+            assert!((row.n_star.unwrap() / want - 1.0).abs() < 0.01, "{row:?}: want {want}");
+        }
+        assert_eq!(report.exponents.len(), 2);
+        let one_r = build_report(&synthetic(&[8, 16], 2, |d, _| truth(d, 2)), 0.1, 20);
+        assert!(one_r.n_star.iter().all(|row| row.target == "he2-plus-hep" && row.r == 2));
     }
 
     #[test]
