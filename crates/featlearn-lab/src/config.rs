@@ -73,6 +73,9 @@ pub struct DataConfig {
     /// When non-empty, the n axis is ceil(c d^2) for each c here at each d, instead of `n`: a
     /// grid that follows the d^2 the theory predicts, so that every d reaches its n*.
     pub n_per_d2: Vec<f64>,
+    /// The power k of d that the multiples of `n_per_d2` scale: n = ceil(c d^k). 2 by default; a
+    /// power nearer the measured exponent lets one short grid bracket n* from small d to large.
+    pub n_power: f64,
     pub n_val: usize,
     pub n_test: usize,
     /// Fit the second layer of `onestep` on a fresh sample of n instead of reusing the first.
@@ -252,7 +255,7 @@ impl Default for TaskConfig {
 }
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { n: Axis::One(1000), n_per_d2: Vec::new(), n_val: 1000, n_test: 5000, fresh_split: false, chunk: 65_536 }
+        DataConfig { n: Axis::One(1000), n_per_d2: Vec::new(), n_power: 2.0, n_val: 1000, n_test: 5000, fresh_split: false, chunk: 65_536 }
     }
 }
 impl Default for MethodsConfig {
@@ -395,11 +398,12 @@ impl Config {
         }
     }
 
-    /// The n axis at dimension d: `data.n`, or ceil(c d^2) for each c of `data.n_per_d2`.
+    /// The n axis at dimension d: `data.n`, or ceil(c d^k) for each c of `data.n_per_d2`, k =
+    /// `data.n_power`.
     pub fn n_values(&self, d: usize) -> Vec<usize> {
         match self.data.n_per_d2.as_slice() {
             [] => self.data.n.values(),
-            per => per.iter().map(|c| (c * (d * d) as f64).ceil() as usize).collect(),
+            per => per.iter().map(|c| (c * (d as f64).powf(self.data.n_power)).ceil() as usize).collect(),
         }
     }
 
@@ -517,6 +521,9 @@ impl Config {
         }
         if self.data.n_per_d2.iter().any(|c| !(*c > 0.0 && c.is_finite())) {
             bail!("key `data.n_per_d2`: every multiple of d^2 must be positive and finite");
+        }
+        if !(self.data.n_power > 0.0 && self.data.n_power <= 8.0) {
+            bail!("key `data.n_power`: the power of d must lie in (0, 8], got {}", self.data.n_power);
         }
         if self.data.n_val == 0 {
             bail!("key `data.n_val`: the validation split chooses the ridge and must be non-empty");

@@ -215,6 +215,12 @@ mod tests {
         assert_eq!(dn, [(8, 32), (8, 128), (20, 200), (20, 800)]);
         let e = from_toml("[data]\nn_per_d2 = [1.0, -2.0]\n", &[]).unwrap_err();
         assert!(format!("{e:#}").contains("data.n_per_d2"));
+        // another power of d: ceil(c d^1.5), 8^1.5 = 22.63, 20^1.5 = 89.44
+        let c = from_toml("[task]\nd = [8, 20]\n[data]\nn_per_d2 = [0.5, 2.0]\nn_power = 1.5\n[methods]\nlist = [\"onestep\"]\n[run]\nseeds = 1\n", &[]).unwrap();
+        let dn: Vec<(usize, usize)> = trials(&c).unwrap().iter().map(|t| (t.d, t.n)).collect();
+        assert_eq!(dn, [(8, 12), (8, 46), (20, 45), (20, 179)]);
+        let e = from_toml("[data]\nn_power = 0\n", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("data.n_power"), "{e:#}");
     }
 
     #[test]

@@ -372,6 +372,50 @@ pub fn matmul_nt(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     product(a, Op::N, b, Op::T)
 }
 
+/// The Gram a^T a (a: k x m, result m x m, symmetric). On ndarray a is read once (not once per
+/// operand, as `matmul_tn(a.clone(), a.clone())` would copy it twice) and faer computes the lower
+/// triangle only, half the flops of the full product, then mirrors it.
+pub fn gram_tn(a: Tensor<2>) -> Tensor<2> {
+    let [k, m] = a.dims();
+    let dtype = a.dtype();
+    let host = matches!(dtype, DType::F32 | DType::F64) && is_ndarray(&a.device());
+    if !host || m.saturating_mul(m).saturating_mul(k) < HOST_GEMM_MIN {
+        return a.clone().transpose().matmul(a);
+    }
+    let Ok(data) = owned_data(a.clone()) else {
+        // a failed read leaves the product to burn, whose result reports the failure when read
+        return a.clone().transpose().matmul(a);
+    };
+    let out = match dtype {
+        DType::F32 => host_gram::<f32>(&data, k, m),
+        _ => host_gram::<f64>(&data, k, m),
+    };
+    Tensor::from_data(out, (&a.device(), dtype))
+}
+
+fn host_gram<T: faer::traits::ComplexField + burn::tensor::Element + Copy>(a: &TensorData, k: usize, m: usize) -> TensorData {
+    use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+    let a = faer::MatRef::from_row_major_slice(a.as_slice::<T>().expect("dtype checked"), k, m);
+    let mut out = vec![T::zero_impl(); m * m];
+    matmul(
+        faer::MatMut::from_row_major_slice_mut(&mut out, m, m),
+        BlockStructure::TriangularLower,
+        faer::Accum::Replace,
+        a.transpose(),
+        BlockStructure::Rectangular,
+        a,
+        BlockStructure::Rectangular,
+        T::one_impl(),
+        faer::Par::rayon(0),
+    );
+    for i in 0..m {
+        for j in 0..i {
+            out[j * m + i] = out[i * m + j];
+        }
+    }
+    TensorData::new(out, [m, m])
+}
+
 /// Products over a leading replica dimension, (R x m x k)(R x k x n) -> R x m x n, each operand
 /// as it is or with its last two dimensions transposed (`ta`, `tb`). One replica goes through the
 /// 2-D products above (faer's gemm on ndarray); more are burn's batched matmul.
@@ -395,16 +439,19 @@ fn product(a: Tensor<2>, op_a: Op, b: Tensor<2>, op_b: Op) -> Tensor<2> {
     if !host || m.saturating_mul(k).saturating_mul(n) < HOST_GEMM_MIN {
         return orient(a, op_a).matmul(orient(b, op_b));
     }
-    let (ad, bd) = match (owned_data(a.clone()), owned_data(b.clone())) {
+    let device = a.device();
+    // Moved, not cloned: an operand the caller no longer holds is handed over without a copy.
+    let (ad, bd) = match (owned_data(a), owned_data(b)) {
         (Ok(ad), Ok(bd)) => (ad, bd),
-        // a failed read leaves the product to burn, whose result reports the failure when read
-        _ => return orient(a, op_a).matmul(orient(b, op_b)),
+        // Reading an ndarray tensor does not fail (synchronous host memory); were it to, the
+        // product is NaN, which the callers' finiteness checks report as a failed trial.
+        _ => return Tensor::from_data(TensorData::new(vec![f64::NAN; m * n], [m, n]), (&device, dtype)),
     };
     let out = match dtype {
         DType::F32 => host_gemm::<f32>(&ad, da, op_a, &bd, db, op_b),
         _ => host_gemm::<f64>(&ad, da, op_a, &bd, db, op_b),
     };
-    Tensor::from_data(out, (&a.device(), dtype))
+    Tensor::from_data(out, (&device, dtype))
 }
 
 /// An ndarray tensor's values, row-major. burn-ndarray hands over a uniquely held contiguous

@@ -407,11 +407,11 @@ fn eigen_ridge_head_equals_per_lambda_cholesky_and_flags_the_grid_edge() {
 }
 
 /// The products that hand large ndarray products to faer's gemm (a b, a^T b, a b^T) against
-/// burn's own matmul of the same operands, above and below the hand-over size, shared operands
-/// included (burn-ndarray reads those differently).
+/// burn's own matmul of the same operands, above and below the hand-over size, shared and moved
+/// operands (burn-ndarray reads those differently); the Gram a^T a likewise.
 #[test]
 fn host_gemm_products_equal_burns_matmul() {
-    use featlearn::compute::{matmul, matmul_nt, matmul_tn};
+    use featlearn::compute::{gram_tn, matmul, matmul_nt, matmul_tn};
     for (p, tol) in [(Precision::F64, 1e-12), (Precision::F32, 1e-5)] {
         let c = cpu(p);
         for (m, k, n) in [(300, 200, 100), (7, 5, 3)] {
@@ -427,6 +427,16 @@ fn host_gemm_products_equal_burns_matmul() {
                 let err = r.iter().zip(&o).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / scale;
                 assert!(err < tol, "{p} {m}x{k}x{n} product {i}: relative error {err}");
             }
+            // the Gram a^T a (lower triangle by faer, mirrored) is exactly symmetric, and moved
+            // operands (handed over without a copy) give the product of the shared ones
+            let g = to_host(gram_tn(at.clone())).unwrap();
+            let reference = to_host(at.clone().transpose().matmul(at.clone())).unwrap();
+            let scale = reference.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let err = reference.iter().zip(&g).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / scale;
+            assert!(err < tol, "{p} gram of {k}x{m}: relative error {err}");
+            assert!((0..m).all(|i| (0..i).all(|j| g[i * m + j] == g[j * m + i])), "{p} gram of {k}x{m} not symmetric");
+            let moved = to_host(matmul(rand(1, m, k), rand(2, k, n))).unwrap();
+            assert_eq!(moved, to_host(matmul(a.clone(), b.clone())).unwrap(), "{p} {m}x{k}x{n} moved operands");
             // the operands are untouched and still shared by the clones above
             assert_eq!(to_host(a.clone()).unwrap(), to_host(rand(1, m, k)).unwrap());
         }
