@@ -176,6 +176,7 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
             threshold: 0.5,
             log_points: 20,
             stop_at_escape: false,
+            signs: false,
             displace: 0.0,
         };
         let t = time_it(c, repeats, || {

@@ -567,6 +567,51 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
     }
 
     files.extend(draw_escape(dir, report)?);
+    files.extend(draw_directions(dir)?);
+    Ok(files)
+}
+
+/// The giant-step figure, for sgd runs on a teacher of several directions (r >= 2): the overlap
+/// with each direction u_k (the mean over neurons of cos^2(w_j, u_k); mean and standard error
+/// over seeds) against the step index from 1, a colour per label and a marker per direction, at
+/// each (task, d); the random start's 1/d in grey.
+fn draw_directions(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let path = dir.join("curves.jsonl");
+    if !path.exists() {
+        return Ok(files);
+    }
+    // (task, d) -> label -> direction k -> step -> one value per seed
+    type Steps = BTreeMap<usize, Vec<f64>>;
+    let mut groups: BTreeMap<(String, usize), BTreeMap<String, BTreeMap<usize, Steps>>> = BTreeMap::new();
+    for (c, _) in read_lines::<CurvePoint>(&path)? {
+        let Some(along) = c.directions.as_ref().filter(|a| a.len() >= 2) else { continue };
+        let by_k = groups.entry((escape_task(&c.trial), c.trial.d)).or_default().entry(c.trial.label.clone()).or_default();
+        for (k, &v) in along.iter().enumerate() {
+            by_k.entry(k).or_default().entry(c.step).or_default().push(v);
+        }
+    }
+    for ((task, d), labels) in groups {
+        let mut series = Vec::new();
+        let mut last_step = 1usize;
+        for (label, by_k) in &labels {
+            for (&k, steps) in by_k {
+                last_step = last_step.max(steps.keys().copied().max().unwrap_or(1));
+                // the axis is logarithmic: the start (step 0) is the grey 1/d line
+                let points = steps.iter().filter(|(&t, _)| t > 0).map(|(&t, v)| {
+                    let (m, se) = mean_se(v);
+                    (t as f64, m, se)
+                });
+                series.push(Series { name: format!("{label}: u_{}", k + 1), label: label.clone(), points: points.collect(), kind: Kind::Data { variant: k } });
+            }
+        }
+        if let Some(start) = level(format!("random start: 1/d = {:.1e}", 1.0 / d as f64), 1.0 / d as f64, [1.0, last_step as f64].into_iter(), 0) {
+            series.push(start);
+        }
+        let stem: String = format!("directions_{task}_d{d}").chars().map(|c| if c.is_ascii_alphanumeric() || "-_=".contains(c) { c } else { '_' }).collect();
+        let title = format!("overlap with each teacher direction after each step, {task} at d = {d} (mean over seeds)");
+        files.extend(line_plot(&dir.join(stem), &title, "step", "mean over neurons of cos^2(w_j, u_k)", &series, true)?);
+    }
     Ok(files)
 }
 

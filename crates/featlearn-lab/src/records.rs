@@ -31,6 +31,10 @@ pub struct CurvePoint {
     /// `sgd`: max_j |w_j . u| / |w_j| (single-index) or the subspace alignment (multi-index).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overlap: Option<f64>,
+    /// `sgd`: the overlap with each teacher direction u_k, the mean over neurons of
+    /// cos^2(w_j, u_k) (a list of r).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directions: Option<Vec<f64>>,
     /// Empirical-NTK kernel-target alignment (both forms) and distance to the initial one, at the
     /// steps where it is computed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,6 +56,7 @@ impl CurvePoint {
             test_mse: None,
             alignment: None,
             overlap: None,
+            directions: None,
             entk_kta: None,
             entk_rayleigh: None,
             entk_distance: None,

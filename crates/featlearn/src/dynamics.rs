@@ -28,6 +28,7 @@ use crate::rng::{fast_normal_rows, normal_rows, normals, stream_rng, Stream};
 use crate::target::Target;
 use crate::Error;
 use rand::seq::SliceRandom;
+use rand::Rng;
 
 /// The loss of one sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +90,8 @@ pub struct SgdOptions {
     /// Stop each replica at its escape step: its curve, final overlap, student and step count
     /// are those at escape (the run ends once every replica has escaped).
     pub stop_at_escape: bool,
+    /// Second layer at the start: a_j = +-1 at random ([`initial_a`]), else a_j = 1.
+    pub signs: bool,
     /// rho of the displaced step (0: plain SGD): each sample's gradient is taken at the student
     /// moved by rho along that sample's own descent direction, W - rho grad_W l(x_i; W) (the
     /// extragradient step of Arnaboldi et al., "Repetita iuvant", 2024: the data-reuse protocol).
@@ -132,6 +135,9 @@ pub struct Replica<'a> {
 pub struct SgdOutcome {
     /// (step, overlap) on the geometric grid, step 0 first.
     pub curve: Vec<(usize, f64)>,
+    /// At each point of `curve`, the overlap with each teacher direction (length r):
+    /// [`direction_overlaps_host`].
+    pub directions: Vec<Vec<f64>>,
     /// The first step at which the overlap reached the threshold.
     pub escape_step: Option<usize>,
     /// The overlap after the last step run.
@@ -163,6 +169,16 @@ pub fn log_grid(steps: usize, points: usize) -> Vec<usize> {
         }
     }
     grid
+}
+
+/// The student's second layer at the start: a_j = 1, or with `signs` a_j = +-1 with equal odds
+/// from (seed, [`Stream::SgdSigns`]) (the hypercube start of Dandi et al. 2023).
+pub fn initial_a(seed: u64, p: usize, signs: bool) -> Vec<f64> {
+    if !signs {
+        return vec![1.0; p];
+    }
+    let mut rng = stream_rng(seed, Stream::SgdSigns);
+    (0..p).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect()
 }
 
 /// The student's first layer at the start, p x d row-major, from (seed, [`Stream::SgdInit`]).
@@ -251,6 +267,15 @@ fn overlaps(w: &Tensor<3>, u: &Tensor<3>) -> Tensor<1> {
     }
 }
 
+/// [`direction_overlaps_host`] of each replica, R x r. `u` is R x r x d.
+fn direction_overlaps(w: &Tensor<3>, u: &Tensor<3>) -> Tensor<2> {
+    let [reps, _, _] = w.dims();
+    let r = u.dims()[1];
+    let wu = batched_matmul(w.clone(), false, u.clone(), true); // R x p x r
+    let norms2 = w.clone().powi_scalar(2).sum_dim(2); // R x p x 1
+    (wu.powi_scalar(2) / norms2).mean_dim(1).reshape([reps, r])
+}
+
 /// Runs SGD for every replica, on the engine that is fastest for the backend: on ndarray
 /// [`run_sgd_host`] (each replica's steps as f64 loops on one core, replicas spread over the
 /// cores: a step of one neuron is far too small for tensor operations, whose fixed cost per
@@ -313,6 +338,14 @@ fn overlap_host(w: &[f64], u: &[f64], d: usize) -> f64 {
     }
 }
 
+/// The overlap of one student with each teacher direction u_k (length r): the mean over neurons
+/// of cos^2(w_j, u_k) = (w_j . u_k)^2 / |w_j|^2, 1/d at a random start, 1 when every neuron
+/// points along u_k. The giant-step protocol's measure of which directions a step has learned.
+pub fn direction_overlaps_host(w: &[f64], u: &[f64], d: usize) -> Vec<f64> {
+    let p = w.len() / d;
+    u.chunks(d).map(|uk| w.chunks(d).map(|wj| dot(wj, uk).powi(2) / dot(wj, wj)).sum::<f64>() / p as f64).collect()
+}
+
 /// One replica's state in [`run_sgd_host`].
 struct HostReplica {
     w: Vec<f64>,
@@ -335,29 +368,35 @@ struct HostReplica {
 /// escape step, the overlap after the last step and the steps run.
 pub struct Track {
     pub curve: Vec<(usize, f64)>,
+    /// The overlap with each teacher direction at each point of `curve`.
+    pub directions: Vec<Vec<f64>>,
     pub escape: Option<usize>,
     pub overlap: f64,
     pub steps: usize,
 }
 
 impl Track {
-    /// The track of a replica whose overlap at the start is `overlap`.
-    pub fn start(overlap: f64, threshold: f64) -> Self {
-        Track { curve: vec![(0, overlap)], escape: (overlap >= threshold).then_some(0), overlap, steps: 0 }
+    /// The track of a replica whose overlap at the start is `overlap`, and with each teacher
+    /// direction `directions`.
+    pub fn start(overlap: f64, directions: Vec<f64>, threshold: f64) -> Self {
+        Track { curve: vec![(0, overlap)], directions: vec![directions], escape: (overlap >= threshold).then_some(0), overlap, steps: 0 }
     }
 
-    /// The outcome of the tracked replica, its curve closed at the last step run.
-    pub fn outcome(mut self, w: Vec<f64>, a: Vec<f64>, gram: Vec<f64>) -> SgdOutcome {
+    /// The outcome of the tracked replica, its curve closed at the last step run, where the
+    /// overlaps with the teacher directions are `directions`.
+    pub fn outcome(mut self, w: Vec<f64>, a: Vec<f64>, gram: Vec<f64>, directions: Vec<f64>) -> SgdOutcome {
         if self.curve.last().is_some_and(|&(s, _)| s != self.steps) {
             self.curve.push((self.steps, self.overlap));
+            self.directions.push(directions);
         }
-        SgdOutcome { curve: self.curve, escape_step: self.escape, final_overlap: self.overlap, steps_run: self.steps, w, a, gram }
+        SgdOutcome { curve: self.curve, directions: self.directions, escape_step: self.escape, final_overlap: self.overlap, steps_run: self.steps, w, a, gram }
     }
 }
 
 /// Runs every replica's steps on the host, replicas in parallel over the cores (rayon), in blocks
 /// of `steps_per_block` between progress reports: `step(state, replica, s)` takes step s and
-/// returns the overlap after it. Records the curve on the log grid and the escape, and with
+/// returns the overlap after it; `directions(state, replica)` gives the overlaps with the teacher
+/// directions, read on the log grid only. Records the curve on the log grid and the escape, and with
 /// `stop_at_escape` stops each replica at its own escape (its numbers do not depend on the
 /// others). The loop of [`run_sgd_host`] and of the overlap chain.
 pub fn run_on_host<S: Send>(
@@ -367,6 +406,7 @@ pub fn run_on_host<S: Send>(
     steps_per_block: usize,
     mut progress: impl FnMut(usize),
     step: impl Fn(&mut S, &Replica, usize) -> f64 + Sync,
+    directions: impl Fn(&S, &Replica) -> Vec<f64> + Sync,
 ) {
     let grid = log_grid(opts.steps, opts.log_points);
     let mut done = 0;
@@ -384,6 +424,7 @@ pub fn run_on_host<S: Send>(
                 }
                 if grid.binary_search(&(s + 1)).is_ok() {
                     track.curve.push((s + 1, track.overlap));
+                    track.directions.push(directions(state, rep));
                 }
             }
         });
@@ -404,14 +445,14 @@ pub fn run_sgd_host(replicas: &[Replica], opts: &SgdOptions, progress: impl FnMu
         .iter()
         .map(|rep| {
             let w = initial_w(rep.target, rep.seed, p, opts.start);
-            let track = Track::start(overlap_host(&w, &rep.target.u, d), opts.threshold);
+            let track = Track::start(overlap_host(&w, &rep.target.u, d), direction_overlaps_host(&w, &rep.target.u, d), opts.threshold);
             let state = HostReplica {
                 reused: match opts.samples {
                     Samples::Reuse { n } => Some(draw(rep.target, rep.seed, 0, n)),
                     _ => None,
                 },
                 w,
-                a: vec![1.0; p],
+                a: initial_a(rep.seed, p, opts.signs),
                 schedule: Schedule::new(opts.samples, b, rep.seed),
                 block: (0, Vec::new(), Vec::new()),
                 rows: Vec::with_capacity(b),
@@ -425,11 +466,25 @@ pub fn run_sgd_host(replicas: &[Replica], opts: &SgdOptions, progress: impl FnMu
         .collect();
     // rows of fresh samples drawn at a time per replica: at most 2^20 values
     let steps_per_block = ((1usize << 20) / d).max(b) / b;
-    run_on_host(&mut states, replicas, opts, steps_per_block.min(1 << 16), progress, |st, rep, s| {
-        host_step(st, rep, opts, s);
-        overlap_host(&st.w, &rep.target.u, d)
-    });
-    Ok(states.into_iter().map(|(st, track)| track.outcome(st.w, st.a, Vec::new())).collect())
+    run_on_host(
+        &mut states,
+        replicas,
+        opts,
+        steps_per_block.min(1 << 16),
+        progress,
+        |st, rep, s| {
+            host_step(st, rep, opts, s);
+            overlap_host(&st.w, &rep.target.u, d)
+        },
+        |st, rep| direction_overlaps_host(&st.w, &rep.target.u, d),
+    );
+    Ok(states
+        .into_iter()
+        .map(|(st, track)| {
+            let directions = direction_overlaps_host(&st.w, &replicas[0].target.u, d);
+            track.outcome(st.w, st.a, Vec::new(), directions)
+        })
+        .collect())
 }
 
 /// One SGD step s of one replica on the host.
@@ -500,18 +555,22 @@ pub fn run_sgd_batched(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut
     let host_w: Vec<f64> = replicas.iter().flat_map(|rep| initial_w(rep.target, rep.seed, p, opts.start)).collect();
     let host_u: Vec<f64> = replicas.iter().flat_map(|rep| rep.target.u.clone()).collect();
     let u = c.matrix(&host_u, reps * r, d).reshape([reps, r, d]);
-    let mut layers = Layers { w: c.matrix(&host_w, reps * p, d).reshape([reps, p, d]), b: None, a: c.matrix(&vec![1.0; reps * p], reps, p) };
+    let host_a: Vec<f64> = replicas.iter().flat_map(|rep| initial_a(rep.seed, p, opts.signs)).collect();
+    let mut layers = Layers { w: c.matrix(&host_w, reps * p, d).reshape([reps, p, d]), b: None, a: c.matrix(&host_a, reps, p) };
     let scales = Scales { s_in: 1.0, s_out: 1.0 / p as f64 };
     let grid = log_grid(opts.steps, opts.log_points);
     let mut curves: Vec<Vec<(usize, f64)>> = vec![Vec::new(); reps];
-    let record = |step: usize, overlap: Tensor<1>, curves: &mut Vec<Vec<(usize, f64)>>| -> Result<(), Error> {
-        for (curve, v) in curves.iter_mut().zip(to_host(overlap)?) {
-            curve.push((step, v));
+    let mut directions: Vec<Vec<Vec<f64>>> = vec![Vec::new(); reps];
+    let record = |step: usize, overlap: Tensor<1>, w: &Tensor<3>, curves: &mut Vec<Vec<(usize, f64)>>, directions: &mut Vec<Vec<Vec<f64>>>| -> Result<(), Error> {
+        let along = to_host(direction_overlaps(w, &u))?;
+        for (i, v) in to_host(overlap)?.into_iter().enumerate() {
+            curves[i].push((step, v));
+            directions[i].push(along[i * r..(i + 1) * r].to_vec());
         }
         Ok(())
     };
     let mut current = overlaps(&layers.w, &u);
-    record(0, current.clone(), &mut curves)?;
+    record(0, current.clone(), &layers.w, &mut curves, &mut directions)?;
     // escape steps on the host; within a block, on the device as the step's offset in the block
     // (-1 until the threshold is reached), read once a block: no host read per step, and
     // offsets small enough to be exact in f32
@@ -592,7 +651,7 @@ pub fn run_sgd_batched(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut
             found = crossed(&current, found, s - step);
             live = live.map(|keep| keep.mask_fill(current.clone().greater_equal_elem(opts.threshold), 0.0));
             if next_log < grid.len() && grid[next_log] == s + 1 {
-                record(s + 1, current.clone(), &mut curves)?;
+                record(s + 1, current.clone(), &layers.w, &mut curves, &mut directions)?;
                 next_log += 1;
             }
         }
@@ -608,25 +667,29 @@ pub fn run_sgd_batched(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut
         }
     }
     if curves[0].last().is_some_and(|&(s, _)| s != step) {
-        record(step, current.clone(), &mut curves)?;
+        record(step, current.clone(), &layers.w, &mut curves, &mut directions)?;
     }
+    let finals_along = to_host(direction_overlaps(&layers.w, &u))?;
     let finals = to_host(current)?;
     let (ws, as_) = (to_host(layers.w)?, to_host(layers.a)?);
     Ok((0..reps)
         .map(|i| {
-            let mut curve = std::mem::take(&mut curves[i]);
+            let (mut curve, mut along) = (std::mem::take(&mut curves[i]), std::mem::take(&mut directions[i]));
             // a replica stopped at its escape: its curve and step count end there
             let steps_run = match (opts.stop_at_escape, escape[i]) {
                 (true, Some(e)) => {
-                    curve.retain(|&(s, _)| s <= e);
+                    let kept = curve.iter().take_while(|&&(s, _)| s <= e).count();
+                    curve.truncate(kept);
+                    along.truncate(kept);
                     if curve.last().is_some_and(|&(s, _)| s != e) {
                         curve.push((e, finals[i]));
+                        along.push(finals_along[i * r..(i + 1) * r].to_vec());
                     }
                     e
                 }
                 _ => step,
             };
-            SgdOutcome { curve, escape_step: escape[i], final_overlap: finals[i], steps_run, w: ws[i * p * d..(i + 1) * p * d].to_vec(), a: as_[i * p..(i + 1) * p].to_vec(), gram: Vec::new() }
+            SgdOutcome { curve, directions: along, escape_step: escape[i], final_overlap: finals[i], steps_run, w: ws[i * p * d..(i + 1) * p * d].to_vec(), a: as_[i * p..(i + 1) * p].to_vec(), gram: Vec::new() }
         })
         .collect())
 }

@@ -18,7 +18,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{ChiSquared, Distribution, StandardNormal};
 
-use crate::dynamics::{run_on_host, sample_weights, Replica, Samples, SgdOptions, SgdOutcome, Start, Track};
+use crate::dynamics::{initial_a, run_on_host, sample_weights, Replica, Samples, SgdOptions, SgdOutcome, Start, Track};
 use crate::rng::{stream_rng, Stream};
 use crate::target::Target;
 use crate::Error;
@@ -161,6 +161,13 @@ impl Overlaps {
         } else {
             self.wu.iter().map(|v| v * v).sum::<f64>() / (0..p).map(|j| self.ww[j * p + j]).sum::<f64>()
         }
+    }
+
+    /// The mean over neurons of cos^2(w_j, u_k) for each k (length r), from Q: (W U^T)_jk^2 /
+    /// (W W^T)_jj ([`crate::dynamics::direction_overlaps_host`]).
+    pub fn direction_overlaps(&self) -> Vec<f64> {
+        let (p, r) = (self.p, self.r);
+        (0..r).map(|k| (0..p).map(|j| self.wu[j * r + k].powi(2) / self.ww[j * p + j]).sum::<f64>() / p as f64).collect()
     }
 
     /// One SGD step on the batch in `work` (its projections Z, b x q: the student's p columns,
@@ -387,12 +394,13 @@ pub fn run_overlap_chain(replicas: &[Replica], opts: &SgdOptions, progress: impl
         .iter()
         .map(|rep| {
             let mut rng = stream_rng(rep.seed, Stream::SgdChain);
-            let state = Overlaps::start(d, p, r, opts.start, &mut rng);
-            let track = Track::start(state.overlap(), opts.threshold);
+            let mut state = Overlaps::start(d, p, r, opts.start, &mut rng);
+            state.a = initial_a(rep.seed, p, opts.signs);
+            let track = Track::start(state.overlap(), state.direction_overlaps(), opts.threshold);
             ((state, rng, Workspace::default(), None), track)
         })
         .collect();
-    run_on_host(&mut runs, replicas, opts, 1 << 16, progress, |(state, rng, work, drawn), rep, s| {
+    let step = |(state, rng, work, drawn): &mut (Overlaps, ChaCha8Rng, Workspace, Option<usize>), rep: &Replica, s: usize| {
         let index = match opts.samples {
             Samples::Repeat { k } => s / k,
             _ => s,
@@ -404,6 +412,7 @@ pub fn run_overlap_chain(replicas: &[Replica], opts: &SgdOptions, progress: impl
         }
         state.step(work, opts);
         state.overlap()
-    });
-    Ok(runs.into_iter().map(|((state, ..), track)| track.outcome(Vec::new(), state.a.clone(), state.gram())).collect())
+    };
+    run_on_host(&mut runs, replicas, opts, 1 << 16, progress, step, |(state, ..), _| state.direction_overlaps());
+    Ok(runs.into_iter().map(|((state, ..), track)| track.outcome(Vec::new(), state.a.clone(), state.gram(), state.direction_overlaps())).collect())
 }

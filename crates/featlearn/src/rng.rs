@@ -35,6 +35,8 @@ pub enum Stream {
     SgdInit = 43,
     /// The overlap chain's draws (`overlaps`): its start, batches and Wishart matrices.
     SgdChain = 44,
+    /// The signs of the second layer of `sgd.second_layer_init = "signs"`.
+    SgdSigns = 45,
 }
 
 /// Standard normal matrix rows `start..start+rows` of an infinite `? x cols` matrix defined by

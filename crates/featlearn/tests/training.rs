@@ -286,7 +286,7 @@ fn full_step(w: &mut [f64], a: &mut [f64], x: &[f64], y: &[f64], d: usize, o: &f
 
 mod sgd {
     use super::*;
-    use featlearn::dynamics::{initial_w, log_grid, run_sgd, run_sgd_batched, run_sgd_host, Loss, Replica, Samples, SgdOptions, SgdOutcome, Start};
+    use featlearn::dynamics::{direction_overlaps_host, initial_a, initial_w, log_grid, run_sgd, run_sgd_batched, run_sgd_host, Loss, Replica, Samples, SgdOptions, SgdOutcome, Start};
     use featlearn::rng::{normals, stream_rng};
     use rand::seq::SliceRandom;
 
@@ -306,6 +306,7 @@ mod sgd {
             threshold: 0.5,
             log_points: 40,
             stop_at_escape: false,
+            signs: false,
             displace: 0.0,
         }
     }
@@ -317,7 +318,7 @@ mod sgd {
     fn reference(target: &Target, seed: u64, o: &SgdOptions) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let (d, p, b) = (target.d, o.width, o.batch);
         let mut w = initial_w(target, seed, p, o.start);
-        let mut a = vec![1.0; p];
+        let mut a = initial_a(seed, p, o.signs);
         let row = |i: usize| {
             let x = featlearn::rng::fast_normal_rows(seed, Stream::SgdX, i, 1, d);
             let y = target.f_host(&x) + target.noise * normals(seed, Stream::SgdNoise, i, 1)[0];
@@ -395,8 +396,10 @@ mod sgd {
         for loss in [Loss::Mse, Loss::Correlation] {
             for (spherical, tangent) in [(false, true), (true, true), (true, false)] {
                 for train_second in [false, true] {
-                    for (samples, displace) in modes.iter().flat_map(|&m| [(m, 0.0), (m, 0.05)]) {
-                        let o = SgdOptions { displace, tangent, ..options(loss, spherical, train_second, samples) };
+                    // the hypercube start of the second layer (a_j = +-1) on fresh samples
+                    let runs = modes.iter().flat_map(|&m| [(m, 0.0, false), (m, 0.05, false)]).chain([(Samples::Fresh, 0.0, true)]);
+                    for (samples, displace, signs) in runs {
+                        let o = SgdOptions { displace, tangent, signs, ..options(loss, spherical, train_second, samples) };
                         let (w, a, overlaps) = reference(&target, 11, &o);
                         let replica = [Replica { target: &target, seed: 11 }];
                         let batched = run_sgd_batched(&c, &replica, &o, |_| {});
@@ -405,8 +408,11 @@ mod sgd {
                         }
                         for (engine, out) in [("host", run_sgd_host(&replica, &o, |_| {})), ("batched", batched)].into_iter().filter(|(e, _)| displace == 0.0 || *e == "host") {
                             let out = out.unwrap().remove(0);
-                            let what = format!("{engine} {loss:?} spherical={spherical} tangent={tangent} trained={train_second} {samples:?} displace={displace}");
+                            let what = format!("{engine} {loss:?} spherical={spherical} tangent={tangent} trained={train_second} {samples:?} displace={displace} signs={signs}");
                             close(&format!("{what} W"), &out.w, &w, 1e-11);
+                            let along = out.directions.last().expect("a closed curve");
+                            close(&format!("{what} directions"), along, &direction_overlaps_host(&w, &target.u, target.d), 1e-11);
+                            assert_eq!(out.directions.len(), out.curve.len(), "{what}");
                             close(&format!("{what} a"), &out.a, &a, 1e-11);
                             close(&format!("{what} overlap"), &[out.final_overlap], &[overlaps[o.steps - 1]], 1e-11);
                         }
@@ -499,6 +505,7 @@ mod chain {
             threshold: 0.5,
             log_points: 10,
             stop_at_escape: false,
+            signs: false,
             displace: 0.0,
         }
     }
@@ -565,6 +572,9 @@ mod chain {
                             }
                             assert!((state.a[j] - a[j]).abs() < 1e-12 * (1.0 + a[j].abs()), "{what} a[{j}]");
                         }
+                        // the overlap with each teacher direction, from Q and from W
+                        let (got, want) = (state.direction_overlaps(), featlearn::dynamics::direction_overlaps_host(&w, u, d));
+                        assert!(got.iter().zip(&want).all(|(g, v)| (g - v).abs() < 1e-12), "{what} directions {got:?} vs {want:?}");
                     }
                 }
             }
@@ -642,6 +652,7 @@ mod chain {
                 threshold: 0.5,
                 log_points: 20,
                 stop_at_escape: true,
+                signs: false,
                 displace: 0.0,
             };
             let full = run_sgd_host(&replicas, &o, |_| {}).unwrap();

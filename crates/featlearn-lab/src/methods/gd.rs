@@ -193,6 +193,7 @@ impl Method for GradientDescent {
                 test_mse: Some(normalized_mse(net.forward(probe_x.clone(), opts.param), probe_f.clone(), target)?),
                 alignment: Some(subspace_alignment(c, net.w.val(), target)?),
                 overlap: None,
+                directions: None,
                 entk_kta,
                 entk_rayleigh,
                 entk_distance,

@@ -53,8 +53,11 @@ pub struct SgdConfig {
     pub projection: String,
     /// "sphere" (uniform on the unit sphere), or a starting overlap m0 in [0, 1).
     pub init: InitValue,
-    /// "fixed" (a_j = 1) or "trained" (a learns with the same eta).
+    /// "fixed" (a stays at its start) or "trained" (a learns with the same eta).
     pub second_layer: String,
+    /// The second layer's start: "ones" (a_j = 1) or "signs" (a_j = +-1 at random, the giant-step
+    /// paper's hypercube start).
+    pub second_layer_init: String,
     /// The overlap that counts as escaped, in (0, 1].
     pub threshold: f64,
     /// Points of the geometric step grid on which the overlap is written to curves.jsonl.
@@ -88,6 +91,7 @@ impl Default for SgdConfig {
             projection: "tangent".into(),
             init: InitValue::Named("sphere".into()),
             second_layer: "fixed".into(),
+            second_layer_init: "ones".into(),
             threshold: 0.5,
             log_points: 40,
             stop_at_escape: false,
@@ -315,6 +319,11 @@ impl Sgd {
             "trained" => true,
             other => bail!("key `sgd.second_layer`: '{other}' (expected fixed or trained)"),
         };
+        let signs = match s.second_layer_init.as_str() {
+            "ones" => false,
+            "signs" => true,
+            other => bail!("key `sgd.second_layer_init`: '{other}' (expected ones or signs)"),
+        };
         let (sigma, matched) = match &s.activation {
             ActivationValue::Named(name) if name == "relu" => (Activation::Relu, false),
             ActivationValue::Named(name) if name == "matched" => {
@@ -367,6 +376,7 @@ impl Sgd {
             threshold: s.threshold,
             log_points: s.log_points,
             stop_at_escape: s.stop_at_escape,
+            signs,
             displace: 0.0,
         };
         Ok(Box::new(Sgd { widths, batches, lrs, lr_exponent: s.lr_exponent, lr_batch_exponent: s.lr_batch_exponent, steps: s.steps, options, matched, engine, displaces, losses }))
@@ -443,7 +453,11 @@ impl Method for Sgd {
         let scales = Scales { s_in: 1.0, s_out: 1.0 / t.m as f64 };
         for (((task, record), curve), outcome) in tasks.iter().zip(records.iter_mut()).zip(curves.iter_mut()).zip(outcomes) {
             let c = task.c;
-            curve.extend(outcome.curve.iter().map(|&(step, overlap)| CurvePoint { overlap: Some(overlap), ..CurvePoint::at(task.trial.clone(), step) }));
+            curve.extend(outcome.curve.iter().zip(&outcome.directions).map(|(&(step, overlap), along)| CurvePoint {
+                overlap: Some(overlap),
+                directions: Some(along.clone()),
+                ..CurvePoint::at(task.trial.clone(), step)
+            }));
             let samples_at = |step: usize| -> u64 {
                 match options.samples {
                     Samples::Fresh => (step * batch) as u64,
