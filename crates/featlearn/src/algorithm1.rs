@@ -249,13 +249,16 @@ pub fn fit_head(c: &Compute, net: TwoLayer, train: &Dataset, val: &Dataset, opts
     let linear = if opts.validate_linear { linear.validated(&val.x, &val.y)? } else { linear };
     let y = linear.residual(&train.x, &train.y);
     let y_val = linear.residual(&val.x, &val.y);
-    let phi = net.features(train.x.clone());
     let phi_val = net.features(val.x.clone());
-    if !(c.factors_on_host() && matches!(opts.solver, HeadSolver::Direct | HeadSolver::Eigen)) {
-        // the host solvers check the same mean square as trace(G) / m, without this pass over phi
+    let head = if c.factors_on_host() && matches!(opts.solver, HeadSolver::Direct | HeadSolver::Eigen) {
+        // G and Phi^T y block by block: the n x m training features are never held whole
+        let (g, rhs) = feature_gram(&net, &train.x, &y, crate::network::feature_block_rows(net.width()))?;
+        ridge_head_on_host(c, &g, &rhs, &phi_val, &y_val, &opts.lambdas, opts.solver)?
+    } else {
+        let phi = net.features(train.x.clone());
         features_finite(scalar(phi.clone().powi_scalar(2).mean())?)?;
-    }
-    let head = ridge_head(c, &phi, &y, &phi_val, &y_val, &opts.lambdas, opts.solver)?;
+        ridge_head(c, &phi, &y, &phi_val, &y_val, &opts.lambdas, opts.solver)?
+    };
     let net = TwoLayer { a: head.a.clone(), ..net };
     Ok((Predictor { linear, net }, head))
 }
@@ -268,26 +271,36 @@ fn features_finite(energy: f64) -> Result<(), Error> {
     Err(Error::Diverged(format!("the features relu(W x + b) overflow (mean square {energy}): is eta_1 too large?")))
 }
 
-/// [`ridge_head`]'s direct and eigen solvers where the host is the device (ndarray): G and the
-/// right-hand side are read once, every lambda is solved on the host in f64 (faer, every core)
-/// with no per-lambda round trip through device tensors, and the validation predictions of the
-/// whole grid are one n_val x m by m x L product.
-fn ridge_head_on_host(
-    c: &Compute,
-    phi: &Tensor<2>,
-    rhs: &Tensor<2>,
-    phi_val: &Tensor<2>,
-    y_val: &Tensor<1>,
-    lambdas: &[f64],
-    solver: HeadSolver,
-) -> Result<HeadFit, Error> {
-    let [n, m] = phi.dims();
-    let g = to_host(gram_tn(phi.clone()) / n as f64)?;
+/// G = Phi^T Phi / n (m x m) and Phi^T y / n (m) on the host in f64, Phi = relu(X W^T + b)
+/// computed `rows` rows of X at a time: each block's features are made, multiplied
+/// ([`gram_tn`]: its lower triangle by faer) and dropped, so memory holds one block, not n x m.
+pub fn feature_gram(net: &TwoLayer, x: &Tensor<2>, y: &Tensor<1>, rows: usize) -> Result<(Vec<f64>, Vec<f64>), Error> {
+    let [n, d] = x.dims();
+    let m = net.width();
+    let (mut g, mut rhs) = (vec![0.0; m * m], vec![0.0; m]);
+    for start in (0..n).step_by(rows.max(1)) {
+        let end = (start + rows.max(1)).min(n);
+        let phi = net.features(x.clone().slice([start..end, 0..d]));
+        let part = to_host(phi.clone().transpose().matmul(y.clone().slice([start..end]).reshape([end - start, 1])))?;
+        rhs.iter_mut().zip(part).for_each(|(s, v)| *s += v);
+        g.iter_mut().zip(to_host(gram_tn(phi))?).for_each(|(s, v)| *s += v);
+    }
+    let scale = 1.0 / n.max(1) as f64;
+    g.iter_mut().chain(rhs.iter_mut()).for_each(|v| *v *= scale);
+    Ok((g, rhs))
+}
+
+/// [`ridge_head`]'s direct and eigen solvers where the host is the device (ndarray), from
+/// G = Phi^T Phi / n and b = Phi^T y / n on the host: every lambda is solved there in f64 (faer,
+/// every core) with no per-lambda round trip through device tensors, and the validation
+/// predictions of the whole grid are one n_val x m by m x L product. The features' mean square
+/// is trace(G) / m, checked finite first.
+fn ridge_head_on_host(c: &Compute, g: &[f64], b: &[f64], phi_val: &Tensor<2>, y_val: &Tensor<1>, lambdas: &[f64], solver: HeadSolver) -> Result<HeadFit, Error> {
+    let m = b.len();
     features_finite((0..m).map(|i| g[i * m + i]).sum::<f64>() / m as f64)?;
-    let b = to_host(rhs.clone())?;
     let solutions = match solver {
-        HeadSolver::Eigen => host::ridge_by_eigen(&g, m, &b, lambdas),
-        _ => host::ridge_by_cholesky(&g, m, &b, lambdas),
+        HeadSolver::Eigen => host::ridge_by_eigen(g, m, b, lambdas),
+        _ => host::ridge_by_cholesky(g, m, b, lambdas),
     };
     // a lambda whose shifted system is not positive definite in rounding is skipped
     let (grid, solved): (Vec<f64>, Vec<Vec<f64>>) = lambdas.iter().zip(solutions).filter_map(|(&l, a)| a.map(|a| (l, a))).unzip();
@@ -303,7 +316,7 @@ fn ridge_head_on_host(
         val_mse: errs[best],
         solver: if solver == HeadSolver::Eigen { "eigen" } else { "cholesky" },
         iterations: 0,
-        relative_residual: host::ridge_residual(&g, m, &b, grid[best], &solved[best]),
+        relative_residual: host::ridge_residual(g, m, b, grid[best], &solved[best]),
         lambda_at_edge: at_edge(lambdas, grid[best]),
     })
 }
@@ -329,7 +342,8 @@ pub fn ridge_head(
     }
     let rhs = phi.clone().transpose().matmul(y.clone().reshape([n, 1])) / n as f64; // m x 1
     if c.factors_on_host() && matches!(solver, HeadSolver::Direct | HeadSolver::Eigen) {
-        return ridge_head_on_host(c, phi, &rhs, phi_val, y_val, lambdas, solver);
+        let g = to_host(gram_tn(phi.clone()) / n as f64)?;
+        return ridge_head_on_host(c, &g, &to_host(rhs)?, phi_val, y_val, lambdas, solver);
     }
     let rhs_norm = scalar(rhs.clone().powi_scalar(2).sum())?.sqrt().max(1e-300);
     let gram_apply = |v: Tensor<2>| phi.clone().transpose().matmul(phi.clone().matmul(v)) / n as f64;

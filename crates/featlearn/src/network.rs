@@ -84,19 +84,38 @@ impl TwoLayer {
     }
 
     /// Gradient of L = (1/2n) sum_i (f(x_i) - y_i)^2 with respect to W, m x d:
-    /// grad_W L = (1/n) sum_i (f(x_i) - y_i) a_j 1[w_j . x_i + b_j > 0] x_i.
-    /// The pre-activations are computed once and the n-sum is the product weights^T x of the
-    /// n x m weights and the n x d inputs ([`matmul_tn`]: on ndarray faer reads the transpose in
-    /// place; on a GPU it is burn's matmul of the transposed view).
+    /// grad_W L = (1/n) sum_i (f(x_i) - y_i) a_j 1[w_j . x_i + b_j > 0] x_i,
+    /// over blocks of [`feature_block_rows`] rows ([`TwoLayer::loss_grad_w_in_blocks`]).
     pub fn loss_grad_w(&self, x: Tensor<2>, y: Tensor<1>) -> Tensor<2> {
-        let [n, _] = x.dims();
-        let m = self.width();
-        let phi = self.features(x.clone());
-        let residual = (self.output(phi.clone()) - y).reshape([n, 1]);
-        // (f - y)_i sigma'(z_ij), sigma'(z) = 1[z > 0] = sign(relu(z)) for ReLU
-        let weighted = phi.sign() * residual;
-        matmul_tn(weighted, x) * self.a.clone().reshape([m, 1]) / n as f64
+        let rows = feature_block_rows(self.width());
+        self.loss_grad_w_in_blocks(x, y, rows)
     }
+
+    /// [`TwoLayer::loss_grad_w`] over blocks of `rows` rows of x: the n x m features are never
+    /// held whole (at n = 3 10^5, m = 2000 they would be 2.4 GB in f32). In a block the
+    /// pre-activations are computed once and its part of the n-sum is the product weights^T x_b
+    /// of its rows x m weights and rows x d inputs ([`matmul_tn`]: on ndarray faer reads the
+    /// transpose in place; on a GPU it is burn's matmul of the transposed view).
+    pub fn loss_grad_w_in_blocks(&self, x: Tensor<2>, y: Tensor<1>, rows: usize) -> Tensor<2> {
+        let [n, d] = x.dims();
+        let m = self.width();
+        let mut sum = self.w.zeros_like();
+        for start in (0..n).step_by(rows.max(1)) {
+            let end = (start + rows.max(1)).min(n);
+            let xb = x.clone().slice([start..end, 0..d]);
+            let phi = self.features(xb.clone());
+            let residual = (self.output(phi.clone()) - y.clone().slice([start..end])).reshape([end - start, 1]);
+            // (f - y)_i sigma'(z_ij), sigma'(z) = 1[z > 0] = sign(relu(z)) for ReLU
+            sum = sum + matmul_tn(phi.sign() * residual, xb);
+        }
+        sum * self.a.clone().reshape([m, 1]) / n.max(1) as f64
+    }
+}
+
+/// Rows a blockwise pass over the n x m features takes at a time: 2^24 / m, about 64 MiB of f32
+/// features, enough rows for the products to run at full speed.
+pub fn feature_block_rows(m: usize) -> usize {
+    ((1usize << 24) / m.max(1)).max(1)
 }
 
 /// Second-layer weights of the symmetric initialisation: a_j = ±scale with a seeded random sign

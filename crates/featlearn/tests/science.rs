@@ -217,6 +217,32 @@ fn first_step_direction_matches_theory() {
     assert!(inside > 0.9, "only {inside} of the norm lies in span U");
 }
 
+/// The head's G = Phi^T Phi / n and Phi^T y / n summed over blocks of rows (the last one short)
+/// equal the products of the whole feature matrix, in f64 and f32.
+#[test]
+fn the_feature_gram_over_blocks_equals_the_whole_product() {
+    use featlearn::algorithm1::feature_gram;
+    for (p, tol) in [(Precision::F64, 1e-12), (Precision::F32, 1e-5)] {
+        let c = cpu(p);
+        let (d, m, n) = (8, 40, 301);
+        let t = Target::new(&TargetSpec::He2PlusHep { p: 3 }, d, 2, 4, true, 0.0).unwrap();
+        let data = sample(&c, &t, 4, Split::Train, n).unwrap();
+        let net = TwoLayer::symmetric_init(&c, d, m, WInit::Sphere, 1.0, 4).unwrap();
+        let net = TwoLayer { b: c.vector(&(0..m).map(|j| 0.3 * (j as f64 - 20.0) / 20.0).collect::<Vec<_>>()), ..net };
+        let phi = net.features(data.x.clone());
+        let g = to_host(phi.clone().transpose().matmul(phi.clone()) / n as f64).unwrap();
+        let rhs = to_host(phi.transpose().matmul(data.y.clone().reshape([n, 1])) / n as f64).unwrap();
+        for rows in [7, n] {
+            let (gb, rb) = feature_gram(&net, &data.x, &data.y, rows).unwrap();
+            let close = |got: &[f64], want: &[f64]| {
+                let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max);
+                got.iter().zip(want).all(|(a, b)| (a - b).abs() <= tol * scale)
+            };
+            assert!(close(&gb, &g) && close(&rb, &rhs), "{p} blocks of {rows} rows");
+        }
+    }
+}
+
 #[test]
 fn hand_written_gradient_equals_autodiff() {
     let c = cpu(Precision::F32);
@@ -241,6 +267,11 @@ fn hand_written_gradient_equals_autodiff() {
         let scale = auto.iter().map(|v| v.abs()).fold(0.0, f64::max);
         for (h, a) in hand.iter().zip(&auto) {
             assert!((h - a).abs() <= 1e-5 * scale, "hand {h} vs autodiff {a}");
+        }
+        // the same sum over blocks of 7 rows (the last one short)
+        let blocks = to_host(net.loss_grad_w_in_blocks(data.x.clone(), data.y.clone(), 7)).unwrap();
+        for (h, a) in blocks.iter().zip(&auto) {
+            assert!((h - a).abs() <= 1e-5 * scale, "blocks of 7 rows {h} vs autodiff {a}");
         }
     }
 }
