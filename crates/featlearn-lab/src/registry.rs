@@ -223,6 +223,23 @@ mod tests {
         assert!(format!("{e:#}").contains("data.n_power"), "{e:#}");
     }
 
+    /// Where Algorithm 1 passes over its training features in blocks (the host solvers), more
+    /// training rows cost the memory plan their inputs alone, d + 1 values each; held whole, also
+    /// four rows of m features each.
+    #[test]
+    fn the_memory_plan_counts_a_block_of_training_features_where_the_fit_passes_in_blocks() {
+        use crate::methods::{features_in_blocks, trial_bytes, RidgeGrid};
+        let toml = "[task]\nd = [384]\n[data]\nn = [100000, 1000000]\nn_val = 2000\nn_test = 5000\n[net]\nm = 2000\n[methods]\nlist = [\"onestep\"]\n[run]\nseeds = 1\n";
+        let c = from_toml(toml, &[]).unwrap();
+        let ts = trials(&c).unwrap();
+        assert_eq!((ts[0].n, ts[1].n), (100_000, 1_000_000));
+        let plan = |i: usize, blocks: bool| trial_bytes(&c, &ts[i], 4, true, blocks, RidgeGrid::Head);
+        assert_eq!(plan(1, true) - plan(0, true), 900_000 * 385 * 4);
+        assert_eq!(plan(1, false) - plan(0, false), 900_000 * (385 + 4 * 2000) * 4);
+        assert!(features_in_blocks(&c));
+        assert!(!features_in_blocks(&from_toml(&format!("{toml}[ridge]\nsolver = \"cg\"\n"), &[]).unwrap()));
+    }
+
     #[test]
     fn geometric_lambda_grids() {
         let c = from_toml("[ridge]\nlambdas = { from = 1e-10, to = 1e15, count = 100 }\nsolver = \"eigen\"\n", &[]).unwrap();

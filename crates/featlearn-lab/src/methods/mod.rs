@@ -47,6 +47,13 @@ pub trait Method {
         true
     }
 
+    /// Whether the fit passes over the n x m training features in blocks of rows instead of
+    /// holding them whole: Algorithm 1's first step and its head on the host solvers
+    /// ([`features_in_blocks`]); the memory plan then counts a block.
+    fn training_features_in_blocks(&self, _config: &Config) -> bool {
+        false
+    }
+
     /// The ridge grid the method's fit solves over (its size enters the memory plan).
     fn ridge_grid(&self) -> RidgeGrid {
         RidgeGrid::Head
@@ -116,15 +123,24 @@ pub fn check_grids(config: &Config, trials: &[(&Trial, &dyn Method)], elem: usiz
     Ok(())
 }
 
+/// Whether `featlearn::algorithm1`'s head passes over the training features in blocks: on the
+/// host (ndarray) with the direct or eigen solver, where G = Phi^T Phi / n is summed block by
+/// block ([`featlearn::algorithm1::feature_gram`]). Its first step always does.
+pub fn features_in_blocks(config: &Config) -> bool {
+    config.run.backend == "ndarray" && matches!(config.ridge.solver.as_str(), "direct" | "eigen")
+}
+
 /// Peak bytes a trial holds at `elem` bytes a value, checked against the memory budget before
 /// anything is allocated:
 /// - the samples: target U (r x d, host f64) and the train, validation and test splits,
 ///   (n_train + n_val + n_test) (d + 1) values, n_train = max(n, n_source);
-/// - with a network: W (m x d) twice (initial and learned), and four n_max x m matrices (the
-///   features, the ReLU mask, the gradient's weights and one temporary), n_max the largest split;
-///   the m x m head on the device and in host f64 (Gram and factor);
+/// - with a network: W (m x d) twice (initial and learned), and four n_f x m matrices (the
+///   features, the ReLU mask, the gradient's weights and one temporary), n_f the largest split,
+///   or with `in_blocks` the largest of a block of training rows
+///   ([`featlearn::network::feature_block_rows`]) and the validation and test splits; the m x m
+///   head on the device and in host f64 (Gram and factor);
 /// - the ridge grid's per-lambda weights and validation predictions ([`RidgeGrid::plan`]).
-pub fn trial_bytes(config: &Config, trial: &Trial, elem: usize, network: bool, grid: RidgeGrid) -> u128 {
+pub fn trial_bytes(config: &Config, trial: &Trial, elem: usize, network: bool, in_blocks: bool, grid: RidgeGrid) -> u128 {
     let (d, m, r) = (trial.d as u128, trial.m as u128, trial.r as u128);
     let n_source = trial.options.get("n_source").and_then(|v| v.as_u64()).unwrap_or(0) as u128;
     let n_train = (trial.n as u128).max(n_source);
@@ -135,13 +151,14 @@ pub fn trial_bytes(config: &Config, trial: &Trial, elem: usize, network: bool, g
     if !network {
         return data;
     }
-    let n_max = n_train.max(n_val).max(n_test);
-    data + 2 * m * d * e + 4 * n_max * m * e + m * m * (e + 16)
+    let n_train_held = if in_blocks { (featlearn::network::feature_block_rows(trial.m) as u128).min(n_train) } else { n_train };
+    let n_f = n_train_held.max(n_val).max(n_test);
+    data + 2 * m * d * e + 4 * n_f * m * e + m * m * (e + 16)
 }
 
 /// Refuses a trial whose [`trial_bytes`] exceed `budget`, naming its size and the budget.
 pub fn check_memory(config: &Config, trial: &Trial, elem: usize, method: &dyn Method, budget: u64) -> Result<(), Error> {
-    let need = trial_bytes(config, trial, elem, method.uses_network(), method.ridge_grid());
+    let need = trial_bytes(config, trial, elem, method.uses_network(), method.training_features_in_blocks(config), method.ridge_grid());
     if need > budget as u128 {
         let need = u64::try_from(need).map_or("more than 16 EiB".to_string(), featlearn::compute::human_bytes);
         return Err(Error::Memory(format!(

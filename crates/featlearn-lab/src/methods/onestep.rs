@@ -98,6 +98,10 @@ pub fn eta_points(etas: &[EtaValue]) -> Vec<Point> {
 }
 
 impl Method for OneStep {
+    fn training_features_in_blocks(&self, config: &Config) -> bool {
+        super::features_in_blocks(config)
+    }
+
     fn points(&self, _d: usize, _p: usize) -> Vec<Point> {
         eta_points(&self.etas)
     }

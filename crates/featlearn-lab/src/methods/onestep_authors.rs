@@ -62,6 +62,10 @@ impl OneStepAuthors {
 }
 
 impl Method for OneStepAuthors {
+    fn training_features_in_blocks(&self, config: &Config) -> bool {
+        super::features_in_blocks(config)
+    }
+
     fn points(&self, _d: usize, _p: usize) -> Vec<Point> {
         eta_points(&self.etas)
     }

@@ -23,6 +23,10 @@ impl RandomFeatures {
 }
 
 impl Method for RandomFeatures {
+    fn training_features_in_blocks(&self, config: &Config) -> bool {
+        super::features_in_blocks(config)
+    }
+
     fn fit(&self, task: &Task, record: &mut Record, _curve: &mut Vec<CurvePoint>) -> Result<()> {
         let t = task.trial;
         let net0 = TwoLayer::symmetric_init(task.c, t.d, t.m, self.w_init, self.a_scale, t.seed)?;

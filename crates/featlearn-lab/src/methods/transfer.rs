@@ -85,6 +85,10 @@ impl Transfer {
 }
 
 impl Method for Transfer {
+    fn training_features_in_blocks(&self, config: &Config) -> bool {
+        super::features_in_blocks(config)
+    }
+
     /// Labels always carry the source size: `transfer/n_source=4000` or `transfer/n_source=0.5d^2`
     /// (the latter groups the d's of one rule together).
     fn points(&self, d: usize, _p: usize) -> Vec<Point> {
