@@ -8,6 +8,7 @@ use faer::linalg::cholesky::llt::factor::{cholesky_in_place as cholesky_in_place
 use faer::linalg::cholesky::llt::solve::solve_in_place_with_conj;
 use faer::traits::ComplexField;
 use faer::{Conj, Mat, MatMut, Par, Side};
+use rayon::prelude::*;
 
 fn mat(a: &[f64], rows: usize, cols: usize) -> Mat<f64> {
     Mat::from_fn(rows, cols, |i, j| a[i * cols + j])
@@ -77,9 +78,13 @@ pub fn cholesky_and_inverse(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>),
 
 /// L of A = L L^T over A's lower triangle, in place (faer's blocked left-looking factorisation,
 /// every core): no second n x n matrix. Or the index of the first non-positive pivot.
-pub fn cholesky_in_place<T: ComplexField>(mut a: Mat<T>) -> Result<Mat<T>, usize> {
+pub fn cholesky_in_place<T: ComplexField>(a: Mat<T>) -> Result<Mat<T>, usize> {
+    cholesky_in_place_with(a, Par::rayon(0))
+}
+
+/// [`cholesky_in_place`] on `par`'s threads (`Par::Seq`: this one).
+fn cholesky_in_place_with<T: ComplexField>(mut a: Mat<T>, par: Par) -> Result<Mat<T>, usize> {
     let n = a.nrows();
-    let par = Par::rayon(0);
     let mut scratch = MemBuffer::new(cholesky_in_place_scratch::<T>(n, par, Default::default()));
     match cholesky_in_place_impl(a.as_mut(), Default::default(), par, MemStack::new(&mut scratch), Default::default()) {
         Ok(_) => Ok(a),
@@ -94,20 +99,26 @@ pub fn cholesky_solve_in_place<T: ComplexField>(l: &Mat<T>, b: MatMut<'_, T>) {
 
 /// Ridge solutions a(lambda) = (G + lambda I)^{-1} b of a symmetric positive semi-definite
 /// `m x m` G (row-major, its lower triangle read) for each lambda, by one Cholesky factorisation
-/// each (faer, f64, every core); None for a lambda whose shifted matrix meets a non-positive
-/// pivot in rounding.
+/// each (faer, f64); None for a lambda whose shifted matrix meets a non-positive pivot in
+/// rounding. The lambdas are spread over the cores, each factorisation on one, while a copy of
+/// G per core fits in 512 MiB; above that each factorisation uses every core in turn (at
+/// m = 1000 on 2 cores, the threads of one factorisation spent a fifth of its time waiting at
+/// barriers).
 pub fn ridge_by_cholesky(g: &[f64], m: usize, b: &[f64], lambdas: &[f64]) -> Vec<Option<Vec<f64>>> {
-    lambdas
-        .iter()
-        .map(|&lambda| {
-            // G is symmetric: its row-major values read as a column-major matrix are G itself
-            let shifted = Mat::from_fn(m, m, |i, j| if i == j { g[j * m + i] + lambda } else { g[j * m + i] });
-            let l = cholesky_in_place(shifted).ok()?;
-            let mut a = b.to_vec();
-            cholesky_solve_in_place(&l, MatMut::from_column_major_slice_mut(&mut a, m, 1));
-            Some(a)
-        })
-        .collect()
+    let solve = |lambda: f64, par: Par| {
+        // G is symmetric: its row-major values read as a column-major matrix are G itself
+        let shifted = Mat::from_fn(m, m, |i, j| if i == j { g[j * m + i] + lambda } else { g[j * m + i] });
+        let l = cholesky_in_place_with(shifted, par).ok()?;
+        let mut a = b.to_vec();
+        solve_in_place_with_conj(l.as_ref(), Conj::No, MatMut::from_column_major_slice_mut(&mut a, m, 1), par, MemStack::new(&mut []));
+        Some(a)
+    };
+    let copies = m * m * 8 * rayon::current_num_threads();
+    if lambdas.len() > 1 && copies <= 1 << 29 {
+        lambdas.par_iter().map(|&lambda| solve(lambda, Par::Seq)).collect()
+    } else {
+        lambdas.iter().map(|&lambda| solve(lambda, Par::rayon(0))).collect()
+    }
 }
 
 /// The same solutions from one eigendecomposition G = Q diag(s) Q^T:
