@@ -3,13 +3,13 @@
 # runs each into runs/paper-cpu/NAME (resuming if interrupted) and copies its PNGs into
 # docs/figures/NAME/. Wall times on 2 CPU cores are in docs/figures/README.md.
 #
-#   scripts/figures.sh [scaling-cpu transfer-cpu negative-control-cpu scaling-onestep-cpu information-exponent-cpu information-exponent-large data-reuse-cpu data-reuse batch-size-cpu rank-cpu giant-steps-cpu scaling-onestep-large-cpu]
+#   scripts/figures.sh [scaling-cpu transfer-cpu negative-control-cpu scaling-onestep-cpu information-exponent-cpu information-exponent-large data-reuse-cpu data-reuse batch-size-cpu rank-cpu giant-steps-cpu giant-steps scaling-onestep-large-cpu]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # the whole workspace: selecting one package changes the shared dependencies' features
 cargo build --release --workspace
 bin=${CARGO_TARGET_DIR:-target}/release/featlearn
-names=${*:-scaling-cpu transfer-cpu negative-control-cpu scaling-onestep-cpu information-exponent-cpu information-exponent-large data-reuse-cpu data-reuse batch-size-cpu rank-cpu giant-steps-cpu scaling-onestep-large-cpu}
+names=${*:-scaling-cpu transfer-cpu negative-control-cpu scaling-onestep-cpu information-exponent-cpu information-exponent-large data-reuse-cpu data-reuse batch-size-cpu rank-cpu giant-steps-cpu giant-steps scaling-onestep-large-cpu}
 for name in $names; do
   out=runs/paper-cpu/$name
   "$bin" run "configs/paper/$name.toml" --out "$out"
