@@ -566,8 +566,15 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
         }
     }
 
-    files.extend(draw_escape(dir, report)?);
-    files.extend(draw_directions(dir)?);
+    // sgd's curves, read once for the escape and direction figures
+    let path = dir.join("curves.jsonl");
+    let curves: Vec<CurvePoint> = if report.escape.is_empty() || !path.exists() {
+        Vec::new()
+    } else {
+        read_lines::<CurvePoint>(&path)?.into_iter().map(|(c, _)| c).filter(|c| c.overlap.is_some()).collect()
+    };
+    files.extend(draw_escape(dir, report, &curves)?);
+    files.extend(draw_directions(dir, &curves)?);
     Ok(files)
 }
 
@@ -575,16 +582,12 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
 /// with each direction u_k (the mean over neurons of cos^2(w_j, u_k); mean and standard error
 /// over seeds) against the step index from 1, a colour per label and a marker per direction, at
 /// each (task, d); the random start's 1/d in grey.
-fn draw_directions(dir: &Path) -> Result<Vec<PathBuf>> {
+fn draw_directions(dir: &Path, curves: &[CurvePoint]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    let path = dir.join("curves.jsonl");
-    if !path.exists() {
-        return Ok(files);
-    }
     // (task, d) -> label -> direction k -> step -> one value per seed
     type Steps = BTreeMap<usize, Vec<f64>>;
     let mut groups: BTreeMap<(String, usize), BTreeMap<String, BTreeMap<usize, Steps>>> = BTreeMap::new();
-    for (c, _) in read_lines::<CurvePoint>(&path)? {
+    for c in curves {
         let Some(along) = c.directions.as_ref().filter(|a| a.len() >= 2) else { continue };
         let by_k = groups.entry((escape_task(&c.trial), c.trial.d)).or_default().entry(c.trial.label.clone()).or_default();
         for (k, &v) in along.iter().enumerate() {
@@ -619,7 +622,7 @@ fn draw_directions(dir: &Path) -> Result<Vec<PathBuf>> {
 /// from the quartiles), and the mean overlap over seeds against t / d^k with k the fitted
 /// exponent of the escape steps, one curve per d (a seed stopped at its escape holds its last
 /// overlap): at the right k the curves fall on one another.
-fn draw_escape(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
+fn draw_escape(dir: &Path, report: &Report, curves: &[CurvePoint]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     if report.escape.is_empty() {
         return Ok(files);
@@ -647,7 +650,6 @@ fn draw_escape(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
     if !series.is_empty() {
         files.extend(line_plot(&dir.join("escape_samples"), "samples until the overlap reaches the threshold (median over seeds; bars: quartiles)", "d", "samples", &series, true)?);
     }
-    let curves: Vec<CurvePoint> = read_lines::<CurvePoint>(&dir.join("curves.jsonl"))?.into_iter().map(|(c, _)| c).filter(|c| c.overlap.is_some()).collect();
     for fit in report.escape_fits.iter().filter(|f| f.quantity == "steps") {
         // each seed's curve by d; a seed that stopped at its escape holds its last overlap after
         let mut by_d: BTreeMap<usize, BTreeMap<u64, Vec<(usize, f64)>>> = BTreeMap::new();

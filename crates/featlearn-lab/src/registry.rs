@@ -238,6 +238,7 @@ mod tests {
         assert_eq!(plan(1, false) - plan(0, false), 900_000 * (385 + 4 * 2000) * 4);
         assert!(features_in_blocks(&c));
         assert!(!features_in_blocks(&from_toml(&format!("{toml}[ridge]\nsolver = \"cg\"\n"), &[]).unwrap()));
+        assert!(!features_in_blocks(&from_toml(&format!("{toml}[kernel]\nmax_buffer_mb = 64.0\n"), &[]).unwrap()));
     }
 
     #[test]

@@ -250,7 +250,7 @@ pub fn fit_head(c: &Compute, net: TwoLayer, train: &Dataset, val: &Dataset, opts
     let y = linear.residual(&train.x, &train.y);
     let y_val = linear.residual(&val.x, &val.y);
     let phi_val = net.features(val.x.clone());
-    let head = if c.factors_on_host() && matches!(opts.solver, HeadSolver::Direct | HeadSolver::Eigen) {
+    let head = if solves_on_host(c, opts.solver) {
         // G and Phi^T y block by block: the n x m training features are never held whole
         let (g, rhs) = feature_gram(&net, &train.x, &y, crate::network::feature_block_rows(net.width()))?;
         ridge_head_on_host(c, &g, &rhs, &phi_val, &y_val, &opts.lambdas, opts.solver)?
@@ -261,6 +261,11 @@ pub fn fit_head(c: &Compute, net: TwoLayer, train: &Dataset, val: &Dataset, opts
     };
     let net = TwoLayer { a: head.a.clone(), ..net };
     Ok((Predictor { linear, net }, head))
+}
+
+/// Whether the head's direct and eigen solvers run on the host from G ([`ridge_head_on_host`]).
+fn solves_on_host(c: &Compute, solver: HeadSolver) -> bool {
+    c.factors_on_host() && matches!(solver, HeadSolver::Direct | HeadSolver::Eigen)
 }
 
 /// The features' mean square mean(phi^2) is finite, or the error says the first step overflowed.
@@ -341,7 +346,7 @@ pub fn ridge_head(
         return Err(Error::Invalid("the ridge grid is empty".into()));
     }
     let rhs = phi.clone().transpose().matmul(y.clone().reshape([n, 1])) / n as f64; // m x 1
-    if c.factors_on_host() && matches!(solver, HeadSolver::Direct | HeadSolver::Eigen) {
+    if solves_on_host(c, solver) {
         let g = to_host(gram_tn(phi.clone()) / n as f64)?;
         return ridge_head_on_host(c, &g, &to_host(rhs)?, phi_val, y_val, lambdas, solver);
     }

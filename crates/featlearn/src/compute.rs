@@ -382,15 +382,16 @@ pub fn gram_tn(a: Tensor<2>) -> Tensor<2> {
     if !host || m.saturating_mul(m).saturating_mul(k) < HOST_GEMM_MIN {
         return a.clone().transpose().matmul(a);
     }
-    let Ok(data) = owned_data(a.clone()) else {
-        // a failed read leaves the product to burn, whose result reports the failure when read
-        return a.clone().transpose().matmul(a);
+    let device = a.device();
+    // moved, as in the products below: an operand the caller no longer holds is not copied
+    let Ok(data) = owned_data(a) else {
+        return Tensor::from_data(TensorData::new(vec![f64::NAN; m * m], [m, m]), (&device, dtype));
     };
     let out = match dtype {
         DType::F32 => host_gram::<f32>(&data, k, m),
         _ => host_gram::<f64>(&data, k, m),
     };
-    Tensor::from_data(out, (&a.device(), dtype))
+    Tensor::from_data(out, (&device, dtype))
 }
 
 fn host_gram<T: faer::traits::ComplexField + burn::tensor::Element + Copy>(a: &TensorData, k: usize, m: usize) -> TensorData {

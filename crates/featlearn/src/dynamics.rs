@@ -480,8 +480,9 @@ pub fn run_sgd_host(replicas: &[Replica], opts: &SgdOptions, progress: impl FnMu
     );
     Ok(states
         .into_iter()
-        .map(|(st, track)| {
-            let directions = direction_overlaps_host(&st.w, &replicas[0].target.u, d);
+        .zip(replicas)
+        .map(|((st, track), rep)| {
+            let directions = direction_overlaps_host(&st.w, &rep.target.u, d);
             track.outcome(st.w, st.a, Vec::new(), directions)
         })
         .collect())

@@ -478,6 +478,9 @@ mod sgd {
                 close(&format!("{what} a"), &together[i].a, &alone.a, *tol);
                 let curve = |o: &SgdOutcome| o.curve.iter().map(|p| p.1).collect::<Vec<_>>();
                 close(&format!("{what} curve"), &curve(&together[i]), &curve(&alone), *tol);
+                // each replica's overlaps with its own teacher's directions, the closing point too
+                let along = |o: &SgdOutcome| o.directions.concat();
+                close(&format!("{what} directions"), &along(&together[i]), &along(&alone), *tol);
             }
         }
     }

@@ -123,11 +123,12 @@ pub fn check_grids(config: &Config, trials: &[(&Trial, &dyn Method)], elem: usiz
     Ok(())
 }
 
-/// Whether `featlearn::algorithm1`'s head passes over the training features in blocks: on the
-/// host (ndarray) with the direct or eigen solver, where G = Phi^T Phi / n is summed block by
-/// block ([`featlearn::algorithm1::feature_gram`]). Its first step always does.
+/// Whether `featlearn::algorithm1`'s head passes over the training features in blocks: where it
+/// factors on the host (ndarray with no buffer limit, `Compute::factors_on_host`) with the direct
+/// or eigen solver, G = Phi^T Phi / n is summed block by block
+/// ([`featlearn::algorithm1::feature_gram`]). Its first step always does.
 pub fn features_in_blocks(config: &Config) -> bool {
-    config.run.backend == "ndarray" && matches!(config.ridge.solver.as_str(), "direct" | "eigen")
+    config.run.backend == "ndarray" && config.kernel.max_buffer_mb == 0.0 && matches!(config.ridge.solver.as_str(), "direct" | "eigen")
 }
 
 /// Peak bytes a trial holds at `elem` bytes a value, checked against the memory budget before
