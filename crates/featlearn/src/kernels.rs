@@ -148,9 +148,11 @@ trait GramFloat: Copy + Send + Sync {
 
 impl GramFloat for f32 {
     const EPS: f64 = f32::EPSILON as f64;
+    #[inline(always)]
     fn get(self) -> f64 {
         self as f64
     }
+    #[inline(always)]
     fn put(v: f64) -> Self {
         v as f32
     }
@@ -158,9 +160,11 @@ impl GramFloat for f32 {
 
 impl GramFloat for f64 {
     const EPS: f64 = f64::EPSILON;
+    #[inline(always)]
     fn get(self) -> f64 {
         self
     }
+    #[inline(always)]
     fn put(v: f64) -> Self {
         v
     }
@@ -175,17 +179,52 @@ impl GramFloat for f64 {
 /// the rounding into theta ~ sqrt(eps). Rows in parallel.
 fn relu_rows<E: GramFloat>(values: &mut [E], sxx: &[f64], szz: &[f64], scale: f64, sb2: f64, ntk: bool) {
     let k = szz.len();
-    values.par_chunks_mut(k.max(1)).zip(sxx.par_iter()).for_each(|(row, &si)| {
-        for (v, &sj) in row.iter_mut().zip(szz) {
-            let s = scale * v.get() + sb2;
-            let q = (si * sj).sqrt();
-            let cos = if q > 0.0 { (s / q).clamp(-1.0, 1.0) } else { 1.0 };
-            let cos = if 1.0 - cos.abs() <= 8.0 * E::EPS { cos.signum() } else { cos };
-            let pi_minus = PI - arccos(cos);
-            let nngp = q * (((1.0 - cos) * (1.0 + cos)).sqrt() + pi_minus * cos) / (2.0 * PI);
-            *v = E::put(if ntk { nngp + s * pi_minus / (2.0 * PI) } else { nngp });
+    values.par_chunks_mut(k.max(1)).zip(sxx.par_iter()).for_each(|(row, &si)| relu_row_widest(row, si, szz, scale, sb2, ntk));
+}
+
+/// [`relu_row`] compiled for the widest vector unit the CPU has: the crate is built for baseline
+/// x86-64 (SSE2: two f64 lanes, no fused multiply-add), so the row's loop is compiled again with
+/// AVX-512 (eight lanes) and with AVX2 (four), chosen at run time. The same operations in the
+/// same order (no contraction into fused multiply-adds), so every width gives the same bits.
+fn relu_row_widest<E: GramFloat>(row: &mut [E], si: f64, szz: &[f64], scale: f64, sb2: f64, ntk: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked above)
+            return unsafe { relu_row_avx512(row, si, szz, scale, sb2, ntk) };
         }
-    });
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked above)
+            return unsafe { relu_row_avx2(row, si, szz, scale, sb2, ntk) };
+        }
+    }
+    relu_row(row, si, szz, scale, sb2, ntk)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn relu_row_avx512<E: GramFloat>(row: &mut [E], si: f64, szz: &[f64], scale: f64, sb2: f64, ntk: bool) {
+    relu_row(row, si, szz, scale, sb2, ntk)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn relu_row_avx2<E: GramFloat>(row: &mut [E], si: f64, szz: &[f64], scale: f64, sb2: f64, ntk: bool) {
+    relu_row(row, si, szz, scale, sb2, ntk)
+}
+
+/// One row of [`relu_rows`]: S(x_i, z_j) from x_i.z_j in place, si = S(x_i, x_i), szz = S(z_j, z_j).
+#[inline(always)]
+fn relu_row<E: GramFloat>(row: &mut [E], si: f64, szz: &[f64], scale: f64, sb2: f64, ntk: bool) {
+    for (v, &sj) in row.iter_mut().zip(szz) {
+        let s = scale * v.get() + sb2;
+        let q = (si * sj).sqrt();
+        let cos = if q > 0.0 { (s / q).clamp(-1.0, 1.0) } else { 1.0 };
+        let cos = if 1.0 - cos.abs() <= 8.0 * E::EPS { cos.signum() } else { cos };
+        let pi_minus = PI - arccos(cos);
+        let nngp = q * (((1.0 - cos) * (1.0 + cos)).sqrt() + pi_minus * cos) / (2.0 * PI);
+        *v = E::put(if ntk { nngp + s * pi_minus / (2.0 * PI) } else { nngp });
+    }
 }
 
 /// Coefficients a_n of asin(x) = x sum_n a_n x^(2n): a_0 = 1,
@@ -303,7 +342,7 @@ pub fn gram_rows(kernel: &Kernel, x: &Tensor<2>, z: &Tensor<2>, rows: Range<usiz
 
 #[cfg(test)]
 mod tests {
-    use super::arccos;
+    use super::{arccos, relu_row, relu_row_widest};
 
     #[test]
     fn arccos_agrees_with_libm_to_a_few_ulps() {
@@ -314,6 +353,43 @@ mod tests {
         for c in points {
             let (got, want) = (arccos(c), c.acos());
             assert!((got - want).abs() <= 8.0 * f64::EPSILON * want.max(f64::MIN_POSITIVE), "arccos({c:e}) = {got:e}, libm {want:e}");
+        }
+    }
+
+    /// The row compiled for the CPU's widest vector unit gives the bits of the baseline build,
+    /// over lengths that are not multiples of the lanes and pairs at cos = +-1, near it, and 0.
+    #[test]
+    fn the_widest_row_gives_the_baseline_bits() {
+        let k = 1037;
+        let szz: Vec<f64> = (0..k).map(|j| 0.5 + (j % 17) as f64 * 0.11).collect();
+        let si = 1.3;
+        for (which, ntk) in [("nngp", false), ("ntk", true)] {
+            // S(x, z) / q sweeps [-1.2, 1.2], with exact +-1 and a cos 1e-10 below 1 among them
+            let raw: Vec<f64> = (0..k)
+                .map(|j| {
+                    let q = (si * szz[j]).sqrt();
+                    let c = match j % 97 {
+                        0 => 1.0,
+                        1 => -1.0,
+                        2 => 1.0 - 1e-10,
+                        3 => 0.0,
+                        _ => -1.2 + 2.4 * j as f64 / k as f64,
+                    };
+                    c * q - 0.25 // the entry x.z before S = scale x.z + sb2 with scale 1, sb2 0.25
+                })
+                .collect();
+            let mut wide = raw.clone();
+            let mut base = raw.clone();
+            relu_row_widest(&mut wide, si, &szz, 1.0, 0.25, ntk);
+            relu_row(&mut base, si, &szz, 1.0, 0.25, ntk);
+            for j in 0..k {
+                assert_eq!(wide[j].to_bits(), base[j].to_bits(), "{which} entry {j}: {} vs {}", wide[j], base[j]);
+            }
+            let mut wide32: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
+            let mut base32 = wide32.clone();
+            relu_row_widest(&mut wide32, si, &szz, 1.0, 0.25, ntk);
+            relu_row(&mut base32, si, &szz, 1.0, 0.25, ntk);
+            assert_eq!(wide32.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), base32.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{which} f32");
         }
     }
 }
