@@ -701,6 +701,29 @@ fn draw_escape(dir: &Path, report: &Report, curves: &[CurvePoint]) -> Result<Vec
         let title = format!("escape against the batch size b at d = {d} (median over seeds)");
         files.extend(line_plot(&dir.join(stem), &title, "b", "steps, samples", &series, true)?);
     }
+    // where a larger batch stops escaping, against d: the bracket at each d, the theory's
+    // d^(k*/2) in grey through the first bracket's geometric mean (k* read from `heK`)
+    let mut edges: BTreeMap<&str, Vec<&crate::report::BatchEdge>> = BTreeMap::new();
+    for e in report.batch_edges.iter().filter(|e| e.brackets.len() >= 2) {
+        edges.entry(e.target.as_str()).or_default().push(e);
+    }
+    for (target, es) in edges {
+        let mut series = Vec::new();
+        for e in &es {
+            let who = name(&e.method, &e.target);
+            let k = e.exponent.map_or(String::new(), |k| format!(", slope {k:.2}"));
+            series.push(Series { name: format!("{who}: last b escaped{k}"), label: e.method.clone(), points: e.brackets.iter().map(|p| (p.0 as f64, p.1 as f64, 0.0)).collect(), kind: Kind::Data { variant: 0 } });
+            series.push(Series { name: format!("{who}: first b not escaped"), label: e.method.clone(), points: e.brackets.iter().map(|p| (p.0 as f64, p.2 as f64, 0.0)).collect(), kind: Kind::Data { variant: 1 } });
+        }
+        if let Some(k) = target.strip_prefix("he").and_then(|k| k.parse::<f64>().ok()) {
+            let &(d0, a, b) = &es[0].brackets[0];
+            let mid = (a as f64 * b as f64).sqrt();
+            let line = es[0].brackets.iter().map(|p| (p.0 as f64, mid * (p.0 as f64 / d0 as f64).powf(k / 2.0), 0.0)).collect();
+            series.push(Series { name: format!("d^{} (k* / 2)", k / 2.0), label: String::new(), points: line, kind: Kind::Reference { pattern: 0 } });
+        }
+        let stem: String = format!("batch_edge_{target}").chars().map(|c| if c.is_ascii_alphanumeric() || "-_=".contains(c) { c } else { '_' }).collect();
+        files.extend(line_plot(&dir.join(stem), &format!("where a larger batch stops escaping on {target}"), "d", "b", &series, true)?);
+    }
     Ok(files)
 }
 

@@ -105,6 +105,22 @@ pub struct BatchSweep {
     pub lost: Vec<usize>,
 }
 
+/// Where a larger batch stops escaping, across d (section 13 of docs/science.md: the plain loss's
+/// edge, where eta = lr b d^(-gamma) passes 1/k*, lies at b = d^gamma / (k* lr), of order
+/// d^(k*/2)): per (family, target), at each d whose sweep lost a b, the largest b whose median
+/// seed escaped below the smallest b whose median did not.
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchEdge {
+    /// The label without its `b=` part.
+    pub method: String,
+    pub target: String,
+    /// (d, largest b escaped, smallest b not escaped), ascending in d.
+    pub brackets: Vec<(usize, usize, usize)>,
+    /// Least-squares slope of ln sqrt(b_escaped b_not) against ln d; None with fewer than two d.
+    /// Each edge is known to within its bracket (a factor 2 on a grid of powers of 2).
+    pub exponent: Option<f64>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub eps: f64,
@@ -114,6 +130,7 @@ pub struct Report {
     pub escape: Vec<EscapeRow>,
     pub escape_fits: Vec<EscapeFit>,
     pub batch_sweeps: Vec<BatchSweep>,
+    pub batch_edges: Vec<BatchEdge>,
 }
 
 /// The knee of steps(b): least squares of log steps = A - log min(b, b_knee) over b_knee on a
@@ -180,6 +197,28 @@ fn batch_sweeps(records: &[Record]) -> Vec<BatchSweep> {
         out.push(BatchSweep { method, target, d, points, knee: (!at_end).then_some(knee), level, lost });
     }
     out
+}
+
+/// The edge of each family's batch sweeps across d ([`BatchEdge`]), for the families that lost a
+/// b at some d.
+pub fn batch_edges(sweeps: &[BatchSweep]) -> Vec<BatchEdge> {
+    let mut by: BTreeMap<(String, String), Vec<(usize, usize, usize)>> = BTreeMap::new();
+    for w in sweeps {
+        let Some(&lost) = w.lost.iter().min() else { continue };
+        let Some(escaped) = w.points.iter().map(|p| p.0).filter(|&b| b < lost).max() else { continue };
+        by.entry((w.method.clone(), w.target.clone())).or_default().push((w.d, escaped, lost));
+    }
+    by.into_iter()
+        .map(|((method, target), mut brackets)| {
+            brackets.sort();
+            let xy: Vec<(f64, f64)> = brackets.iter().map(|&(d, e, l)| ((d as f64).ln(), 0.5 * ((e as f64).ln() + (l as f64).ln()))).collect();
+            let exponent = (xy.len() >= 2).then(|| {
+                let (mx, my) = (xy.iter().map(|p| p.0).sum::<f64>() / xy.len() as f64, xy.iter().map(|p| p.1).sum::<f64>() / xy.len() as f64);
+                xy.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>() / xy.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>()
+            });
+            BatchEdge { method, target, brackets, exponent }
+        })
+        .collect()
 }
 
 /// The q-quantile (0..1) of values sorted ascending with the non-escaped as +inf, by linear
@@ -447,7 +486,9 @@ pub fn build_report(records: &[Record], eps: f64, bootstrap: usize) -> Report {
         });
     }
     let (escape, escape_fits) = escape_report(records, bootstrap);
-    Report { eps, n_star: rows, exponents, local_slopes: local, escape, escape_fits, batch_sweeps: batch_sweeps(records) }
+    let sweeps = batch_sweeps(records);
+    let batch_edges = batch_edges(&sweeps);
+    Report { eps, n_star: rows, exponents, local_slopes: local, escape, escape_fits, batch_sweeps: sweeps, batch_edges }
 }
 
 /// report.md: errors by method, d, n; n* table; exponents; what was not reached.
@@ -504,6 +545,14 @@ pub fn render_markdown(report: &Report, records: &[Record]) -> String {
             s.push_str(&format!("| {} | {} | {} | {knee} | {} | {lost} |\n", w.method, w.target, w.d, points.join("; ")));
         }
     }
+    if !report.batch_edges.is_empty() {
+        s.push_str("\n### Where a larger batch stops escaping, against d\n\nAt each d, the largest b whose median seed escaped and the smallest b whose median did not; the exponent is the least-squares slope of the log of their geometric mean against log d (each edge is known only to within its bracket). For the plain loss the theory puts the edge at b = d^gamma / (k* lr), of order d^(k*/2).\n\n| method | target | d: last b escaped - first b not | exponent in d |\n| --- | --- | --- | --- |\n");
+        for e in &report.batch_edges {
+            let brackets: Vec<String> = e.brackets.iter().map(|(d, a, b)| format!("{d}: {a} - {b}")).collect();
+            let k = e.exponent.map_or("-".into(), |k| format!("{k:.2}"));
+            s.push_str(&format!("| {} | {} | {} | {k} |\n", e.method, e.target, brackets.join("; ")));
+        }
+    }
     let missing: Vec<String> =
         report.n_star.iter().filter(|r| r.n_star.is_none()).map(|r| format!("{} on {} at d = {}", r.method, r.target, r.d)).collect();
     s.push_str("\n## Not reached\n\n");
@@ -556,6 +605,37 @@ mod tests {
         let flat: Vec<(f64, f64)> = bs.iter().enumerate().map(|(i, &b)| (b, noisy(1e3, 30 + i))).collect();
         assert!(batch_knee(&flat).unwrap().0 < 1.5, "a flat sweep has its knee at the smallest b");
         assert!(batch_knee(&knee[..2]).is_none());
+    }
+
+    /// The edge is the bracket around the first lost b at each d, and its exponent the slope
+    /// through the brackets' geometric means: brackets [d^1.5 / 2, d^1.5] over d = 64, 256 and
+    /// 1024 give exactly 1.5; a family that lost nothing has no edge.
+    #[test]
+    fn the_batch_edge_brackets_the_first_lost_b_and_grows_with_its_slope() {
+        let sweep = |d: usize, edge: usize, lost: Vec<usize>| BatchSweep {
+            method: "sgd/loss=mse".into(),
+            target: "he3".into(),
+            d,
+            points: (0..17).map(|i| 1usize << i).filter(|&b| b <= edge).map(|b| (b, 1e6 / b as f64, 1e6)).collect(),
+            knee: None,
+            level: 0.0,
+            lost,
+        };
+        // edges b = d^1.5 / 2 .. d^1.5: 256-512 at d = 64, 2048-4096 at d = 256, 16384-32768 at d = 1024
+        let sweeps = vec![
+            sweep(64, 256, vec![512, 2048]),
+            sweep(256, 2048, vec![4096]),
+            sweep(1024, 16384, vec![32768, 65536]),
+            BatchSweep { method: "sgd/loss=correlation".into(), ..sweep(64, 65536, vec![]) },
+        ];
+        let edges = batch_edges(&sweeps);
+        assert_eq!(edges.len(), 1, "the family that lost nothing has no edge");
+        assert_eq!(edges[0].brackets, vec![(64, 256, 512), (256, 2048, 4096), (1024, 16384, 32768)]);
+        assert!((edges[0].exponent.unwrap() - 1.5).abs() < 1e-12, "{:?}", edges[0].exponent);
+        // one d gives a bracket and no exponent; a lost b below every escaped one gives neither
+        let one = batch_edges(&[sweep(64, 256, vec![512]), BatchSweep { target: "he2".into(), ..sweep(64, 256, vec![1]) }]);
+        assert_eq!(one.len(), 1);
+        assert_eq!((one[0].brackets.clone(), one[0].exponent), (vec![(64, 256, 512)], None));
     }
 
     /// Records whose seeds reach eps = 0.1 exactly at n*_s(d) on a dense geometric grid of n
