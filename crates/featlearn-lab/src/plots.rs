@@ -566,7 +566,7 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
         }
     }
 
-    // sgd's curves, read once for the escape and direction figures
+    // sgd's curves for the escape figures
     let path = dir.join("curves.jsonl");
     let curves: Vec<CurvePoint> = if report.escape.is_empty() || !path.exists() {
         Vec::new()
@@ -574,39 +574,28 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
         read_lines::<CurvePoint>(&path)?.into_iter().map(|(c, _)| c).filter(|c| c.overlap.is_some()).collect()
     };
     files.extend(draw_escape(dir, report, &curves)?);
-    files.extend(draw_directions(dir, &curves)?);
+    files.extend(draw_directions(dir, report)?);
     Ok(files)
 }
 
 /// The giant-step figure, for sgd runs on a teacher of several directions (r >= 2): the overlap
-/// with each direction u_k (the mean over neurons of cos^2(w_j, u_k); mean and standard error
-/// over seeds) against the step index from 1, a colour per label and a marker per direction, at
-/// each (task, d); the random start's 1/d in grey.
-fn draw_directions(dir: &Path, curves: &[CurvePoint]) -> Result<Vec<PathBuf>> {
+/// with each direction u_k (the report's [`crate::report::DirectionCurve`]) against the step
+/// index from 1, a colour per label and a marker per direction, at each (task, d); the random
+/// start's 1/d in grey.
+fn draw_directions(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    // (task, d) -> label -> direction k -> step -> one value per seed
-    type Steps = BTreeMap<usize, Vec<f64>>;
-    let mut groups: BTreeMap<(String, usize), BTreeMap<String, BTreeMap<usize, Steps>>> = BTreeMap::new();
-    for c in curves {
-        let Some(along) = c.directions.as_ref().filter(|a| a.len() >= 2) else { continue };
-        let by_k = groups.entry((escape_task(&c.trial), c.trial.d)).or_default().entry(c.trial.label.clone()).or_default();
-        for (k, &v) in along.iter().enumerate() {
-            by_k.entry(k).or_default().entry(c.step).or_default().push(v);
-        }
+    let mut groups: BTreeMap<(&str, usize), Vec<&crate::report::DirectionCurve>> = BTreeMap::new();
+    for c in &report.directions {
+        groups.entry((c.target.as_str(), c.d)).or_default().push(c);
     }
-    for ((task, d), labels) in groups {
+    for ((task, d), curves) in groups {
         let mut series = Vec::new();
         let mut last_step = 1usize;
-        for (label, by_k) in &labels {
-            for (&k, steps) in by_k {
-                last_step = last_step.max(steps.keys().copied().max().unwrap_or(1));
-                // the axis is logarithmic: the start (step 0) is the grey 1/d line
-                let points = steps.iter().filter(|(&t, _)| t > 0).map(|(&t, v)| {
-                    let (m, se) = mean_se(v);
-                    (t as f64, m, se)
-                });
-                series.push(Series { name: format!("{label}: u_{}", k + 1), label: label.clone(), points: points.collect(), kind: Kind::Data { variant: k } });
-            }
+        for c in curves {
+            last_step = last_step.max(c.points.last().map_or(1, |p| p.0));
+            // the axis is logarithmic: the start (step 0) is the grey 1/d line
+            let points = c.points.iter().filter(|p| p.0 > 0).map(|&(t, m, se)| (t as f64, m, se)).collect();
+            series.push(Series { name: format!("{}: u_{}", c.method, c.direction), label: c.method.clone(), points, kind: Kind::Data { variant: c.direction - 1 } });
         }
         if let Some(start) = level(format!("random start: 1/d = {:.1e}", 1.0 / d as f64), 1.0 / d as f64, [1.0, last_step as f64].into_iter(), 0) {
             series.push(start);

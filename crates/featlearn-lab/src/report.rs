@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use featlearn::rng::{stream_rng, Stream};
 
 use crate::files::write_atomic;
-use crate::records::{format_table, summarize, Record};
+use crate::records::{format_table, mean_se, read_lines, summarize, CurvePoint, Record};
 
 /// n*(d) of one method.
 #[derive(Clone, Debug, Serialize)]
@@ -121,6 +121,20 @@ pub struct BatchEdge {
     pub exponent: Option<f64>,
 }
 
+/// The overlap with one teacher direction u_k after each logged step, for sgd on a teacher of
+/// several directions (the giant-step protocol): the mean over neurons of cos^2(w_j, u_k), as
+/// mean and standard error over seeds.
+#[derive(Clone, Debug, Serialize)]
+pub struct DirectionCurve {
+    pub method: String,
+    pub target: String,
+    pub d: usize,
+    /// k of u_k, from 1.
+    pub direction: usize,
+    /// (step, mean, standard error), ascending in step, from the start (step 0).
+    pub points: Vec<(usize, f64, f64)>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub eps: f64,
@@ -131,6 +145,42 @@ pub struct Report {
     pub escape_fits: Vec<EscapeFit>,
     pub batch_sweeps: Vec<BatchSweep>,
     pub batch_edges: Vec<BatchEdge>,
+    /// Empty from [`build_report`]; [`Report::with_directions`] fills it from curves.jsonl.
+    pub directions: Vec<DirectionCurve>,
+}
+
+impl Report {
+    /// The report with the per-direction overlaps of `dir`'s curves.jsonl (none without one).
+    pub fn with_directions(mut self, dir: &std::path::Path) -> Result<Self> {
+        let path = dir.join("curves.jsonl");
+        if path.exists() {
+            let curves: Vec<CurvePoint> = read_lines::<CurvePoint>(&path)?.into_iter().map(|(c, _)| c).collect();
+            self.directions = direction_curves(&curves);
+        }
+        Ok(self)
+    }
+}
+
+/// Each (label, task, d, direction)'s overlap against the step, over the curve points that carry
+/// two directions or more ([`DirectionCurve`]).
+pub fn direction_curves(curves: &[CurvePoint]) -> Vec<DirectionCurve> {
+    // (label, task, d, k) -> step -> one value per seed
+    let mut by: BTreeMap<(String, String, usize, usize), BTreeMap<usize, Vec<f64>>> = BTreeMap::new();
+    for c in curves {
+        let Some(along) = c.directions.as_ref().filter(|a| a.len() >= 2) else { continue };
+        for (k, &v) in along.iter().enumerate() {
+            by.entry((c.trial.label.clone(), escape_task(&c.trial), c.trial.d, k + 1)).or_default().entry(c.step).or_default().push(v);
+        }
+    }
+    by.into_iter()
+        .map(|((method, target, d, direction), steps)| {
+            let points = steps.into_iter().map(|(t, v)| {
+                let (m, se) = mean_se(&v);
+                (t, m, se)
+            });
+            DirectionCurve { method, target, d, direction, points: points.collect() }
+        })
+        .collect()
 }
 
 /// The knee of steps(b): least squares of log steps = A - log min(b, b_knee) over b_knee on a
@@ -488,7 +538,7 @@ pub fn build_report(records: &[Record], eps: f64, bootstrap: usize) -> Report {
     let (escape, escape_fits) = escape_report(records, bootstrap);
     let sweeps = batch_sweeps(records);
     let batch_edges = batch_edges(&sweeps);
-    Report { eps, n_star: rows, exponents, local_slopes: local, escape, escape_fits, batch_sweeps: sweeps, batch_edges }
+    Report { eps, n_star: rows, exponents, local_slopes: local, escape, escape_fits, batch_sweeps: sweeps, batch_edges, directions: Vec::new() }
 }
 
 /// report.md: errors by method, d, n; n* table; exponents; what was not reached.
@@ -553,6 +603,13 @@ pub fn render_markdown(report: &Report, records: &[Record]) -> String {
             s.push_str(&format!("| {} | {} | {} | {k} |\n", e.method, e.target, brackets.join("; ")));
         }
     }
+    if !report.directions.is_empty() {
+        s.push_str("\n## Overlap with each teacher direction against the step (sgd)\n\nThe mean over neurons of cos^2(w_j, u_k), mean ± standard error over seeds, after each logged step (step 0: the start, about 1/d).\n\n| method | target | d | u_k | step: overlap |\n| --- | --- | --- | --- | --- |\n");
+        for c in &report.directions {
+            let points: Vec<String> = c.points.iter().map(|(t, m, se)| format!("{t}: {m:.4} ± {se:.4}")).collect();
+            s.push_str(&format!("| {} | {} | {} | u_{} | {} |\n", c.method, c.target, c.d, c.direction, points.join("; ")));
+        }
+    }
     let missing: Vec<String> =
         report.n_star.iter().filter(|r| r.n_star.is_none()).map(|r| format!("{} on {} at d = {}", r.method, r.target, r.d)).collect();
     s.push_str("\n## Not reached\n\n");
@@ -605,6 +662,26 @@ mod tests {
         let flat: Vec<(f64, f64)> = bs.iter().enumerate().map(|(i, &b)| (b, noisy(1e3, 30 + i))).collect();
         assert!(batch_knee(&flat).unwrap().0 < 1.5, "a flat sweep has its knee at the smallest b");
         assert!(batch_knee(&knee[..2]).is_none());
+    }
+
+    /// The per-direction table groups by (label, task, d, direction) and gives the mean and
+    /// standard error over seeds at each step: values 0.1 and 0.3 for u_1 give 0.2 ± 0.1, a point
+    /// with a single direction (a single-index run) is left out.
+    #[test]
+    fn direction_curves_average_each_direction_over_seeds() {
+        let trial = escapes(&[(16, 0, None)]).remove(0).trial;
+        let at = |seed: u64, step: usize, along: Vec<f64>| {
+            let mut c = CurvePoint::at(crate::config::Trial { seed, ..trial.clone() }, step);
+            c.directions = Some(along);
+            c
+        };
+        let curves = vec![at(0, 1, vec![0.1, 0.02]), at(1, 1, vec![0.3, 0.04]), at(0, 2, vec![0.5, 0.2]), at(1, 2, vec![0.7, 0.4]), at(2, 1, vec![0.9])];
+        let out = direction_curves(&curves);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].target.as_str(), out[0].d, out[0].direction), ("he3", 16, 1));
+        let close = |a: (usize, f64, f64), b: (usize, f64, f64)| a.0 == b.0 && (a.1 - b.1).abs() < 1e-12 && (a.2 - b.2).abs() < 1e-12;
+        assert!(close(out[0].points[0], (1, 0.2, 0.1)) && close(out[0].points[1], (2, 0.6, 0.1)), "{:?}", out[0].points);
+        assert!(close(out[1].points[0], (1, 0.03, 0.01)) && close(out[1].points[1], (2, 0.3, 0.1)), "{:?}", out[1].points);
     }
 
     /// The edge is the bracket around the first lost b at each d, and its exponent the slope
