@@ -193,18 +193,22 @@ trait HostFloat: Copy + Send + Sync {
 }
 
 impl HostFloat for f32 {
+    #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
     }
+    #[inline(always)]
     fn from_f64(v: f64) -> Self {
         v as f32
     }
 }
 
 impl HostFloat for f64 {
+    #[inline(always)]
     fn to_f64(self) -> f64 {
         self
     }
+    #[inline(always)]
     fn from_f64(v: f64) -> Self {
         v
     }
@@ -216,30 +220,12 @@ impl HostFloat for f64 {
 /// G_ij = e_i s_out a_j 1[z_ij > 0]; returns f, grad a = s_out sum_i e_i relu(z_i) and
 /// grad b = sum_i G_i.
 fn relu_pass<T: HostFloat>(xw: &mut [T], p: usize, b: &[f64], a: &[f64], y: &[f64], scales: Scales) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let n = y.len();
-    let half = if p % 2 == 0 { p / 2 } else { p };
     let rows_per_task = (4096 / p.max(1)).max(16);
     let (f, (ga, gb)) = xw
         .par_chunks_mut(rows_per_task * p)
         .enumerate()
         .map(|(chunk, rows)| {
-            let (mut ga, mut gb, mut f) = (vec![0.0; p], vec![0.0; p], Vec::with_capacity(rows.len() / p));
-            let mut phi = vec![0.0; p];
-            for (k, row) in rows.chunks_mut(p).enumerate() {
-                let i = chunk * rows_per_task + k;
-                // relu(z) of the row, then f by halves (eight partial sums each: vectorised)
-                phi.iter_mut().zip(row.iter()).zip(b).for_each(|((h, v), bj)| *h = (scales.s_in * v.to_f64() + bj).max(0.0));
-                let fi = scales.s_out * (dot(&a[..half], &phi[..half]) + dot(&a[half..], &phi[half..]));
-                let e = (fi - y[i]) / n as f64;
-                let (ea, es) = (e * scales.s_out, scales.s_out * e);
-                for ((((out, &h), &aj), gaj), gbj) in row.iter_mut().zip(&phi).zip(a).zip(ga.iter_mut()).zip(gb.iter_mut()) {
-                    let g = if h > 0.0 { ea * aj } else { 0.0 };
-                    *gaj += es * h;
-                    *gbj += g;
-                    *out = T::from_f64(g);
-                }
-                f.push(fi);
-            }
+            let (f, ga, gb) = relu_rows_widest(rows, chunk * rows_per_task, p, b, a, y, scales);
             (f, (ga, gb))
         })
         .reduce(
@@ -252,4 +238,65 @@ fn relu_pass<T: HostFloat>(xw: &mut [T], p: usize, b: &[f64], a: &[f64], y: &[f6
             },
         );
     (f, ga, gb)
+}
+
+widest! {
+    /// [`relu_rows`] compiled for the widest vector unit the CPU has.
+    fn relu_rows_widest<T: HostFloat>(rows: &mut [T], first: usize, p: usize, b: &[f64], a: &[f64], y: &[f64], scales: Scales) -> (Vec<f64>, Vec<f64>, Vec<f64>) = relu_rows;
+}
+
+/// The rows of one task of [`relu_pass`] (rows `first..` of xw): their f, and their shares of
+/// grad a and grad b.
+#[inline(always)]
+fn relu_rows<T: HostFloat>(rows: &mut [T], first: usize, p: usize, b: &[f64], a: &[f64], y: &[f64], scales: Scales) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let n = y.len();
+    let half = if p % 2 == 0 { p / 2 } else { p };
+    let (mut ga, mut gb, mut f) = (vec![0.0; p], vec![0.0; p], Vec::with_capacity(rows.len() / p));
+    let mut phi = vec![0.0; p];
+    for (k, row) in rows.chunks_mut(p).enumerate() {
+        let i = first + k;
+        // relu(z) of the row, then f by halves (eight partial sums each: vectorised)
+        phi.iter_mut().zip(row.iter()).zip(b).for_each(|((h, v), bj)| *h = (scales.s_in * v.to_f64() + bj).max(0.0));
+        let fi = scales.s_out * (dot(&a[..half], &phi[..half]) + dot(&a[half..], &phi[half..]));
+        let e = (fi - y[i]) / n as f64;
+        let (ea, es) = (e * scales.s_out, scales.s_out * e);
+        for ((((out, &h), &aj), gaj), gbj) in row.iter_mut().zip(&phi).zip(a).zip(ga.iter_mut()).zip(gb.iter_mut()) {
+            let g = if h > 0.0 { ea * aj } else { 0.0 };
+            *gaj += es * h;
+            *gbj += g;
+            *out = T::from_f64(g);
+        }
+        f.push(fi);
+    }
+    (f, ga, gb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{relu_rows, relu_rows_widest, Scales};
+
+    /// gd's ReLU pass compiled for the CPU's widest vector unit gives the bits of the baseline
+    /// build: f, grad a, grad b and the overwritten rows, f32 and f64, with a width (p = 37) that
+    /// is not a multiple of the lanes and pre-activations on both sides of 0.
+    #[test]
+    fn the_widest_relu_pass_gives_the_baseline_bits() {
+        let (rows, p) = (23, 37);
+        // y holds 3 rows before these (the task's first row is 3)
+        let z = crate::rng::normals(5, crate::rng::Stream::Bootstrap, 0, rows * p + 2 * p + rows + 3);
+        let (xw, rest) = z.split_at(rows * p);
+        let (b, rest) = rest.split_at(p);
+        let (a, y) = rest.split_at(p);
+        let scales = Scales { s_in: 0.7, s_out: 1.0 / p as f64 };
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let (mut wide, mut base) = (xw.to_vec(), xw.to_vec());
+        let (fw, aw, bw) = relu_rows_widest(&mut wide, 3, p, b, a, y, scales);
+        let (fb, ab, bb) = relu_rows(&mut base, 3, p, b, a, y, scales);
+        assert_eq!((bits(&fw), bits(&aw), bits(&bw), bits(&wide)), (bits(&fb), bits(&ab), bits(&bb), bits(&base)));
+        let (mut wide32, mut base32): (Vec<f32>, Vec<f32>) = (xw.iter().map(|&v| v as f32).collect(), xw.iter().map(|&v| v as f32).collect());
+        let (fw, aw, bw) = relu_rows_widest(&mut wide32, 0, p, b, a, y, scales);
+        let (fb, ab, bb) = relu_rows(&mut base32, 0, p, b, a, y, scales);
+        assert_eq!((bits(&fw), bits(&aw), bits(&bw)), (bits(&fb), bits(&ab), bits(&bb)));
+        assert_eq!(wide32.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), base32.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        assert!(fw.iter().any(|&v| v != 0.0) && wide32.iter().any(|&v| v == 0.0) && wide32.iter().any(|&v| v != 0.0), "both sides of the ReLU");
+    }
 }

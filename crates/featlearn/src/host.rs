@@ -19,7 +19,9 @@ fn row_major(m: &Mat<f64>) -> Vec<f64> {
 }
 
 /// x . y with eight partial sums, which the compiler vectorises (a plain running sum it cannot:
-/// floating-point addition is not associative).
+/// floating-point addition is not associative). Inlined, so that it takes the vector width of the
+/// loop it is called from (`widest!`).
+#[inline(always)]
 pub fn dot(x: &[f64], y: &[f64]) -> f64 {
     let mut acc = [0.0; 8];
     let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));

@@ -182,35 +182,10 @@ fn relu_rows<E: GramFloat>(values: &mut [E], sxx: &[f64], szz: &[f64], scale: f6
     values.par_chunks_mut(k.max(1)).zip(sxx.par_iter()).for_each(|(row, &si)| relu_row_widest(row, si, szz, scale, sb2, ntk));
 }
 
-/// [`relu_row`] compiled for the widest vector unit the CPU has: the crate is built for baseline
-/// x86-64 (SSE2: two f64 lanes, no fused multiply-add), so the row's loop is compiled again with
-/// AVX-512 (eight lanes) and with AVX2 (four), chosen at run time. The same operations in the
-/// same order (no contraction into fused multiply-adds), so every width gives the same bits.
-fn relu_row_widest<E: GramFloat>(row: &mut [E], si: f64, szz: &[f64], scale: f64, sb2: f64, ntk: bool) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked above)
-            return unsafe { relu_row_avx512(row, si, szz, scale, sb2, ntk) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked above)
-            return unsafe { relu_row_avx2(row, si, szz, scale, sb2, ntk) };
-        }
-    }
-    relu_row(row, si, szz, scale, sb2, ntk)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn relu_row_avx512<E: GramFloat>(row: &mut [E], si: f64, szz: &[f64], scale: f64, sb2: f64, ntk: bool) {
-    relu_row(row, si, szz, scale, sb2, ntk)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn relu_row_avx2<E: GramFloat>(row: &mut [E], si: f64, szz: &[f64], scale: f64, sb2: f64, ntk: bool) {
-    relu_row(row, si, szz, scale, sb2, ntk)
+widest! {
+    /// [`relu_row`] compiled for the widest vector unit the CPU has (the crate builds for
+    /// baseline x86-64, whose SSE2 ran this loop at a quarter of AVX-512's width).
+    fn relu_row_widest<E: GramFloat>(row: &mut [E], si: f64, szz: &[f64], scale: f64, sb2: f64, ntk: bool) -> () = relu_row;
 }
 
 /// One row of [`relu_rows`]: S(x_i, z_j) from x_i.z_j in place, si = S(x_i, x_i), szz = S(z_j, z_j).
