@@ -383,10 +383,10 @@ fn tick(v: f64) -> String {
 /// mean ± se of a record field per (d, label, target, x).
 fn grouped(records: &[Record], keep: impl Fn(&Record) -> bool, x: impl Fn(&Record) -> f64, y: impl Fn(&Record) -> Option<f64>) -> BTreeMap<(usize, String, String), Vec<(f64, f64, f64)>> {
     let mut acc: BTreeMap<(usize, String, String), BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
-    let target = crate::report::target_name(records);
+    let (target, method) = (crate::report::target_name(records), crate::report::method_name(records));
     for r in records.iter().filter(|r| r.status == "ok" && keep(r)) {
         if let Some(v) = y(r) {
-            acc.entry((r.trial.d, r.trial.label.clone(), target(&r.trial))).or_default().entry(x(r).to_bits()).or_default().push(v);
+            acc.entry((r.trial.d, method(&r.trial), target(&r.trial))).or_default().entry(x(r).to_bits()).or_default().push(v);
         }
     }
     acc.into_iter()

@@ -473,14 +473,25 @@ pub fn target_name(records: &[Record]) -> impl Fn(&crate::config::Trial) -> Stri
     move |t| if several { format!("{} r={}", t.target, t.r) } else { t.target.clone() }
 }
 
+/// How a report names a trial's method: `label/m=M` when the records hold that label at several
+/// widths (net.m as an axis, as in a width sweep), else the label alone. sgd's labels carry their
+/// own width and are left alone.
+pub fn method_name(records: &[Record]) -> impl Fn(&crate::config::Trial) -> String {
+    let mut widths: BTreeMap<String, std::collections::BTreeSet<usize>> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.status == "ok" && r.escaped.is_none()) {
+        widths.entry(r.trial.label.clone()).or_default().insert(r.trial.m);
+    }
+    move |t| if widths.get(&t.label).is_some_and(|w| w.len() > 1) { format!("{}/m={}", t.label, t.m) } else { t.label.clone() }
+}
+
 fn cells(records: &[Record]) -> Cells {
     let mut out: Cells = BTreeMap::new();
-    let name = target_name(records);
+    let (name, method) = (target_name(records), method_name(records));
     // sgd's trials answer another question (escape against d; see escape_report)
     for r in records.iter().filter(|r| r.status == "ok" && r.escaped.is_none()) {
         if let Some(e) = r.test_mse {
             let t = &r.trial;
-            out.entry((t.label.clone(), name(t), t.r)).or_default().entry(t.d).or_default().entry(t.seed).or_default().insert(t.n, e);
+            out.entry((method(t), name(t), t.r)).or_default().entry(t.d).or_default().entry(t.seed).or_default().insert(t.n, e);
         }
     }
     out
@@ -662,6 +673,22 @@ mod tests {
         let flat: Vec<(f64, f64)> = bs.iter().enumerate().map(|(i, &b)| (b, noisy(1e3, 30 + i))).collect();
         assert!(batch_knee(&flat).unwrap().0 < 1.5, "a flat sweep has its knee at the smallest b");
         assert!(batch_knee(&knee[..2]).is_none());
+    }
+
+    /// A label run at two widths gives two n* rows, `label/m=M`, each with its own width's n*
+    /// (n* = 400 at m = 100 and 800 at m = 200 by construction); one width keeps the bare label.
+    #[test]
+    fn widths_of_one_label_are_kept_apart() {
+        let one = synthetic(&[8], 2, |_, _| 400.0);
+        let mut two = one.clone();
+        for r in synthetic(&[8], 2, |_, _| 800.0) {
+            two.push(Record { trial: crate::config::Trial { m: 200, ..r.trial.clone() }, ..r });
+        }
+        let rows = build_report(&two, 0.1, 0).n_star;
+        let by: BTreeMap<String, f64> = rows.iter().map(|r| (r.method.clone(), r.n_star.unwrap())).collect();
+        assert_eq!(by.keys().cloned().collect::<Vec<_>>(), ["onestep/m=100", "onestep/m=200"]);
+        assert!((by["onestep/m=100"] / 400.0 - 1.0).abs() < 0.1 && (by["onestep/m=200"] / 800.0 - 1.0).abs() < 0.1, "{by:?}");
+        assert_eq!(build_report(&one, 0.1, 0).n_star.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(), ["onestep"]);
     }
 
     /// The per-direction table groups by (label, task, d, direction) and gives the mean and
