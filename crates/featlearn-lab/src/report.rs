@@ -638,9 +638,11 @@ pub fn render_markdown(report: &Report, records: &[Record]) -> String {
     } else {
         s.push_str("These trials chose the smallest or the largest lambda of the grid; a wider grid may do better. At the smallest, when the fit is already ridgeless, a smaller lambda changes nothing; at the largest, predicting 0 won (docs/science.md, section 8).\n\n");
         s.push_str("| method | target | d | n | m | seed | lambda |\n| --- | --- | --- | --- | --- | --- | --- |\n");
-        for r in edge {
-            let t = &r.trial;
-            s.push_str(&format!("| {} | {} | {} | {} | {} | {} | {:.3e} |\n", t.label, t.target, t.d, t.n, t.m, t.seed, r.lambda.unwrap_or(f64::NAN)));
+        let name = target_name(records);
+        let mut rows: Vec<_> = edge.iter().map(|r| (&r.trial.label, name(&r.trial), r.trial.d, r.trial.n, r.trial.m, r.trial.seed, r.lambda.unwrap_or(f64::NAN))).collect();
+        rows.sort_by(|a, b| (a.0, &a.1, a.2, a.3, a.4, a.5).cmp(&(b.0, &b.1, b.2, b.3, b.4, b.5)));
+        for (label, target, d, n, m, seed, lambda) in rows {
+            s.push_str(&format!("| {label} | {target} | {d} | {n} | {m} | {seed} | {lambda:.3e} |\n"));
         }
     }
     s
@@ -689,6 +691,29 @@ mod tests {
         assert_eq!(by.keys().cloned().collect::<Vec<_>>(), ["onestep/m=100", "onestep/m=200"]);
         assert!((by["onestep/m=100"] / 400.0 - 1.0).abs() < 0.1 && (by["onestep/m=200"] / 800.0 - 1.0).abs() < 0.1, "{by:?}");
         assert_eq!(build_report(&one, 0.1, 0).n_star.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(), ["onestep"]);
+    }
+
+    /// The lambda-at-edge table names each row's rank when the records hold several (`target
+    /// r=R`, as the n* table does) and lists rows in (method, target, d, n, m, seed) order, not in
+    /// the order the trials finished.
+    #[test]
+    fn the_lambda_edge_table_names_the_rank() {
+        let mut records = Vec::new();
+        for (r, n, lambda) in [(2usize, 40usize, 1e3), (1, 20, 1e-6), (1, 10, 1e-6)] {
+            let mut rec = synthetic(&[8], 1, |_, _| 100.0).remove(0);
+            (rec.trial.r, rec.trial.n, rec.lambda, rec.lambda_at_edge) = (r, n, Some(lambda), Some(true));
+            records.push(rec);
+        }
+        let md = render_markdown(&build_report(&records, 0.1, 0), &records);
+        let rows: Vec<&str> = md.lines().skip_while(|l| !l.starts_with("## Ridge lambda")).filter(|l| l.starts_with("| onestep")).collect();
+        assert_eq!(
+            rows,
+            [
+                "| onestep | he2-plus-hep r=1 | 8 | 10 | 100 | 0 | 1.000e-6 |",
+                "| onestep | he2-plus-hep r=1 | 8 | 20 | 100 | 0 | 1.000e-6 |",
+                "| onestep | he2-plus-hep r=2 | 8 | 40 | 100 | 0 | 1.000e3 |"
+            ]
+        );
     }
 
     /// The per-direction table groups by (label, task, d, direction) and gives the mean and
