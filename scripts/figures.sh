@@ -4,6 +4,9 @@
 # docs/figures/NAME/. Wall times on 2 CPU cores are in docs/figures/README.md.
 #
 #   scripts/figures.sh [scaling-cpu transfer-cpu negative-control-cpu scaling-onestep-cpu information-exponent-cpu information-exponent-large data-reuse-cpu data-reuse batch-size-cpu rank-cpu giant-steps-cpu giant-steps scaling-onestep-large-cpu]
+#
+# The two longest are named only on request: batch-size (26 min) and rank (about 2 h); their
+# docs/figures folders keep a chosen subset of the PNGs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # the whole workspace: selecting one package changes the shared dependencies' features
