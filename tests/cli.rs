@@ -330,6 +330,30 @@ fn a_trial_over_the_buffer_limit_is_recorded_as_failed_and_the_run_goes_on() {
     assert!(reason.contains("3000 x 8") && reason.contains("93.8 KiB") && reason.contains("51.2 KiB"), "{reason}");
     assert_eq!(small["status"], "ok", "{small}");
     assert!(small["test_mse"].as_f64().unwrap() < 1.0);
+    let small_line = std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().nth(1).unwrap().to_string();
+
+    // a plain resume keeps the failed record; a new buffer limit needs --retry-failed
+    let args = ["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--set", "run.seeds=1"];
+    let o = featlearn(&[&args[..], &["--max-buffer-mb", "0.05"]].concat());
+    assert_eq!(o.status.code(), Some(3), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--retry-failed"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().count(), 2);
+    let o = featlearn(&args);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("another memory budget or buffer limit"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // with it, the failed trial runs again under the device's own limit and the other is kept
+    let o = featlearn(&[&args[..], &["--retry-failed"]].concat());
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("retrying: 1 failed trials"), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0], small_line, "the finished trial is kept byte for byte");
+    let retried: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!((retried["n"].as_u64(), &retried["status"]), (Some(3000), &serde_json::json!("ok")), "{retried}");
+    assert!(retried["test_mse"].as_f64().unwrap() < small["test_mse"].as_f64().unwrap(), "more data, lower error: {retried}");
+    assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("max_buffer_mb = 0.0"));
 }
 
 #[test]

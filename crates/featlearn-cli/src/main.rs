@@ -93,6 +93,12 @@ enum Command {
         /// refused there; merge the shard folders with `featlearn merge`.
         #[arg(long, value_name = "I/N")]
         shard: Option<String>,
+        /// Run again the trials the --out folder records as failed (over the memory budget or a
+        /// device's largest buffer, a device error): their records are taken out first. Only
+        /// with it may --mem-budget and --max-buffer-mb differ from the folder's. Diverged
+        /// trials are results and stay.
+        #[arg(long)]
+        retry_failed: bool,
         #[command(flatten)]
         compute: ComputeArgs,
     },
@@ -271,7 +277,13 @@ impl TrialsFailed {
 
 impl std::fmt::Display for TrialsFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} of {} trials failed; their reasons are in {} (status \"failed\")", self.failed, self.total, self.results.display())
+        write!(
+            f,
+            "{} of {} trials failed; their reasons are in {} (status \"failed\"); the same command with --retry-failed runs them again",
+            self.failed,
+            self.total,
+            self.results.display()
+        )
     }
 }
 
@@ -279,11 +291,11 @@ impl std::error::Error for TrialsFailed {}
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { config, out, quiet, shard, compute } => {
+        Command::Run { config, out, quiet, shard, retry_failed, compute } => {
             let cfg = compute.load(&config)?;
             let shard = shard.as_deref().map(Shard::parse).transpose()?;
             let out = out.unwrap_or_else(|| default_out_dir(&config));
-            let outcome = run(&cfg, &RunOptions { out: out.clone(), progress: !quiet, shard })?;
+            let outcome = run(&cfg, &RunOptions { out: out.clone(), progress: !quiet, shard, retry_failed })?;
             print!("{}", outcome.table);
             println!("results in {}", out.display());
             let failed = outcome.records.iter().filter(|r| r.status == "failed").count();

@@ -372,6 +372,21 @@ pub fn format_table(rows: &[SummaryRow]) -> String {
     s
 }
 
+/// A record of `method` at seed `seed` with `status` (and a reason for failures).
+#[cfg(test)]
+pub(crate) fn sample_record(method: &str, seed: u64, status: &str, reason: Option<&str>) -> Record {
+    let line = format!(
+        r#"{{"method":"{method}","label":"{method}","target":"quadratic","d":8,"r":2,"p":2,"noise":0.0,"n":100,"m":1000,"seed":{seed},
+        "status":"{status}","reason":{},"test_mse":{},"test_excess_mse":null,"test_l1_excess":null,"alignment":null,"principal_angles_deg":null,
+        "hessian_rank":null,"hessian_condition":null,"n_target":null,"lambda":null,"lambda_at_edge":null,"eta1":null,"steps":null,
+        "final_train_loss":null,"entk_kta":null,"entk_distance":null,"kta":null,"kta_rayleigh":null,"solver":null,"iterations":null,
+        "relative_residual":null,"n_val":1,"n_test":1,"fit_seconds":0.0,"backend":"ndarray","precision":"f32"}}"#,
+        reason.map_or("null".into(), |r| format!("{r:?}")),
+        if status == "ok" { "0.5" } else { "null" }
+    );
+    serde_json::from_str(&line).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,27 +414,13 @@ mod tests {
         }
     }
 
-    /// A record of `method` at seed `seed` with `status` (and a reason for failures).
-    fn record(method: &str, seed: u64, status: &str, reason: Option<&str>) -> Record {
-        let line = format!(
-            r#"{{"method":"{method}","label":"{method}","target":"quadratic","d":8,"r":2,"p":2,"noise":0.0,"n":100,"m":1000,"seed":{seed},
-            "status":"{status}","reason":{},"test_mse":{},"test_excess_mse":null,"test_l1_excess":null,"alignment":null,"principal_angles_deg":null,
-            "hessian_rank":null,"hessian_condition":null,"n_target":null,"lambda":null,"lambda_at_edge":null,"eta1":null,"steps":null,
-            "final_train_loss":null,"entk_kta":null,"entk_distance":null,"kta":null,"kta_rayleigh":null,"solver":null,"iterations":null,
-            "relative_residual":null,"n_val":1,"n_test":1,"fit_seconds":0.0,"backend":"ndarray","precision":"f32"}}"#,
-            reason.map_or("null".into(), |r| format!("{r:?}")),
-            if status == "ok" { "0.5" } else { "null" }
-        );
-        serde_json::from_str(&line).unwrap()
-    }
-
     #[test]
     fn failed_and_diverged_trials_are_told_apart_and_kernels_show_no_width() {
         let records = [
-            record("onestep", 0, "ok", None),
-            record("onestep", 1, "diverged", Some("diverged: test_mse is not finite")),
-            record("onestep", 2, "failed", Some("the trial needs about 236 GiB (d = 8), over the memory budget of 11 GiB")),
-            record("ntk", 0, "ok", None),
+            sample_record("onestep", 0, "ok", None),
+            sample_record("onestep", 1, "diverged", Some("diverged: test_mse is not finite")),
+            sample_record("onestep", 2, "failed", Some("the trial needs about 236 GiB (d = 8), over the memory budget of 11 GiB")),
+            sample_record("ntk", 0, "ok", None),
         ];
         let rows = summarize(&records, |m| m != "ntk");
         let table = format_table(&rows);

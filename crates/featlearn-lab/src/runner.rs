@@ -13,7 +13,7 @@ use crate::config::{Config, Trial};
 use crate::files::{io_error, write_atomic, FolderLock};
 use crate::methods::{check_grids, check_memory, Method, Task};
 use crate::plots::draw_all;
-use crate::records::{format_table, read_results, summarize, write_summary_csv, CurvePoint, JsonlWriter, Record};
+use crate::records::{format_table, read_lines, read_results, summarize, write_summary_csv, CurvePoint, JsonlWriter, Record};
 use crate::report::{build_report, write_report};
 use crate::shards::{trials_of, Shard};
 
@@ -23,6 +23,10 @@ pub struct RunOptions {
     pub progress: bool,
     /// Run only this shard of the trial list.
     pub shard: Option<Shard>,
+    /// Run again the trials the folder records as failed ([`drop_failed`]); only then may the
+    /// config differ from the folder's, and only in its resource limits (`kernel.mem_budget_gb`,
+    /// `kernel.max_buffer_mb`).
+    pub retry_failed: bool,
 }
 
 /// What a run produced.
@@ -41,12 +45,22 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     if config_path.exists() {
         // compare resolved configs, so a folder written before new keys existed still resumes
         let before = std::fs::read_to_string(&config_path).map_err(|e| io_error("read", &config_path, &e))?;
-        let same = crate::registry::from_toml(&before, &[]).map(|c| c.to_toml() == resolved).unwrap_or(false);
-        if !same {
-            bail!(
-                "{} holds results of a different config; choose another --out folder",
+        let held = crate::registry::from_toml(&before, &[]).ok();
+        let same = held.as_ref().is_some_and(|c| c.to_toml() == resolved);
+        let same_but_limits = held.is_some_and(|mut c| {
+            (c.kernel.mem_budget_gb, c.kernel.max_buffer_mb) = (config.kernel.mem_budget_gb, config.kernel.max_buffer_mb);
+            c.to_toml() == resolved
+        });
+        match (same, same_but_limits && opts.retry_failed) {
+            (true, _) => {}
+            // the limits decide whether a trial fits and how it is tiled or solved (each record
+            // names its solver), not what it estimates; the folder keeps the new ones
+            (false, true) => write_atomic(&config_path, resolved.as_bytes())?,
+            (false, false) if same_but_limits => bail!(
+                "{} was run with another memory budget or buffer limit; keep them, or change them with --retry-failed",
                 opts.out.display()
-            );
+            ),
+            (false, false) => bail!("{} holds results of a different config; choose another --out folder", opts.out.display()),
         }
     } else {
         write_atomic(&config_path, resolved.as_bytes())?;
@@ -57,6 +71,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
         (None, None) => {}
     }
     let results_path = opts.out.join("results.jsonl");
+    let retried = if opts.retry_failed { drop_failed(&opts.out)? } else { 0 };
     let done: Vec<Trial> = read_results(&results_path)?.into_iter().map(|r| r.trial).collect();
     let todo: Vec<Trial> = trials_of(config, opts.shard)?.into_iter().filter(|t| !done.contains(t)).collect();
 
@@ -79,6 +94,9 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
             "note: the {} backend runs on {adapter}, a software adapter on the CPU; --backend ndarray is much faster here",
             compute.backend
         ));
+    }
+    if retried > 0 {
+        say(format!("retrying: {retried} failed trials taken out of {}", results_path.display()));
     }
     if !done.is_empty() {
         say(format!("resuming: {} trials already in {}", done.len(), results_path.display()));
@@ -124,6 +142,29 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
         )
     })?;
     Ok(RunOutcome { table, records })
+}
+
+/// Takes the records of failed trials (status "failed": over the memory budget or a device's
+/// largest buffer, a device error) out of `dir`'s results.jsonl, and their curve points out of
+/// curves.jsonl, so that resuming runs them again; returns how many records went. Diverged trials
+/// are results and stay. Each file is rewritten whole or not at all, curves first: a kill between
+/// the two leaves the failed records, which the next retry takes out.
+pub fn drop_failed(dir: &Path) -> Result<usize> {
+    let results = dir.join("results.jsonl");
+    let lines: Vec<(Record, String)> = read_lines(&results)?;
+    let failed: Vec<&Trial> = lines.iter().filter(|(r, _)| r.status == "failed").map(|(r, _)| &r.trial).collect();
+    if failed.is_empty() {
+        return Ok(0);
+    }
+    let curves = dir.join("curves.jsonl");
+    let points: Vec<(CurvePoint, String)> = read_lines(&curves)?;
+    if points.iter().any(|(p, _)| failed.contains(&&p.trial)) {
+        let kept: String = points.iter().filter(|(p, _)| !failed.contains(&&p.trial)).map(|(_, line)| line.as_str()).collect();
+        write_atomic(&curves, kept.as_bytes())?;
+    }
+    let kept: String = lines.iter().filter(|(r, _)| r.status != "failed").map(|(_, line)| line.as_str()).collect();
+    write_atomic(&results, kept.as_bytes())?;
+    Ok(failed.len())
 }
 
 /// Writes what a results folder holds beside its records: `summary.csv`, `report.md`,
@@ -268,4 +309,40 @@ pub fn run_replicas(c: &Compute, config: &Config, method: &dyn Method, trials: &
         record.fit_seconds = seconds;
     }
     records.into_iter().zip(curves).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::sample_record;
+
+    /// Retrying takes out the failed record and its curve points, keeps the finished and the
+    /// diverged records and the other curves byte for byte, and leaves a folder without failures
+    /// as it was.
+    #[test]
+    fn drop_failed_takes_out_only_the_failed_trials_and_their_curves() {
+        let dir = std::env::temp_dir().join(format!("featlearn-retry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let records = [
+            sample_record("gd", 0, "ok", None),
+            sample_record("gd", 1, "failed", Some("a device error")),
+            sample_record("gd", 2, "diverged", Some("diverged: test_mse is not finite")),
+        ];
+        let (mut results, mut curves) = (JsonlWriter::open(&dir.join("results.jsonl")).unwrap(), JsonlWriter::open(&dir.join("curves.jsonl")).unwrap());
+        for r in &records {
+            results.append(r).unwrap();
+            curves.append_all(&[CurvePoint::at(r.trial.clone(), 0), CurvePoint::at(r.trial.clone(), 10)]).unwrap();
+        }
+        let line = |file: &str, keep: &dyn Fn(usize) -> bool| -> String {
+            std::fs::read_to_string(dir.join(file)).unwrap().lines().enumerate().filter(|(i, _)| keep(*i)).map(|(_, l)| format!("{l}\n")).collect()
+        };
+        let (want_results, want_curves) = (line("results.jsonl", &|i| i != 1), line("curves.jsonl", &|i| i / 2 != 1));
+        assert_eq!(drop_failed(&dir).unwrap(), 1);
+        assert_eq!(std::fs::read_to_string(dir.join("results.jsonl")).unwrap(), want_results);
+        assert_eq!(std::fs::read_to_string(dir.join("curves.jsonl")).unwrap(), want_curves);
+        assert_eq!(read_results(&dir.join("results.jsonl")).unwrap().iter().map(|r| r.trial.seed).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(drop_failed(&dir).unwrap(), 0);
+        assert_eq!(std::fs::read_to_string(dir.join("results.jsonl")).unwrap(), want_results);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
