@@ -8,6 +8,8 @@
 # After a failure, cancel or timeout: `featlearn status runs/scaling/shard-*` shows what is
 # missing; resubmit those shards (they resume their folders) with a merge after them:
 #   scripts/slurm/submit.sh --shards 16 --only 3,7 configs/paper/scaling.toml runs/scaling
+# a shard whose trials failed (exit 3) runs them again, here with a larger memory budget, with
+#   scripts/slurm/submit.sh --shards 16 --only 5 configs/paper/scaling.toml runs/scaling -- --retry-failed --mem-budget 64
 # or merge again at any time:
 #   scripts/slurm/submit.sh --shards 16 --merge-only configs/paper/scaling.toml runs/scaling
 set -euo pipefail

@@ -363,6 +363,15 @@ impl Config {
         toml::to_string_pretty(self).expect("a config always serialises")
     }
 
+    /// The TOML with the resource limits (`kernel.mem_budget_gb`, `kernel.max_buffer_mb`) at 0:
+    /// configs equal here ask the same question, though a limit may let a trial fit under one
+    /// that failed under the other (a retry with a larger budget, one shard's and another's).
+    pub fn to_toml_without_limits(&self) -> String {
+        let mut c = self.clone();
+        (c.kernel.mem_budget_gb, c.kernel.max_buffer_mb) = (0.0, 0.0);
+        c.to_toml()
+    }
+
     pub fn backend(&self) -> Result<BackendKind> {
         self.run.backend.parse().map_err(|e| anyhow!("key `run.backend`: {e}"))
     }

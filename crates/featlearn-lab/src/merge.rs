@@ -39,8 +39,10 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
     }
     let config = load_config(&dirs[0])?;
     let resolved = config.to_toml();
+    // a shard retried under another memory budget or buffer limit still merges
+    let question = config.to_toml_without_limits();
     for d in &dirs[1..] {
-        if load_config(d)?.to_toml() != resolved {
+        if load_config(d)?.to_toml_without_limits() != question {
             bail!("{} was run with a different config than {}: refusing to merge", d.display(), dirs[0].display());
         }
     }
@@ -53,7 +55,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<MergeOutcome> {
     if Shard::read(out)?.is_some() {
         bail!("{} is a shard folder; merge into another folder", out.display());
     }
-    if out.join("config.toml").exists() && load_config(out)?.to_toml() != resolved {
+    if out.join("config.toml").exists() && load_config(out)?.to_toml_without_limits() != question {
         bail!("{} holds results of a different config; merge into another folder", out.display());
     }
     std::fs::create_dir_all(out).map_err(|e| io_error("create", out, &e))?;

@@ -47,10 +47,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
         let before = std::fs::read_to_string(&config_path).map_err(|e| io_error("read", &config_path, &e))?;
         let held = crate::registry::from_toml(&before, &[]).ok();
         let same = held.as_ref().is_some_and(|c| c.to_toml() == resolved);
-        let same_but_limits = held.is_some_and(|mut c| {
-            (c.kernel.mem_budget_gb, c.kernel.max_buffer_mb) = (config.kernel.mem_budget_gb, config.kernel.max_buffer_mb);
-            c.to_toml() == resolved
-        });
+        let same_but_limits = held.is_some_and(|c| c.to_toml_without_limits() == config.to_toml_without_limits());
         match (same, same_but_limits && opts.retry_failed) {
             (true, _) => {}
             // the limits decide whether a trial fits and how it is tiled or solved (each record
