@@ -96,6 +96,11 @@ fn invalid_configs_exit_nonzero_naming_the_key_without_panicking() {
         ("[task]\nd = \"sixteen\"\n", vec![], "task.d"),
         ("", vec!["--set", "data.n=[100, 0]"], "data.n"),
         ("", vec!["--backend", "tpu"], "run.backend"),
+        // an axis's value, a list item and an untagged form say what went wrong, in one line
+        ("", vec!["--set", "net.m=-3"], "key `net.m`: invalid value: integer `-3`, expected usize"),
+        ("", vec!["--set", "task.d=[8, 1.5]"], "key `task.d`: item 1 of the list: invalid type: floating point `1.5`"),
+        ("", vec!["--set", "onestep.eta=[1, true]"], "key `onestep.eta`: item 1 of the list: the value has none of the forms this key takes"),
+        ("", vec!["--set", "sgd.activation=3"], "key `sgd.activation`: the value has none of the forms"),
     ];
     for (i, (text, extra, key)) in cases.iter().enumerate() {
         let cfg = write(&dir, &format!("bad{i}.toml"), text);
@@ -107,6 +112,7 @@ fn invalid_configs_exit_nonzero_naming_the_key_without_panicking() {
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "case {i} should fail");
         assert!(stderr.contains(key), "case {i}: {stderr:?} does not name {key}");
+        assert_eq!(stderr.trim().lines().count(), 1, "case {i}: {stderr:?} is not one line");
         assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "case {i} panicked: {stderr}");
         assert!(!out.join("results.jsonl").exists(), "case {i}: no work may start");
     }

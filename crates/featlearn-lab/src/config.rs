@@ -17,11 +17,40 @@ use featlearn::target::{Term, TargetSpec};
 use featlearn::{BackendKind, Precision};
 
 /// A value or a list of values: a list is a sweep axis.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Axis<T> {
     One(T),
     Many(Vec<T>),
+}
+
+/// Read by hand rather than as an untagged enum, whose only error is "data did not match any
+/// variant": a bad value says what the key takes ("invalid value: integer `-3`, expected
+/// usize"), and a bad list item says which.
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Axis<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match toml::Value::deserialize(deserializer)? {
+            toml::Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| T::deserialize(item).map_err(|e| D::Error::custom(format!("item {i} of the list: {}", key_error(&e)))))
+                .collect::<Result<Vec<T>, _>>()
+                .map(Axis::Many),
+            one => T::deserialize(one).map(Axis::One).map_err(|e| D::Error::custom(format!("{} (or a list of values: a sweep axis)", key_error(&e)))),
+        }
+    }
+}
+
+/// The one-line message of a config key's error: the TOML parser's own text without its span
+/// lines, and a plain sentence for an untagged form that matched none of its variants.
+fn key_error(e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    if message.starts_with("data did not match any variant of untagged enum") {
+        "the value has none of the forms this key takes (configs/README.md lists them)".into()
+    } else {
+        message.to_string()
+    }
 }
 
 impl<T: Clone> Axis<T> {
@@ -353,7 +382,7 @@ impl Config {
         check_known_keys(&value, method_sections)?;
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            anyhow!("key `{path}`: {}", e.into_inner())
+            anyhow!("key `{path}`: {}", key_error(&e.into_inner()))
         })?;
         config.validate()?;
         Ok(config)
@@ -402,7 +431,7 @@ impl Config {
             None => Ok(T::default()),
             Some(value) => serde_path_to_error::deserialize(value.clone()).map_err(|e| {
                 let path = e.path().to_string();
-                anyhow!("key `{name}{}`: {}", if path == "." { String::new() } else { format!(".{path}") }, e.into_inner())
+                anyhow!("key `{name}{}`: {}", if path == "." { String::new() } else { format!(".{path}") }, key_error(&e.into_inner()))
             }),
         }
     }
