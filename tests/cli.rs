@@ -101,6 +101,9 @@ fn invalid_configs_exit_nonzero_naming_the_key_without_panicking() {
         ("", vec!["--set", "task.d=[8, 1.5]"], "key `task.d`: item 1 of the list: invalid type: floating point `1.5`"),
         ("", vec!["--set", "onestep.eta=[1, true]"], "key `onestep.eta`: item 1 of the list: the value has none of the forms this key takes"),
         ("", vec!["--set", "sgd.activation=3"], "key `sgd.activation`: the value has none of the forms"),
+        // a syntax error says where
+        ("[task]\nd = 8\nd = 9\n", vec![], "TOML syntax at line 3, column 1: duplicate key `d`"),
+        ("[task\n", vec![], "TOML syntax at line 1, column 6: invalid table header; expected"),
     ];
     for (i, (text, extra, key)) in cases.iter().enumerate() {
         let cfg = write(&dir, &format!("bad{i}.toml"), text);

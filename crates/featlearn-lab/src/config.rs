@@ -42,6 +42,21 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Axis<T> {
     }
 }
 
+/// A TOML syntax error in one line, with where it is: "TOML syntax at line 3, column 1: invalid
+/// table header; expected `.`, `]`".
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().lines().map(str::trim).collect::<Vec<_>>().join("; ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("TOML syntax at line {line}, column {column}: {message}")
+        }
+        None => format!("TOML syntax: {message}"),
+    }
+}
+
 /// The one-line message of a config key's error: the TOML parser's own text without its span
 /// lines, and a plain sentence for an untagged form that matched none of its variants.
 fn key_error(e: &toml::de::Error) -> String {
@@ -375,7 +390,7 @@ impl Config {
     /// the sections named in `method_sections` as they are, for their methods to read. Any other
     /// section or key is refused, named. `crate::registry::load` reads a config whole.
     pub fn parse(text: &str, overrides: &[String], method_sections: &[&str]) -> Result<Self> {
-        let mut value: toml::Value = toml::from_str(text).map_err(|e| anyhow!("TOML syntax: {}", e.message()))?;
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| anyhow!("{}", syntax_error(text, &e)))?;
         for o in overrides {
             apply_override(&mut value, o)?;
         }
