@@ -101,6 +101,7 @@ fn invalid_configs_exit_nonzero_naming_the_key_without_panicking() {
         ("", vec!["--set", "task.d=[8, 1.5]"], "key `task.d`: item 1 of the list: invalid type: floating point `1.5`"),
         ("", vec!["--set", "onestep.eta=[1, true]"], "key `onestep.eta`: item 1 of the list: the value has none of the forms this key takes"),
         ("", vec!["--set", "sgd.activation=3"], "key `sgd.activation`: the value has none of the forms"),
+        ("[kernel]\noffset = nan\n", vec![], "key `kernel.offset`: must be finite"),
         // a syntax error says where
         ("[task]\nd = 8\nd = 9\n", vec![], "TOML syntax at line 3, column 1: duplicate key `d`"),
         ("[task\n", vec![], "TOML syntax at line 1, column 6: invalid table header; expected"),
@@ -270,6 +271,33 @@ fn npy_f32(path: &Path, rows: usize, cols: usize) {
     bytes.extend(header.as_bytes());
     bytes.extend(vec![0u8; rows * cols * 4]);
     std::fs::write(path, bytes).unwrap();
+}
+
+/// Parameters that give no kernel (negative or non-finite scales, both scales 0, a zero length
+/// scale, an infinite offset) and a zero tile are refused in one line before any file is
+/// written, where a NaN or a 1 x 1 tiling used to be written.
+#[test]
+fn gram_refuses_parameters_that_give_no_kernel() {
+    let dir = scratch("gram-params");
+    let x = dir.join("x.npy");
+    npy_f32(&x, 4, 3);
+    let out = dir.join("k.npy");
+    for (args, says) in [
+        (vec!["--kernel", "ntk", "--sw=-1"], "sw and sb must be finite, >= 0 and not both 0"),
+        (vec!["--kernel", "nngp", "--sb=nan"], "sw and sb must be finite"),
+        (vec!["--kernel", "ntk", "--sw", "0", "--sb", "0"], "not both 0"),
+        (vec!["--kernel", "rbf", "--lengthscale", "0"], "length scale must be finite and positive"),
+        (vec!["--kernel", "poly", "--offset", "inf"], "offset must be finite"),
+        (vec!["--kernel", "ntk", "--tile", "0"], "--tile must be at least 1"),
+    ] {
+        let o = featlearn(&[vec!["gram", "--x", x.to_str().unwrap(), "--out", out.to_str().unwrap()], args.clone()].concat());
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(says) && stderr.trim().lines().count() == 1, "{args:?}: {stderr}");
+        assert!(!out.exists(), "{args:?}: nothing is written");
+    }
+    let o = featlearn(&["gram", "--kernel", "ntk", "--x", x.to_str().unwrap(), "--tile", "3", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success() && out.exists(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

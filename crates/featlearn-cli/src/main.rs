@@ -1,6 +1,6 @@
 //! `featlearn`: the command line. It parses arguments and calls featlearn-lab.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -338,9 +338,6 @@ fn dispatch(cli: Cli) -> Result<()> {
                 bail!("--x has {d} columns but --z has {dz}");
             }
             let l = lengthscale.unwrap_or((d as f64).sqrt());
-            if !(l > 0.0) {
-                bail!("--lengthscale must be positive");
-            }
             let kernel = match kernel.as_str() {
                 "ntk" => Kernel::Ntk { sw, sb },
                 "nngp" => Kernel::Nngp { sw, sb },
@@ -349,6 +346,10 @@ fn dispatch(cli: Cli) -> Result<()> {
                 "poly" => Kernel::Poly { degree, offset, lengthscale: l },
                 other => bail!("--kernel {other}: expected ntk, nngp, rbf, laplace or poly"),
             };
+            kernel.check().map_err(|e| anyhow!("--kernel {}: {e}", kernel.name()))?;
+            if tile == Some(0) {
+                bail!("--tile must be at least 1");
+            }
             c.check_fits(&format!("--x ({n} x {d})"), n * d)?;
             c.check_fits(&format!("--z ({k} x {d})"), k * d)?;
             let tile = c.tile_side(tile.unwrap_or(c.default_tile()));

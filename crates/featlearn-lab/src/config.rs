@@ -618,6 +618,9 @@ impl Config {
         if !(k.lengthscale >= 0.0 && k.lengthscale.is_finite()) {
             bail!("key `kernel.lengthscale`: must be >= 0 (0 = sqrt(d))");
         }
+        if !k.offset.is_finite() {
+            bail!("key `kernel.offset`: must be finite");
+        }
         k.lambdas.check("kernel.lambdas")?;
         if k.landmarks == 0 || k.pcg_max_iter == 0 || !(k.pcg_tol > 0.0) || k.kta_n == 0 {
             bail!("key `kernel`: landmarks, pcg_max_iter, pcg_tol and kta_n must be positive");

@@ -40,6 +40,22 @@ impl Kernel {
         }
     }
 
+    /// Refuses parameters that give no kernel, naming them: s_w, s_b finite, >= 0 and not both
+    /// 0; a finite positive length scale; a finite poly offset.
+    pub fn check(&self) -> Result<(), Error> {
+        let bad = |what: &str| Err(Error::Invalid(what.to_string()));
+        match *self {
+            Kernel::Ntk { sw, sb } | Kernel::Nngp { sw, sb } if !(sw >= 0.0 && sb >= 0.0 && sw.is_finite() && sb.is_finite()) || sw + sb == 0.0 => {
+                bad("sw and sb must be finite, >= 0 and not both 0")
+            }
+            Kernel::Rbf { lengthscale } | Kernel::Laplace { lengthscale } | Kernel::Poly { lengthscale, .. } if !(lengthscale > 0.0 && lengthscale.is_finite()) => {
+                bad("the length scale must be finite and positive")
+            }
+            Kernel::Poly { offset, .. } if !offset.is_finite() => bad("the poly offset must be finite"),
+            _ => Ok(()),
+        }
+    }
+
     /// K(X, Z) for X (n x d) and Z (k x d), one block on the device: n x k.
     ///
     /// The NTK and NNGP take one fused pass over the block: on wgpu burn's fusion compiles the
