@@ -300,6 +300,29 @@ fn gram_refuses_parameters_that_give_no_kernel() {
     assert!(o.status.success() && out.exists(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// `data` holds X and y whole before it writes them: an n past the memory budget is refused in
+/// one line naming the need and the budget, where it ran until the allocation failed; `bench`
+/// refuses zero repetitions, which it used to run once and record as 0.
+#[test]
+fn data_past_the_budget_and_a_bench_of_no_repeats_are_refused() {
+    let dir = scratch("data-budget");
+    let (x, y) = (dir.join("x.npy"), dir.join("y.npy"));
+    let quick = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/quick.toml");
+    let data = |n: &str, budget: &str| featlearn(&["data", quick.to_str().unwrap(), "--n", n, "--out-x", x.to_str().unwrap(), "--out-y", y.to_str().unwrap(), "--mem-budget", budget]);
+    // d = 16, f32: (16 + 1) x 4 = 68 bytes a sample
+    let o = data("1000", "0.00005");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--n 1000: X and y at d = 16 need 66.4 KiB, over the memory budget of 52.4 KiB"), "{stderr}");
+    assert!(!x.exists());
+    let o = data("100000000000", "16");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("6332.99 GiB"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = data("500", "0.00005");
+    assert!(o.status.success() && x.exists(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = featlearn(&["bench", "--sizes", "small", "--repeats", "0", "--cases", "matmul"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--repeats must be at least 1") && o.status.code() == Some(1));
+}
+
 #[test]
 fn gram_refuses_an_empty_input_with_a_message() {
     let dir = scratch("gram-empty");

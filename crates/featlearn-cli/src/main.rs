@@ -311,6 +311,12 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             let c = cfg.open_compute()?;
             let t = featlearn_lab::registry::trials(&cfg)?.into_iter().next().context("the config has no trial")?;
+            // X and y are held whole before they are written: refuse what cannot be held
+            let (need, budget) = ((n as u64).saturating_mul(t.d as u64 + 1).saturating_mul(c.precision.bytes() as u64), cfg.memory_budget(&c));
+            if need > budget {
+                bail!("--n {n}: X and y at d = {} need {}, over the memory budget of {} (--mem-budget)", t.d, human_bytes(need), human_bytes(budget));
+            }
+            c.check_fits(&format!("--n {n}: X ({n} x {})", t.d), n.saturating_mul(t.d))?;
             let target = Target::new(&cfg.target_spec(&t.target, t.p)?, t.d, t.r, t.seed, cfg.task.normalize, t.noise)?;
             let data = sample_rows(&c, &target, t.seed, Split::Train, 0, n, cfg.data.chunk)?;
             write_npy(&out_x, &to_host(data.x)?, &[n, t.d], c.precision)?;
@@ -400,6 +406,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench { backend, all_backends, precision, sizes, repeats, cases, out } => {
+            if repeats == 0 {
+                bail!("--repeats must be at least 1");
+            }
             let backends: Vec<BackendKind> = if all_backends {
                 BackendKind::ALL.into_iter().filter(|b| Compute::open(*b, featlearn::Precision::F32).is_ok()).collect()
             } else {
