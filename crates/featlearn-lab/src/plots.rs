@@ -131,8 +131,11 @@ pub fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
     if major.len() > 8 {
         major = decade(&[1.0]);
     }
-    if major.len() < 2 {
-        major = decade(&[1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    // less than a decade wide (r from 1 to 4, say): two labels leave the far end unnamed, so
+    // take the finer set when it stays within 8
+    let finer = decade(&[1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    if major.len() < 2 || (major.len() == 2 && finer.len() <= 8) {
+        major = finer;
     }
     if major.len() < 2 {
         // less than a factor of 1.5 wide: the ends and their geometric middle
@@ -538,9 +541,12 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
     if ranks.len() > 1 {
         let base = |t: &str| t.split(" r=").next().unwrap_or(t).to_string();
         let mut by: BTreeMap<String, BTreeMap<(String, usize), Vec<(f64, f64, f64)>>> = BTreeMap::new();
+        // the ranks whose error never reached eps, named in the legend
+        let mut lost: BTreeMap<(String, String, usize), Vec<usize>> = BTreeMap::new();
         for row in report.n_star.iter() {
-            if let Some(v) = row.n_star {
-                by.entry(base(&row.target)).or_default().entry((row.method.clone(), row.d)).or_default().push((row.r as f64, v, 0.0));
+            match row.n_star {
+                Some(v) => by.entry(base(&row.target)).or_default().entry((row.method.clone(), row.d)).or_default().push((row.r as f64, v, 0.0)),
+                None => lost.entry((base(&row.target), row.method.clone(), row.d)).or_default().push(row.r),
             }
         }
         for (target, groups) in by {
@@ -551,6 +557,7 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
             for ((label, d), mut pts) in groups {
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let variant = dims.iter().position(|&x| x == d).unwrap_or(0);
+                let missing = lost.get(&(target.clone(), label.clone(), d)).cloned().unwrap_or_default();
                 let (r0, n0, r1) = (pts[0].0, pts[0].1, pts[pts.len() - 1].0);
                 if r1 > r0 {
                     let df = d as f64;
@@ -558,7 +565,11 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
                     series.push(Series { name: format!("d^2 r at d = {d}"), label: String::new(), points: grid(&|r| df * df * r), kind: Kind::Reference { pattern: 0 } });
                     series.push(Series { name: format!("d r^{p} at d = {d}"), label: String::new(), points: grid(&|r| df * r.powf(p)), kind: Kind::Reference { pattern: 1 } });
                 }
-                series.push(Series { name: format!("{label} d = {d}"), label: label.clone(), points: pts, kind: Kind::Data { variant } });
+                let name = match missing.as_slice() {
+                    [] => format!("{label} d = {d}"),
+                    rs => format!("{label} d = {d} (r = {} not reached)", rs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")),
+                };
+                series.push(Series { name, label: label.clone(), points: pts, kind: Kind::Data { variant } });
             }
             let stem: String = format!("nstar_vs_r_{target}").chars().map(|c| if c.is_ascii_alphanumeric() || "-_=".contains(c) { c } else { '_' }).collect();
             let title = format!("n* against r on {target} at eps = {} (grey: d^2 r and d r^p through the smallest r)", report.eps);
@@ -743,5 +754,8 @@ mod tests {
         assert_eq!(wide.len(), 8); // 1e-3 .. 1e4, one label a decade
         let (narrow, _) = log_ticks(120.0, 180.0);
         assert!(narrow.len() >= 2, "{narrow:?}");
+        // two 1-2-5 labels in a short range give way to the finer set, up to 8 labels
+        assert_eq!(log_ticks(1.0, 4.0).0, [1.0, 1.5, 2.0, 3.0, 4.0]);
+        assert_eq!(log_ticks(1.0, 8.0).0, [1.0, 2.0, 5.0]);
     }
 }
