@@ -391,6 +391,11 @@ fn a_trial_over_the_buffer_limit_is_recorded_as_failed_and_the_run_goes_on() {
     assert_eq!(small["status"], "ok", "{small}");
     assert!(small["test_mse"].as_f64().unwrap() < 1.0);
     let small_line = std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().nth(1).unwrap().to_string();
+    // status counts the failed trial apart from diverged ones and says how to run it again
+    let o = featlearn(&["status", out.to_str().unwrap()]);
+    let status = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(status.lines().nth(1).unwrap().split_whitespace().take(5).collect::<Vec<_>>(), ["-", "2/2", "1", "0", "complete"], "{status}");
+    assert!(status.contains("--retry-failed"), "{status}");
 
     // a plain resume keeps the failed record; a new buffer limit needs --retry-failed
     let args = ["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet", "--set", "run.seeds=1"];
@@ -510,8 +515,8 @@ fn shards_merged_equal_the_unsharded_run_and_report_draws_figures() {
     std::fs::write(shard_dirs[1].join("results.jsonl"), std::fs::read_to_string(shard_dirs[1].join("results.jsonl")).unwrap().lines().next().unwrap().to_string() + "\n").unwrap();
     let o = featlearn(&["status", shard_dirs[0].to_str().unwrap(), shard_dirs[1].to_str().unwrap(), whole.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let lines: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" ")).collect();
-    assert_eq!(lines[1..], ["1/3 3/3 0 complete", "2/3 1/3 0 incomplete", "- 8/8 0 complete", "shard 3/3: no folder"]);
+    let lines: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(|l| l.split_whitespace().take(5).collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(lines[1..], ["1/3 3/3 0 0 complete", "2/3 1/3 0 0 incomplete", "- 8/8 0 0 complete", "shard 3/3: no folder (never"]);
     // a shard folder resumes only as the same shard
     for bad in [vec!["--shard", "1/3"], vec![]] {
         let o = featlearn(&[args.clone(), vec![shard_dirs[1].to_str().unwrap()], bad].concat());

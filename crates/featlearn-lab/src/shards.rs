@@ -76,8 +76,10 @@ pub struct Progress {
     pub done: usize,
     /// Trials the folder's share of the config holds.
     pub total: usize,
-    /// Of the done ones, records with status "failed" or "diverged".
-    pub not_ok: usize,
+    /// Of the done ones, records with status "failed" (a limit or a device error: `run
+    /// --retry-failed` runs them again) and "diverged" (a result).
+    pub failed: usize,
+    pub diverged: usize,
 }
 
 impl Progress {
@@ -111,14 +113,15 @@ pub fn tally(dir: &Path, config: &Config, records: &[Record]) -> Result<Progress
     let wanted = trials_of(config, shard)?;
     let keys: HashSet<String> = wanted.iter().map(trial_key).collect();
     let mut seen = HashSet::new();
-    let mut not_ok = 0;
+    let (mut failed, mut diverged) = (0, 0);
     for r in records {
         let key = trial_key(&r.trial);
-        if keys.contains(&key) && seen.insert(key) && r.status != "ok" {
-            not_ok += 1;
+        if keys.contains(&key) && seen.insert(key) {
+            failed += usize::from(r.status == "failed");
+            diverged += usize::from(r.status == "diverged");
         }
     }
-    Ok(Progress { dir: dir.to_path_buf(), shard, done: seen.len(), total: wanted.len(), not_ok })
+    Ok(Progress { dir: dir.to_path_buf(), shard, done: seen.len(), total: wanted.len(), failed, diverged })
 }
 
 /// Shard indices of 1..=N that none of `folders` holds, for each N among them.
@@ -133,16 +136,20 @@ pub fn trial_key(t: &Trial) -> String {
     serde_json::to_string(t).expect("a trial always serialises")
 }
 
-/// The `featlearn status` table: one line per folder, then the shards nobody holds.
+/// The `featlearn status` table: one line per folder, then the shards nobody holds, and how to
+/// run failed trials again when a folder has some.
 pub fn format_status(folders: &[Progress]) -> String {
-    let mut out = format!("{:>6} {:>11} {:>7}  {:<10}  {}\n", "shard", "done/total", "not ok", "state", "folder");
+    let mut out = format!("{:>6} {:>11} {:>7} {:>9}  {:<10}  {}\n", "shard", "done/total", "failed", "diverged", "state", "folder");
     for p in folders {
         let shard = p.shard.map_or("-".to_string(), |s| s.to_string());
         let state = if p.complete() { "complete" } else { "incomplete" };
-        out.push_str(&format!("{shard:>6} {:>11} {:>7}  {state:<10}  {}\n", format!("{}/{}", p.done, p.total), p.not_ok, p.dir.display()));
+        out.push_str(&format!("{shard:>6} {:>11} {:>7} {:>9}  {state:<10}  {}\n", format!("{}/{}", p.done, p.total), p.failed, p.diverged, p.dir.display()));
     }
     for s in missing_shards(folders) {
         out.push_str(&format!("shard {s}: no folder (never started?)\n"));
+    }
+    if folders.iter().any(|p| p.failed > 0) {
+        out.push_str("failed trials (a limit or a device error) run again with `featlearn run CONFIG --out FOLDER --retry-failed` (and --shard I/N for a shard)\n");
     }
     out
 }
@@ -172,7 +179,7 @@ mod tests {
 
     #[test]
     fn missing_shards_are_named() {
-        let p = |index| Progress { dir: PathBuf::new(), shard: Some(Shard { index, count: 4 }), done: 0, total: 1, not_ok: 0 };
+        let p = |index| Progress { dir: PathBuf::new(), shard: Some(Shard { index, count: 4 }), done: 0, total: 1, failed: 0, diverged: 0 };
         assert_eq!(missing_shards(&[p(1), p(3)]), vec![Shard { index: 2, count: 4 }, Shard { index: 4, count: 4 }]);
     }
 }
