@@ -72,7 +72,7 @@ echo "shard 2 state: ${sacct_state:-gone from the controller}"
 grep -q "incomplete" "$out"/logs/merge-"$merge1".log || { cat "$out"/logs/merge-"$merge1".log; fail "the first merge did not report the incomplete shard"; }
 status=$("$FEATLEARN" status "$out"/shard-*-of-3)
 echo "$status"
-echo "$status" | grep -Eq "^ +2/3 +$done2/4 +0  incomplete .*/shard-2-of-3$" || fail "status does not show shard 2 incomplete"
+echo "$status" | grep -Eq "^ +2/3 +$done2/4 +0 +0  incomplete .*/shard-2-of-3$" || fail "status does not show shard 2 incomplete"
 
 echo "== resubmit shard 2 alone, with a merge after it"
 submitted=$(scripts/slurm/submit.sh --shards 3 --only 2 --time 00:15:00 "$config" "$out")
@@ -83,7 +83,7 @@ wait_jobs "$array2,$merge2" 600
 grep -q "resuming: $done2 trials" "$out/logs/shard-2-of-3.log" || fail "the resubmitted shard 2 did not resume its folder"
 status=$("$FEATLEARN" status "$out"/shard-*-of-3)
 echo "$status"
-[ "$(echo "$status" | grep -Ec '^ +[123]/3 +4/4 +0  complete ')" = 3 ] || fail "not every shard is complete"
+[ "$(echo "$status" | grep -Ec '^ +[123]/3 +4/4 +0 +0  complete ')" = 3 ] || fail "not every shard is complete"
 
 echo "== compare with an unsharded run"
 # with the shards' thread count (submit.sh's default: 1 CPU per task): the host solves' last
