@@ -15,7 +15,7 @@ use crate::methods::{check_grids, check_memory, Method, Task};
 use crate::plots::draw_all;
 use crate::records::{format_table, read_lines, read_results, summarize, write_summary_csv, CurvePoint, JsonlWriter, Record};
 use crate::report::{build_report, write_report};
-use crate::shards::{trials_of, Shard};
+use crate::shards::{trial_key, trials_of, Shard};
 
 /// Options of `featlearn run` beyond the config.
 pub struct RunOptions {
@@ -149,14 +149,15 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
 pub fn drop_failed(dir: &Path) -> Result<usize> {
     let results = dir.join("results.jsonl");
     let lines: Vec<(Record, String)> = read_lines(&results)?;
-    let failed: Vec<&Trial> = lines.iter().filter(|(r, _)| r.status == "failed").map(|(r, _)| &r.trial).collect();
+    let failed: std::collections::HashSet<String> = lines.iter().filter(|(r, _)| r.status == "failed").map(|(r, _)| trial_key(&r.trial)).collect();
     if failed.is_empty() {
         return Ok(0);
     }
     let curves = dir.join("curves.jsonl");
     let points: Vec<(CurvePoint, String)> = read_lines(&curves)?;
-    if points.iter().any(|(p, _)| failed.contains(&&p.trial)) {
-        let kept: String = points.iter().filter(|(p, _)| !failed.contains(&&p.trial)).map(|(_, line)| line.as_str()).collect();
+    let keep: Vec<bool> = points.iter().map(|(p, _)| !failed.contains(&trial_key(&p.trial))).collect();
+    if keep.contains(&false) {
+        let kept: String = points.iter().zip(&keep).filter(|(_, k)| **k).map(|((_, line), _)| line.as_str()).collect();
         write_atomic(&curves, kept.as_bytes())?;
     }
     let kept: String = lines.iter().filter(|(r, _)| r.status != "failed").map(|(_, line)| line.as_str()).collect();
