@@ -25,6 +25,10 @@ pub struct NStarRow {
     pub n_star: Option<f64>,
     /// True when already the smallest n of the grid reaches eps (n* is at most that n).
     pub at_grid_start: bool,
+    /// 95% interval of n* over the same bootstrap of seeds as the exponent's (2.5% and 97.5%
+    /// percentiles of the replicates' n*); the upper end is None when more than 2.5% of the
+    /// replicates' mean error never reached eps. None without a bootstrap (one d reached).
+    pub interval: Option<(f64, Option<f64>)>,
 }
 
 /// The fitted exponent of n* ~ d^k for one method.
@@ -519,19 +523,30 @@ pub fn build_report(records: &[Record], eps: f64, bootstrap: usize) -> Report {
     let mut rng = stream_rng(0, Stream::Bootstrap);
     for ((method, target, r), by_d) in &cells {
         let mut reached = Vec::new();
+        let first_row = rows.len();
         for (&d, by_seed) in by_d {
             let seeds: Vec<u64> = by_seed.keys().copied().collect();
             let (ns, at_start) = n_star(&mean_curve(by_seed, &seeds), eps);
             if let Some(v) = ns {
                 reached.push((d, v));
             }
-            rows.push(NStarRow { method: method.clone(), target: target.clone(), r: *r, d, n_star: ns, at_grid_start: at_start });
+            rows.push(NStarRow { method: method.clone(), target: target.clone(), r: *r, d, n_star: ns, at_grid_start: at_start, interval: None });
         }
         let Some((exponent, _)) = fit_exponent(&reached) else { continue };
         let windows = local_slopes(&reached, SLOPE_WINDOW);
+        // each replicate's n* at every d (infinite where its mean error never reaches eps)
+        let mut per_d: Vec<Vec<f64>> = vec![Vec::new(); by_d.len()];
         let (mut slopes, window_slopes) = bootstrap_slopes(bootstrap, &mut rng, &windows, 0, |rng| {
-            by_d.iter().filter_map(|(&d, by_seed)| n_star(&mean_curve(by_seed, &resample(by_seed, rng)), eps).0.map(|v| (d, v))).collect()
+            let all: Vec<(usize, Option<f64>)> = by_d.iter().map(|(&d, by_seed)| (d, n_star(&mean_curve(by_seed, &resample(by_seed, rng)), eps).0)).collect();
+            for (acc, (_, v)) in per_d.iter_mut().zip(&all) {
+                acc.push(v.unwrap_or(f64::INFINITY));
+            }
+            all.into_iter().filter_map(|(d, v)| v.map(|v| (d, v))).collect()
         });
+        // a row already at the grid's smallest n has only a bound, so no interval
+        for (row, mut samples) in rows[first_row..].iter_mut().zip(per_d).filter(|(row, _)| !row.at_grid_start) {
+            row.interval = percentile_interval(&mut samples).filter(|(lo, _)| lo.is_finite()).map(|(lo, hi)| (lo, hi.is_finite().then_some(hi)));
+        }
         let interval = percentile_interval(&mut slopes);
         for ((dims, slope), mut samples) in windows.into_iter().zip(window_slopes) {
             let interval = percentile_interval(&mut samples);
@@ -556,14 +571,22 @@ pub fn build_report(records: &[Record], eps: f64, bootstrap: usize) -> Report {
 pub fn render_markdown(report: &Report, records: &[Record]) -> String {
     let mut s = String::from("# featlearn report\n\n## Test error (mean ± standard error over seeds)\n\n```\n");
     s.push_str(&format_table(&summarize(records, crate::registry::uses_network)));
-    s.push_str(&format!("```\n\n## Sample complexity n*(d) at eps = {}\n\n| method | target | d | n* |\n| --- | --- | --- | --- |\n", report.eps));
+    s.push_str(&format!(
+        "```\n\n## Sample complexity n*(d) at eps = {}\n\nThe interval is the 2.5% and 97.5% percentiles of n* over the exponent's bootstrap of seeds (\"not reached\" when more than 2.5% of the replicates never reach eps).\n\n| method | target | d | n* | 95% bootstrap interval |\n| --- | --- | --- | --- | --- |\n",
+        report.eps
+    ));
     for r in &report.n_star {
         let v = match (r.n_star, r.at_grid_start) {
             (Some(v), false) => format!("{v:.0}"),
             (Some(v), true) => format!("<= {v:.0} (smallest n of the grid)"),
             (None, _) => "not reached".into(),
         };
-        s.push_str(&format!("| {} | {} | {} | {v} |\n", r.method, r.target, r.d));
+        let iv = match r.interval {
+            Some((lo, Some(hi))) => format!("[{lo:.0}, {hi:.0}]"),
+            Some((lo, None)) => format!("[{lo:.0}, not reached]"),
+            None => "-".into(),
+        };
+        s.push_str(&format!("| {} | {} | {} | {v} | {iv} |\n", r.method, r.target, r.d));
     }
     s.push_str("\n## Fitted exponents: n* ~ d^k\n\n| method | target | k | 95% bootstrap interval | dims |\n| --- | --- | --- | --- | --- |\n");
     for e in &report.exponents {
@@ -691,6 +714,26 @@ mod tests {
         assert_eq!(by.keys().cloned().collect::<Vec<_>>(), ["onestep/m=100", "onestep/m=200"]);
         assert!((by["onestep/m=100"] / 400.0 - 1.0).abs() < 0.1 && (by["onestep/m=200"] / 800.0 - 1.0).abs() < 0.1, "{by:?}");
         assert_eq!(build_report(&one, 0.1, 0).n_star.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(), ["onestep"]);
+    }
+
+    /// n*'s interval over the bootstrap of seeds: seeds reaching eps at n_s = 100, 150, ..., 450
+    /// give a mean curve with n* near their mean 275, and every replicate's n* lies between the
+    /// smallest and largest n_s; at d = 16 one seed of eight needs 4 10^6 samples (past the grid's
+    /// 8.5 10^5, though the mean curve of all eight still reaches eps), so the replicates that
+    /// draw it twice never reach eps and the upper end is "not reached".
+    #[test]
+    fn n_star_has_a_bootstrap_interval_and_says_when_its_upper_end_is_not_reached() {
+        let records = synthetic(&[8, 16], 8, |d, s| if d == 16 && s == 0 { 4e6 } else { 100.0 * (1.0 + 0.5 * s as f64) });
+        let report = build_report(&records, 0.1, 200);
+        let row = |d: usize| report.n_star.iter().find(|r| r.d == d).unwrap().clone();
+        let (at8, at16) = (row(8), row(16));
+        assert!((at8.n_star.unwrap() / 275.0 - 1.0).abs() < 0.02, "{at8:?}");
+        let (lo, hi) = at8.interval.unwrap();
+        let hi = hi.unwrap();
+        assert!(100.0 * 0.98 <= lo && lo < at8.n_star.unwrap() && at8.n_star.unwrap() < hi && hi <= 450.0 * 1.02, "{at8:?}");
+        assert!(at16.n_star.is_some() && at16.interval.unwrap().1.is_none(), "{at16:?}");
+        let md = render_markdown(&report, &records);
+        assert!(md.contains(&format!("| onestep | he2-plus-hep | 16 | {:.0} | [", at16.n_star.unwrap())) && md.contains(", not reached] |"), "{md}");
     }
 
     /// The lambda-at-edge table names each row's rank when the records hold several (`target
