@@ -398,7 +398,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             if !(eps > 0.0) {
                 bail!("--eps must be positive");
             }
-            let report = build_report(&records, eps, cfg.report.bootstrap).with_directions(&dir)?;
+            let report = build_report(&records, eps, cfg.report.bootstrap).with_directions(&dir, &records)?;
             write_report(&dir, &report, &records)?;
             let files = draw_all(&dir, &records, &report)?;
             print!("{}", render_markdown(&report, &records));

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use crate::files::write_atomic;
-use crate::records::{mean_se, read_lines, CurvePoint, Record};
+use crate::records::{mean_se, CurvePoint, Record};
 use crate::report::{escape_task, Report, SLOPE_WINDOW};
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -577,12 +577,11 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
         }
     }
 
-    // sgd's curves for the escape figures
-    let path = dir.join("curves.jsonl");
-    let curves: Vec<CurvePoint> = if report.escape.is_empty() || !path.exists() {
+    // sgd's curves for the escape figures, of the trials that finished
+    let curves: Vec<CurvePoint> = if report.escape.is_empty() {
         Vec::new()
     } else {
-        read_lines::<CurvePoint>(&path)?.into_iter().map(|(c, _)| c).filter(|c| c.overlap.is_some()).collect()
+        crate::report::ok_curves(dir, records)?.into_iter().filter(|c| c.overlap.is_some()).collect()
     };
     files.extend(draw_escape(dir, report, &curves)?);
     files.extend(draw_directions(dir, report)?);

@@ -32,8 +32,9 @@ pub struct CurvePoint {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overlap: Option<f64>,
     /// `sgd`: the overlap with each teacher direction u_k, the mean over neurons of
-    /// cos^2(w_j, u_k) (a list of r).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// cos^2(w_j, u_k) (a list of r). A diverged run's non-finite values are written as JSON's
+    /// null and read back as NaN.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "nan_for_null")]
     pub directions: Option<Vec<f64>>,
     /// Empirical-NTK kernel-target alignment (both forms) and distance to the initial one, at the
     /// steps where it is computed.
@@ -43,6 +44,11 @@ pub struct CurvePoint {
     pub entk_rayleigh: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entk_distance: Option<f64>,
+}
+
+/// A list of numbers whose nulls (serde_json writes NaN and infinities as null) read as NaN.
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<f64>>, D::Error> {
+    Ok(Option::<Vec<Option<f64>>>::deserialize(deserializer)?.map(|v| v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect()))
 }
 
 impl CurvePoint {

@@ -154,15 +154,25 @@ pub struct Report {
 }
 
 impl Report {
-    /// The report with the per-direction overlaps of `dir`'s curves.jsonl (none without one).
-    pub fn with_directions(mut self, dir: &std::path::Path) -> Result<Self> {
-        let path = dir.join("curves.jsonl");
-        if path.exists() {
-            let curves: Vec<CurvePoint> = read_lines::<CurvePoint>(&path)?.into_iter().map(|(c, _)| c).collect();
-            self.directions = direction_curves(&curves);
-        }
+    /// The report with the per-direction overlaps of `dir`'s curves.jsonl (none without one),
+    /// over the trials whose record is ok ([`ok_curves`]).
+    pub fn with_directions(mut self, dir: &std::path::Path, records: &[Record]) -> Result<Self> {
+        self.directions = direction_curves(&ok_curves(dir, records)?);
         Ok(self)
     }
+}
+
+/// The points of `dir`'s curves.jsonl (none without one) whose trial has an ok record: a
+/// diverged or failed trial's curve stays in the file but out of the averages, which would
+/// otherwise mix its seed in before it diverged and leave it out after.
+pub fn ok_curves(dir: &std::path::Path, records: &[Record]) -> Result<Vec<CurvePoint>> {
+    let path = dir.join("curves.jsonl");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let key = |t: &crate::config::Trial| serde_json::to_string(t).expect("a trial always serialises");
+    let ok: std::collections::HashSet<String> = records.iter().filter(|r| r.status == "ok").map(|r| key(&r.trial)).collect();
+    Ok(read_lines::<CurvePoint>(&path)?.into_iter().map(|(c, _)| c).filter(|c| ok.contains(&key(&c.trial))).collect())
 }
 
 /// Each (label, task, d, direction)'s overlap against the step, over the curve points that carry
@@ -777,6 +787,30 @@ mod tests {
         let close = |a: (usize, f64, f64), b: (usize, f64, f64)| a.0 == b.0 && (a.1 - b.1).abs() < 1e-12 && (a.2 - b.2).abs() < 1e-12;
         assert!(close(out[0].points[0], (1, 0.2, 0.1)) && close(out[0].points[1], (2, 0.6, 0.1)), "{:?}", out[0].points);
         assert!(close(out[1].points[0], (1, 0.03, 0.01)) && close(out[1].points[1], (2, 0.3, 0.1)), "{:?}", out[1].points);
+    }
+
+    /// A diverged trial's curve (its last point's directions written as nulls, serde_json's NaN)
+    /// is read back and left out of the directions table, which averages the ok trials alone:
+    /// reading it used to fail ("invalid type: null, expected f64") and stop the report.
+    #[test]
+    fn a_diverged_trials_curve_is_read_and_left_out_of_the_averages() {
+        let dir = std::env::temp_dir().join(format!("featlearn-diverged-curve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut records = escapes(&[(16, 0, Some(100)), (16, 1, None)]);
+        records[1].status = "diverged".into();
+        let mut curves = crate::records::JsonlWriter::open(&dir.join("curves.jsonl")).unwrap();
+        for (r, along) in records.iter().zip([[0.1, 0.02], [f64::NAN, f64::NAN]]) {
+            let mut c = CurvePoint::at(r.trial.clone(), 1);
+            c.directions = Some(along.to_vec());
+            curves.append(&c).unwrap();
+        }
+        assert!(std::fs::read_to_string(dir.join("curves.jsonl")).unwrap().contains("[null,null]"));
+        let report = build_report(&records, 0.1, 0).with_directions(&dir, &records).unwrap();
+        let means: Vec<(usize, f64, f64)> = report.directions.iter().map(|c| c.points[0]).collect();
+        assert_eq!(means, [(1, 0.1, 0.0), (1, 0.02, 0.0)]);
+        let all = read_lines::<CurvePoint>(&dir.join("curves.jsonl")).unwrap();
+        assert!(all[1].0.directions.as_ref().unwrap().iter().all(|v| v.is_nan()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The edge is the bracket around the first lost b at each d, and its exponent the slope

@@ -170,7 +170,7 @@ pub fn drop_failed(dir: &Path) -> Result<usize> {
 pub fn write_outputs(dir: &Path, config: &Config, records: &[Record]) -> Result<String> {
     let rows = summarize(records, crate::registry::uses_network);
     write_summary_csv(&dir.join("summary.csv"), &rows)?;
-    let report = build_report(records, config.report.eps, config.report.bootstrap).with_directions(dir)?;
+    let report = build_report(records, config.report.eps, config.report.bootstrap).with_directions(dir, records)?;
     write_report(dir, &report, records)?;
     if config.report.plots {
         draw_all(dir, records, &report)?;
