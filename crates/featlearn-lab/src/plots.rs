@@ -442,7 +442,10 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
     let mut by_method: BTreeMap<(String, String), Vec<(f64, f64, f64)>> = BTreeMap::new();
     for r in report.n_star.iter() {
         if let Some(v) = r.n_star {
-            by_method.entry((r.method.clone(), r.target.clone())).or_default().push((r.d as f64, v, 0.0));
+            // the bootstrap interval, drawn symmetric as half its width (none when its upper end
+            // was not reached)
+            let half = r.interval.and_then(|(lo, hi)| hi.map(|hi| (hi - lo) / 2.0)).unwrap_or(0.0);
+            by_method.entry((r.method.clone(), r.target.clone())).or_default().push((r.d as f64, v, half));
         }
     }
     for ((label, target), pts) in &by_method {
@@ -467,7 +470,7 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
             }
         }
     }
-    let title = format!("n*(d) at eps = {} (theory lines from the lowest n* at the smallest d)", report.eps);
+    let title = format!("n*(d) at eps = {} (bars: 95% bootstrap, ± half width; theory from the smallest d)", report.eps);
     files.extend(line_plot(&dir.join("nstar"), &title, "d", "n* (interpolated in log n)", &nstar, true)?);
 
     // local slopes of n*(d): each window at the geometric mean of its d, with its interval
