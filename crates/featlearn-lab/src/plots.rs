@@ -329,32 +329,18 @@ where
     Ok(())
 }
 
-/// The legend in its own panel: a sample of each series' line and marker, then its name.
+/// The legend in its own panel: a sample of each series' line and marker, then its name. When
+/// the entries do not fit the panel's height they are drawn closer in a smaller font, and what
+/// still does not fit is counted on a last line rather than cut off.
 fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, series: &[Series]) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e}");
-    let font = ("sans-serif", 13).into_font();
-    let mut y = 44;
-    for s in series {
-        let (color, marker) = look(s);
-        if s.name.is_empty() {
-            continue; // drawn, but named by an earlier entry
-        }
-        let (style, dashes) = line_style(s);
-        let (dash, gap) = dashes.unwrap_or((30, 0));
-        let mut a = 6;
-        while a < 36 {
-            area.draw(&PathElement::new(vec![(a, y), ((a + dash).min(36), y)], style)).map_err(err)?;
-            a += dash + gap.max(1);
-        }
-        if let Some(marker) = marker {
-            marker_at(area, marker, (21, y), color)?;
-        }
-        // long names wrap onto a second line
+    // long names wrap onto further lines
+    let wrap = |name: &str| {
         let mut lines = vec![String::new()];
-        for word in s.name.split(' ') {
+        for word in name.split(' ') {
             let last = lines.last_mut().expect("one line at least");
             if !last.is_empty() && last.len() + word.len() > 26 {
                 lines.push(word.to_string());
@@ -365,10 +351,36 @@ where
                 last.push_str(word);
             }
         }
-        for (k, line) in lines.iter().enumerate() {
-            area.draw(&Text::new(line.clone(), (44, y - 7 + 16 * k as i32), font.clone())).map_err(err)?;
+        lines
+    };
+    // series without a name are drawn, but named by an earlier entry
+    let entries: Vec<(&Series, Vec<String>)> = series.iter().filter(|s| !s.name.is_empty()).map(|s| (s, wrap(&s.name))).collect();
+    let (top, bottom) = (44, area.dim_in_pixel().1 as i32 - 12);
+    let height = |line: i32, gap: i32| entries.iter().map(|(_, lines)| line * lines.len() as i32 + gap).sum::<i32>();
+    let (size, line, gap) = if top + height(16, 8) <= bottom { (13, 16, 8) } else { (11, 13, 3) };
+    let font = ("sans-serif", size).into_font();
+    let mut y = top;
+    for (k, (s, lines)) in entries.iter().enumerate() {
+        if y + line * lines.len() as i32 > bottom - line {
+            let more = entries.len() - k;
+            area.draw(&Text::new(format!("... {more} more (report.md)"), (44, y - 7), font.clone())).map_err(err)?;
+            break;
         }
-        y += 16 * lines.len() as i32 + 8;
+        let (color, marker) = look(s);
+        let (style, dashes) = line_style(s);
+        let (dash, gap_px) = dashes.unwrap_or((30, 0));
+        let mut a = 6;
+        while a < 36 {
+            area.draw(&PathElement::new(vec![(a, y), ((a + dash).min(36), y)], style)).map_err(err)?;
+            a += dash + gap_px.max(1);
+        }
+        if let Some(marker) = marker {
+            marker_at(area, marker, (21, y), color)?;
+        }
+        for (j, text) in lines.iter().enumerate() {
+            area.draw(&Text::new(text.clone(), (44, y - 7 + line * j as i32), font.clone())).map_err(err)?;
+        }
+        y += line * lines.len() as i32 + gap;
     }
     Ok(())
 }
@@ -732,6 +744,28 @@ fn draw_escape(dir: &Path, report: &Report, curves: &[CurvePoint]) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A legend that fits is drawn in the 13-point font; 18 entries (a rank sweep's n*(d):
+    /// eight series, eight fits, two references) are drawn closer in 11 points, all of them; 60
+    /// are counted on a last line rather than cut off.
+    #[test]
+    fn a_long_legend_is_drawn_smaller_and_what_does_not_fit_is_counted() {
+        let dir = std::env::temp_dir().join(format!("featlearn-legend-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let svg = |count: usize| {
+            let series: Vec<Series> = (0..count)
+                .map(|i| Series { name: format!("onestep on he2-plus-hep r={i}"), label: "onestep".into(), points: vec![(1.0, 1.0 + i as f64, 0.0), (2.0, 2.0 + i as f64, 0.0)], kind: Kind::Data { variant: i % 4 } })
+                .collect();
+            line_plot(&dir.join(format!("legend{count}")), "legend", "x", "y", &series, true).unwrap();
+            std::fs::read_to_string(dir.join(format!("legend{count}.svg"))).unwrap()
+        };
+        let (few, eighteen, sixty) = (svg(3), svg(18), svg(60));
+        assert!(few.contains("r=2") && !few.contains("more (report.md)"));
+        assert!(eighteen.contains("r=17") && !eighteen.contains("more (report.md)"));
+        assert!(few.contains("font-size=\"13") && eighteen.contains("font-size=\"11"), "font sizes");
+        assert!(sixty.contains("more (report.md)") && !sixty.contains("r=59<"), "the last entries are counted");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_methods_colour_is_a_function_of_its_label_alone() {
