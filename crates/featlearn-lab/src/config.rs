@@ -612,9 +612,7 @@ impl Config {
             bail!("key `ridge.gd_steps`/`ridge.gd_lr`: steps must be positive, lr >= 0");
         }
         let k = &self.kernel;
-        if !(k.sw >= 0.0 && k.sb >= 0.0 && k.sw.is_finite() && k.sb.is_finite()) || k.sw + k.sb == 0.0 {
-            bail!("key `kernel.sw`/`kernel.sb`: scales must be finite, >= 0 and not both 0");
-        }
+        featlearn::kernels::Kernel::Ntk { sw: k.sw, sb: k.sb }.check().map_err(|e| anyhow!("key `kernel.sw`/`kernel.sb`: {e}"))?;
         if !(k.lengthscale >= 0.0 && k.lengthscale.is_finite()) {
             bail!("key `kernel.lengthscale`: must be >= 0 (0 = sqrt(d))");
         }

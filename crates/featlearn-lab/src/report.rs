@@ -11,6 +11,7 @@ use featlearn::rng::{stream_rng, Stream};
 
 use crate::files::write_atomic;
 use crate::records::{format_table, mean_se, read_lines, summarize, CurvePoint, Record};
+use crate::shards::trial_key;
 
 /// n*(d) of one method.
 #[derive(Clone, Debug, Serialize)]
@@ -170,9 +171,8 @@ pub fn ok_curves(dir: &std::path::Path, records: &[Record]) -> Result<Vec<CurveP
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let key = |t: &crate::config::Trial| serde_json::to_string(t).expect("a trial always serialises");
-    let ok: std::collections::HashSet<String> = records.iter().filter(|r| r.status == "ok").map(|r| key(&r.trial)).collect();
-    Ok(read_lines::<CurvePoint>(&path)?.into_iter().map(|(c, _)| c).filter(|c| ok.contains(&key(&c.trial))).collect())
+    let ok: std::collections::HashSet<String> = records.iter().filter(|r| r.status == "ok").map(|r| trial_key(&r.trial)).collect();
+    Ok(read_lines::<CurvePoint>(&path)?.into_iter().map(|(c, _)| c).filter(|c| ok.contains(&trial_key(&c.trial))).collect())
 }
 
 /// Each (label, task, d, direction)'s overlap against the step, over the curve points that carry
