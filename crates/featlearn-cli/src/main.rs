@@ -17,7 +17,7 @@ use featlearn_lab::bench::{bench, Sizes};
 use featlearn_lab::merge::merge;
 use featlearn_lab::plots::draw_all;
 use featlearn_lab::records::read_results;
-use featlearn_lab::report::{build_report, render_markdown, write_report};
+use featlearn_lab::report::{build_report, ok_curves, render_markdown, write_report};
 use featlearn_lab::runner::{default_out_dir, run, RunOptions};
 use featlearn_lab::shards::{format_status, progress, Shard};
 
@@ -398,9 +398,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             if !(eps > 0.0) {
                 bail!("--eps must be positive");
             }
-            let report = build_report(&records, eps, cfg.report.bootstrap).with_directions(&dir, &records)?;
+            let curves = ok_curves(&dir, &records)?;
+            let report = build_report(&records, eps, cfg.report.bootstrap).with_directions(&curves);
             write_report(&dir, &report, &records)?;
-            let files = draw_all(&dir, &records, &report)?;
+            let files = draw_all(&dir, &records, &curves, &report)?;
             print!("{}", render_markdown(&report, &records));
             println!("\nwrote report.md, report.json and {} figures in {}", files.len(), dir.display());
             Ok(())

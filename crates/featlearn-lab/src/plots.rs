@@ -425,8 +425,9 @@ fn level(name: String, y: f64, xs: impl Iterator<Item = f64>, pattern: usize) ->
     (lo.is_finite() && hi > 0.0).then(|| Series { name, label: String::new(), points: vec![(lo / 1.1, y, 0.0), (hi * 1.1, y, 0.0)], kind: Kind::Reference { pattern } })
 }
 
-/// All figures of a results folder; returns the files written.
-pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<PathBuf>> {
+/// All figures of a results folder, from its records, the curve points of its ok trials
+/// ([`crate::report::ok_curves`]) and its report; returns the files written.
+pub fn draw_all(dir: &Path, records: &[Record], curves: &[CurvePoint], report: &Report) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let target_name = crate::report::target_name(records);
     let targets: BTreeSet<String> = records.iter().map(|r| target_name(&r.trial)).collect();
@@ -593,11 +594,7 @@ pub fn draw_all(dir: &Path, records: &[Record], report: &Report) -> Result<Vec<P
     }
 
     // sgd's curves for the escape figures, of the trials that finished
-    let curves: Vec<CurvePoint> = if report.escape.is_empty() {
-        Vec::new()
-    } else {
-        crate::report::ok_curves(dir, records)?.into_iter().filter(|c| c.overlap.is_some()).collect()
-    };
+    let curves: Vec<&CurvePoint> = if report.escape.is_empty() { Vec::new() } else { curves.iter().filter(|c| c.overlap.is_some()).collect() };
     files.extend(draw_escape(dir, report, &curves)?);
     files.extend(draw_directions(dir, report)?);
     Ok(files)
@@ -636,7 +633,7 @@ fn draw_directions(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
 /// from the quartiles), and the mean overlap over seeds against t / d^k with k the fitted
 /// exponent of the escape steps, one curve per d (a seed stopped at its escape holds its last
 /// overlap): at the right k the curves fall on one another.
-fn draw_escape(dir: &Path, report: &Report, curves: &[CurvePoint]) -> Result<Vec<PathBuf>> {
+fn draw_escape(dir: &Path, report: &Report, curves: &[&CurvePoint]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     if report.escape.is_empty() {
         return Ok(files);

@@ -150,16 +150,16 @@ pub struct Report {
     pub escape_fits: Vec<EscapeFit>,
     pub batch_sweeps: Vec<BatchSweep>,
     pub batch_edges: Vec<BatchEdge>,
-    /// Empty from [`build_report`]; [`Report::with_directions`] fills it from curves.jsonl.
+    /// Empty from [`build_report`]; [`Report::with_directions`] fills it from the curve points.
     pub directions: Vec<DirectionCurve>,
 }
 
 impl Report {
-    /// The report with the per-direction overlaps of `dir`'s curves.jsonl (none without one),
-    /// over the trials whose record is ok ([`ok_curves`]).
-    pub fn with_directions(mut self, dir: &std::path::Path, records: &[Record]) -> Result<Self> {
-        self.directions = direction_curves(&ok_curves(dir, records)?);
-        Ok(self)
+    /// The report with the per-direction overlaps of `curves`, the points of the trials whose
+    /// record is ok ([`ok_curves`]).
+    pub fn with_directions(mut self, curves: &[CurvePoint]) -> Self {
+        self.directions = direction_curves(curves);
+        self
     }
 }
 
@@ -805,7 +805,7 @@ mod tests {
             curves.append(&c).unwrap();
         }
         assert!(std::fs::read_to_string(dir.join("curves.jsonl")).unwrap().contains("[null,null]"));
-        let report = build_report(&records, 0.1, 0).with_directions(&dir, &records).unwrap();
+        let report = build_report(&records, 0.1, 0).with_directions(&ok_curves(&dir, &records).unwrap());
         let means: Vec<(usize, f64, f64)> = report.directions.iter().map(|c| c.points[0]).collect();
         assert_eq!(means, [(1, 0.1, 0.0), (1, 0.02, 0.0)]);
         let all = read_lines::<CurvePoint>(&dir.join("curves.jsonl")).unwrap();

@@ -14,7 +14,7 @@ use crate::files::{io_error, write_atomic, FolderLock};
 use crate::methods::{check_grids, check_memory, Method, Task};
 use crate::plots::draw_all;
 use crate::records::{format_table, read_lines, read_results, summarize, write_summary_csv, CurvePoint, JsonlWriter, Record};
-use crate::report::{build_report, write_report};
+use crate::report::{build_report, ok_curves, write_report};
 use crate::shards::{trial_key, trials_of, Shard};
 
 /// Options of `featlearn run` beyond the config.
@@ -170,10 +170,11 @@ pub fn drop_failed(dir: &Path) -> Result<usize> {
 pub fn write_outputs(dir: &Path, config: &Config, records: &[Record]) -> Result<String> {
     let rows = summarize(records, crate::registry::uses_network);
     write_summary_csv(&dir.join("summary.csv"), &rows)?;
-    let report = build_report(records, config.report.eps, config.report.bootstrap).with_directions(dir, records)?;
+    let curves = ok_curves(dir, records)?;
+    let report = build_report(records, config.report.eps, config.report.bootstrap).with_directions(&curves);
     write_report(dir, &report, records)?;
     if config.report.plots {
-        draw_all(dir, records, &report)?;
+        draw_all(dir, records, &curves, &report)?;
     }
     Ok(format_table(&rows))
 }
