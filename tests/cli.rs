@@ -102,6 +102,7 @@ fn invalid_configs_exit_nonzero_naming_the_key_without_panicking() {
         ("", vec!["--set", "onestep.eta=[1, true]"], "key `onestep.eta`: item 1 of the list: the value has none of the forms this key takes"),
         ("", vec!["--set", "sgd.activation=3"], "key `sgd.activation`: the value has none of the forms"),
         ("[kernel]\noffset = nan\n", vec![], "key `kernel.offset`: must be finite"),
+        ("[kernel]\noffset = -1.0\n", vec![], "key `kernel.offset`: must be finite and >= 0"),
         // a syntax error says where
         ("[task]\nd = 8\nd = 9\n", vec![], "TOML syntax at line 3, column 1: duplicate key `d`"),
         ("[task\n", vec![], "TOML syntax at line 1, column 6: invalid table header; expected"),
@@ -274,7 +275,7 @@ fn npy_f32(path: &Path, rows: usize, cols: usize) {
 }
 
 /// Parameters that give no kernel (negative or non-finite scales, both scales 0, a zero length
-/// scale, an infinite offset) and a zero tile are refused in one line before any file is
+/// scale, an infinite or negative offset) and a zero tile are refused in one line before any file is
 /// written, where a NaN or a 1 x 1 tiling used to be written.
 #[test]
 fn gram_refuses_parameters_that_give_no_kernel() {
@@ -288,6 +289,9 @@ fn gram_refuses_parameters_that_give_no_kernel() {
         (vec!["--kernel", "ntk", "--sw", "0", "--sb", "0"], "not both 0"),
         (vec!["--kernel", "rbf", "--lengthscale", "0"], "length scale must be finite and positive"),
         (vec!["--kernel", "poly", "--offset", "inf"], "offset must be finite"),
+        // a negative number after a space is the option's value, checked like any other
+        (vec!["--kernel", "poly", "--offset", "-1"], "offset must be finite and >= 0"),
+        (vec!["--kernel", "rbf", "--lengthscale", "-1"], "length scale must be finite and positive"),
         (vec!["--kernel", "ntk", "--tile", "0"], "--tile must be at least 1"),
     ] {
         let o = featlearn(&[vec!["gram", "--x", x.to_str().unwrap(), "--out", out.to_str().unwrap()], args.clone()].concat());

@@ -44,11 +44,11 @@ struct ComputeArgs {
     #[arg(long)]
     precision: Option<String>,
     /// Memory budget of kernel jobs in GiB; overrides kernel.mem_budget_gb.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     mem_budget: Option<f64>,
     /// Largest single device buffer in MiB (n x n matrices are split into tiles below it);
     /// overrides kernel.max_buffer_mb. Default: what the device reports.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_buffer_mb: Option<f64>,
     /// Override any config key, e.g. --set task.d=32 --set 'data.n=[2000,4000]'.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -132,19 +132,19 @@ enum Command {
         #[arg(long)]
         z: Option<PathBuf>,
         /// Weight scale s_w (ntk, nngp).
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
         sw: f64,
         /// Bias scale s_b (ntk, nngp).
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
         sb: f64,
         /// Length scale l of rbf, laplace and poly (default sqrt(d)).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         lengthscale: Option<f64>,
         /// Degree of poly.
         #[arg(long, default_value_t = 3)]
         degree: u32,
-        /// Offset of poly.
-        #[arg(long, default_value_t = 1.0)]
+        /// Offset c >= 0 of poly.
+        #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
         offset: f64,
         /// Rows and columns of one tile (default: 512 on ndarray, 2048 on wgpu), capped by the
         /// device's largest buffer.
@@ -158,7 +158,7 @@ enum Command {
         #[arg(long, default_value = "f32")]
         precision: String,
         /// Largest single device buffer in MiB (default: what the device reports).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         max_buffer_mb: Option<f64>,
     },
     /// Merge the shard folders of one config into one folder, finished or not, and write its
@@ -187,7 +187,7 @@ enum Command {
     Report {
         dir: PathBuf,
         /// Error threshold for n* (default: the folder's report.eps).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         eps: Option<f64>,
     },
     /// Time the hot paths (first step, gd step, NTK Gram, Cholesky and PCG solves, the quick
@@ -387,7 +387,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Report { dir, eps } => {
-            let cfg = featlearn_lab::registry::load(&dir.join("config.toml"), &[])?;
+            let cfg = featlearn_lab::shards::load_config(&dir)?;
             // report writes into the folder too: not beside a run or a merge that is writing it
             let _lock = FolderLock::take(&dir, "report")?;
             let records = read_results(&dir.join("results.jsonl"))?;

@@ -616,8 +616,8 @@ impl Config {
         if !(k.lengthscale >= 0.0 && k.lengthscale.is_finite()) {
             bail!("key `kernel.lengthscale`: must be >= 0 (0 = sqrt(d))");
         }
-        if !k.offset.is_finite() {
-            bail!("key `kernel.offset`: must be finite");
+        if !(k.offset >= 0.0 && k.offset.is_finite()) {
+            bail!("key `kernel.offset`: must be finite and >= 0 (poly is a kernel only then)");
         }
         k.lambdas.check("kernel.lambdas")?;
         if k.landmarks == 0 || k.pcg_max_iter == 0 || !(k.pcg_tol > 0.0) || k.kta_n == 0 {

@@ -41,7 +41,9 @@ impl Kernel {
     }
 
     /// Refuses parameters that give no kernel, naming them: s_w, s_b finite, >= 0 and not both
-    /// 0; a finite positive length scale; a finite poly offset.
+    /// 0; a finite positive length scale; a finite poly offset c >= 0 ((t + c)^k is a sum of
+    /// powers t^j with coefficients >= 0, each positive semidefinite; with c < 0 it is not: at
+    /// k = 1 it is t plus a negative constant).
     pub fn check(&self) -> Result<(), Error> {
         let bad = |what: &str| Err(Error::Invalid(what.to_string()));
         match *self {
@@ -51,7 +53,7 @@ impl Kernel {
             Kernel::Rbf { lengthscale } | Kernel::Laplace { lengthscale } | Kernel::Poly { lengthscale, .. } if !(lengthscale > 0.0 && lengthscale.is_finite()) => {
                 bad("the length scale must be finite and positive")
             }
-            Kernel::Poly { offset, .. } if !offset.is_finite() => bad("the poly offset must be finite"),
+            Kernel::Poly { offset, .. } if !(offset >= 0.0 && offset.is_finite()) => bad("the poly offset must be finite and >= 0"),
             _ => Ok(()),
         }
     }
