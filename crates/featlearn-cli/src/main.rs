@@ -1,24 +1,19 @@
 //! `featlearn`: the command line. It parses arguments and calls featlearn-lab.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use featlearn::compute::{human_bytes, list_devices, to_host, Compute};
+use featlearn::compute::{human_bytes, list_devices, Compute};
 use featlearn::kernels::Kernel;
-use featlearn::data::{sample_rows, Split};
-use featlearn::target::Target;
 use featlearn_lab::config::Config;
-use featlearn_lab::files::{write_atomic, FolderLock};
-use featlearn_lab::export::{read_npy_matrix, write_gram_npy, write_npy};
+use featlearn_lab::files::write_atomic;
+use featlearn_lab::export::{read_npy_matrix, write_gram_npy, write_training_data};
 use featlearn::BackendKind;
 use featlearn_lab::bench::{bench, Sizes};
 use featlearn_lab::merge::merge;
-use featlearn_lab::plots::draw_all;
-use featlearn_lab::records::read_results;
-use featlearn_lab::report::{build_report, ok_curves, render_markdown, write_report};
-use featlearn_lab::runner::{default_out_dir, run, RunOptions};
+use featlearn_lab::runner::{default_out_dir, report_folder, run, RunOptions};
 use featlearn_lab::shards::{format_status, progress, Shard};
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -306,25 +301,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Data { config, n, out_x, out_y, out_u, compute } => {
             let cfg = compute.load(&config)?;
-            if n == 0 {
-                bail!("--n must be at least 1");
-            }
-            let c = cfg.open_compute()?;
-            let t = featlearn_lab::registry::trials(&cfg)?.into_iter().next().context("the config has no trial")?;
-            // X and y are held whole before they are written: refuse what cannot be held
-            let (need, budget) = ((n as u64).saturating_mul(t.d as u64 + 1).saturating_mul(c.precision.bytes() as u64), cfg.memory_budget(&c));
-            if need > budget {
-                bail!("--n {n}: X and y at d = {} need {}, over the memory budget of {} (--mem-budget)", t.d, human_bytes(need), human_bytes(budget));
-            }
-            c.check_fits(&format!("--n {n}: X ({n} x {})", t.d), n.saturating_mul(t.d))?;
-            let target = Target::new(&cfg.target_spec(&t.target, t.p)?, t.d, t.r, t.seed, cfg.task.normalize, t.noise)?;
-            let data = sample_rows(&c, &target, t.seed, Split::Train, 0, n, cfg.data.chunk)?;
-            write_npy(&out_x, &to_host(data.x)?, &[n, t.d], c.precision)?;
-            write_npy(&out_y, &to_host(data.y)?, &[n], c.precision)?;
-            if let Some(u) = out_u {
-                write_npy(&u, &target.u, &[t.r, t.d], c.precision)?;
-            }
-            println!("wrote {n} samples (d = {}, r = {}, target {}, seed {})", t.d, t.r, t.target, t.seed);
+            println!("{}", write_training_data(&cfg, n, &out_x, &out_y, out_u.as_deref())?);
             Ok(())
         }
         Command::Gram { kernel, x, z, sw, sb, lengthscale, degree, offset, tile, out, backend, precision, max_buffer_mb } => {
@@ -387,23 +364,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Report { dir, eps } => {
-            let cfg = featlearn_lab::shards::load_config(&dir)?;
-            // report writes into the folder too: not beside a run or a merge that is writing it
-            let _lock = FolderLock::take(&dir, "report")?;
-            let records = read_results(&dir.join("results.jsonl"))?;
-            if records.is_empty() {
-                bail!("{} has no finished trials", dir.display());
-            }
-            let eps = eps.unwrap_or(cfg.report.eps);
-            if !(eps > 0.0) {
-                bail!("--eps must be positive");
-            }
-            let curves = ok_curves(&dir, &records)?;
-            let report = build_report(&records, eps, cfg.report.bootstrap).with_directions(&curves);
-            write_report(&dir, &report, &records)?;
-            let files = draw_all(&dir, &records, &curves, &report)?;
-            print!("{}", render_markdown(&report, &records));
-            println!("\nwrote report.md, report.json and {} figures in {}", files.len(), dir.display());
+            let (markdown, figures) = report_folder(&dir, eps)?;
+            print!("{markdown}");
+            println!("\nwrote report.md, report.json and {figures} figures in {}", dir.display());
             Ok(())
         }
         Command::Bench { backend, all_backends, precision, sizes, repeats, cases, out } => {

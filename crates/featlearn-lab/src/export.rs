@@ -5,12 +5,40 @@ use burn::tensor::Tensor;
 use npyz::WriterBuilder;
 use std::path::Path;
 
-use featlearn::compute::Compute;
+use featlearn::compute::{human_bytes, to_host, Compute};
+use featlearn::data::{sample_rows, Split};
 use featlearn::kernels::{gram_rows, Kernel};
+use featlearn::target::Target;
 use featlearn::tiles::blocks;
 use featlearn::Precision;
 
+use crate::config::Config;
 use crate::files::write_streamed;
+
+/// `featlearn data`: the first `n` training samples of the config's first trial, X (n x d) and
+/// y (n) as .npy files in the run's precision, and U (r x d) when `out_u` is given. X and y are
+/// held whole first, so an n whose X and y are past the memory budget is refused. Returns the
+/// line that says what was written.
+pub fn write_training_data(config: &Config, n: usize, out_x: &Path, out_y: &Path, out_u: Option<&Path>) -> Result<String> {
+    if n == 0 {
+        anyhow::bail!("--n must be at least 1");
+    }
+    let c = config.open_compute()?;
+    let t = crate::registry::trials(config)?.into_iter().next().context("the config has no trial")?;
+    let (need, budget) = ((n as u64).saturating_mul(t.d as u64 + 1).saturating_mul(c.precision.bytes() as u64), config.memory_budget(&c));
+    if need > budget {
+        anyhow::bail!("--n {n}: X and y at d = {} need {}, over the memory budget of {} (--mem-budget)", t.d, human_bytes(need), human_bytes(budget));
+    }
+    c.check_fits(&format!("--n {n}: X ({n} x {})", t.d), n.saturating_mul(t.d))?;
+    let target = Target::new(&config.target_spec(&t.target, t.p)?, t.d, t.r, t.seed, config.task.normalize, t.noise)?;
+    let data = sample_rows(&c, &target, t.seed, Split::Train, 0, n, config.data.chunk)?;
+    write_npy(out_x, &to_host(data.x)?, &[n, t.d], c.precision)?;
+    write_npy(out_y, &to_host(data.y)?, &[n], c.precision)?;
+    if let Some(u) = out_u {
+        write_npy(u, &target.u, &[t.r, t.d], c.precision)?;
+    }
+    Ok(format!("wrote {n} samples (d = {}, r = {}, target {}, seed {})", t.d, t.r, t.target, t.seed))
+}
 
 /// Writes row-major `values` with `shape` as a C-order .npy array of f32 or f64.
 pub fn write_npy(path: &Path, values: &[f64], shape: &[usize], precision: Precision) -> Result<()> {

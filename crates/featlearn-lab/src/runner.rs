@@ -14,7 +14,7 @@ use crate::files::{io_error, write_atomic, FolderLock};
 use crate::methods::{check_grids, check_memory, Method, Task};
 use crate::plots::draw_all;
 use crate::records::{format_table, read_lines, read_results, summarize, write_summary_csv, CurvePoint, JsonlWriter, Record};
-use crate::report::{build_report, ok_curves, write_report};
+use crate::report::{build_report, ok_curves, render_markdown, write_report, Report};
 use crate::shards::{trial_key, trials_of, Shard};
 
 /// Options of `featlearn run` beyond the config.
@@ -170,13 +170,37 @@ pub fn drop_failed(dir: &Path) -> Result<usize> {
 pub fn write_outputs(dir: &Path, config: &Config, records: &[Record]) -> Result<String> {
     let rows = summarize(records, crate::registry::uses_network);
     write_summary_csv(&dir.join("summary.csv"), &rows)?;
-    let curves = ok_curves(dir, records)?;
-    let report = build_report(records, config.report.eps, config.report.bootstrap).with_directions(&curves);
-    write_report(dir, &report, records)?;
-    if config.report.plots {
-        draw_all(dir, records, &curves, &report)?;
-    }
+    write_report_and_figures(dir, records, config.report.eps, config.report.bootstrap, config.report.plots)?;
     Ok(format_table(&rows))
+}
+
+/// `featlearn report`: the report of a results folder's records at `eps` (default: the
+/// folder's `report.eps`), `report.md`, `report.json` and every figure, under the folder's
+/// lock. Returns the report as markdown and the number of figure files written.
+pub fn report_folder(dir: &Path, eps: Option<f64>) -> Result<(String, usize)> {
+    let config = crate::shards::load_config(dir)?;
+    // report writes into the folder too: not beside a run or a merge that is writing it
+    let _lock = FolderLock::take(dir, "report")?;
+    let records = read_results(&dir.join("results.jsonl"))?;
+    if records.is_empty() {
+        bail!("{} has no finished trials", dir.display());
+    }
+    let eps = eps.unwrap_or(config.report.eps);
+    if !(eps > 0.0) {
+        bail!("--eps must be positive");
+    }
+    let (report, files) = write_report_and_figures(dir, &records, eps, config.report.bootstrap, true)?;
+    Ok((render_markdown(&report, &records), files.len()))
+}
+
+/// The report at `eps` with `bootstrap` replicates, written as report.md and report.json, and
+/// with `plots` its figures; returns it and the figure files.
+fn write_report_and_figures(dir: &Path, records: &[Record], eps: f64, bootstrap: usize, plots: bool) -> Result<(Report, Vec<PathBuf>)> {
+    let curves = ok_curves(dir, records)?;
+    let report = build_report(records, eps, bootstrap).with_directions(&curves);
+    write_report(dir, &report, records)?;
+    let files = if plots { draw_all(dir, records, &curves, &report)? } else { Vec::new() };
+    Ok((report, files))
 }
 
 /// The default output folder: runs/<config-name>-<UTC timestamp>.
