@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use featlearn::compute::{human_bytes, list_devices, Compute};
-use featlearn::kernels::Kernel;
 use featlearn_lab::config::Config;
 use featlearn_lab::files::write_atomic;
 use featlearn_lab::export::{read_npy_matrix, write_gram_npy, write_training_data};
 use featlearn::BackendKind;
 use featlearn_lab::bench::{bench, Sizes};
 use featlearn_lab::merge::merge;
+use featlearn_lab::methods::kernel::Family;
 use featlearn_lab::runner::{default_out_dir, report_folder, run, RunOptions};
 use featlearn_lab::shards::{format_status, progress, Shard};
 
@@ -321,14 +321,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 bail!("--x has {d} columns but --z has {dz}");
             }
             let l = lengthscale.unwrap_or((d as f64).sqrt());
-            let kernel = match kernel.as_str() {
-                "ntk" => Kernel::Ntk { sw, sb },
-                "nngp" => Kernel::Nngp { sw, sb },
-                "rbf" => Kernel::Rbf { lengthscale: l },
-                "laplace" => Kernel::Laplace { lengthscale: l },
-                "poly" => Kernel::Poly { degree, offset, lengthscale: l },
-                other => bail!("--kernel {other}: expected ntk, nngp, rbf, laplace or poly"),
-            };
+            let kernel = Family::parse(&kernel)?.kernel(sw, sb, l, degree, offset);
             kernel.check().map_err(|e| anyhow!("--kernel {}: {e}", kernel.name()))?;
             if tile == Some(0) {
                 bail!("--tile must be at least 1");

@@ -23,6 +23,33 @@ pub enum Family {
     Poly,
 }
 
+impl Family {
+    /// The family `featlearn gram --kernel` names: ntk, nngp, rbf, laplace or poly (the method
+    /// names of the same kernels in [`crate::registry::REGISTRY`]).
+    pub fn parse(name: &str) -> Result<Family> {
+        Ok(match name {
+            "ntk" => Family::Ntk,
+            "nngp" => Family::Nngp,
+            "rbf" => Family::Rbf,
+            "laplace" => Family::Laplace,
+            "poly" => Family::Poly,
+            other => bail!("--kernel {other}: expected ntk, nngp, rbf, laplace or poly"),
+        })
+    }
+
+    /// The kernel with scales s_w, s_b (ntk, nngp), length scale l (rbf, laplace, poly), and
+    /// poly's degree and offset.
+    pub fn kernel(self, sw: f64, sb: f64, l: f64, degree: u32, offset: f64) -> Kernel {
+        match self {
+            Family::Ntk => Kernel::Ntk { sw, sb },
+            Family::Nngp => Kernel::Nngp { sw, sb },
+            Family::Rbf => Kernel::Rbf { lengthscale: l },
+            Family::Laplace => Kernel::Laplace { lengthscale: l },
+            Family::Poly => Kernel::Poly { degree, offset, lengthscale: l },
+        }
+    }
+}
+
 pub struct KernelRidge {
     pub family: Family,
     /// The `[kernel]` section: scales, grid and solver settings.
@@ -46,13 +73,7 @@ impl KernelRidge {
     pub fn kernel(&self, d: usize) -> Kernel {
         let k = &self.settings;
         let l = if k.lengthscale > 0.0 { k.lengthscale } else { (d as f64).sqrt() };
-        match self.family {
-            Family::Ntk => Kernel::Ntk { sw: k.sw, sb: k.sb },
-            Family::Nngp => Kernel::Nngp { sw: k.sw, sb: k.sb },
-            Family::Rbf => Kernel::Rbf { lengthscale: l },
-            Family::Laplace => Kernel::Laplace { lengthscale: l },
-            Family::Poly => Kernel::Poly { degree: k.degree, offset: k.offset, lengthscale: l },
-        }
+        self.family.kernel(k.sw, k.sb, l, k.degree, k.offset)
     }
 
     /// Solver options on a device: a tile or memory budget of 0 means the backend's default.
