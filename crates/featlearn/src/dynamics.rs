@@ -364,6 +364,29 @@ struct HostReplica {
     g: Vec<f64>,
 }
 
+impl HostReplica {
+    /// The replica before its first step: its student at the start, its reused training set
+    /// (when samples are reused), the step's buffers.
+    fn start(rep: &Replica, opts: &SgdOptions) -> Self {
+        let (d, p, b) = (rep.target.d, opts.width, opts.batch);
+        HostReplica {
+            reused: match opts.samples {
+                Samples::Reuse { n } => Some(draw(rep.target, rep.seed, 0, n)),
+                _ => None,
+            },
+            w: initial_w(rep.target, rep.seed, p, opts.start),
+            a: initial_a(rep.seed, p, opts.signs),
+            schedule: Schedule::new(opts.samples, b, rep.seed),
+            block: (0, Vec::new(), Vec::new()),
+            rows: Vec::with_capacity(b),
+            gw: vec![0.0; p * d],
+            ga: vec![0.0; p],
+            z: vec![0.0; p],
+            g: vec![0.0; p],
+        }
+    }
+}
+
 /// What every engine records of one replica as it steps: the overlap on the log grid, the
 /// escape step, the overlap after the last step and the steps run.
 pub struct Track {
@@ -440,27 +463,12 @@ pub fn run_on_host<S: Send>(
 /// are those of [`crate::backprop`] with s_in = 1, s_out = 1/p, no biases.
 pub fn run_sgd_host(replicas: &[Replica], opts: &SgdOptions, progress: impl FnMut(usize)) -> Result<Vec<SgdOutcome>, Error> {
     let Some(first) = replicas.first() else { return Ok(Vec::new()) };
-    let (d, p, b) = (first.target.d, opts.width, opts.batch);
+    let (d, b) = (first.target.d, opts.batch);
     let mut states: Vec<(HostReplica, Track)> = replicas
         .iter()
         .map(|rep| {
-            let w = initial_w(rep.target, rep.seed, p, opts.start);
-            let track = Track::start(overlap_host(&w, &rep.target.u, d), direction_overlaps_host(&w, &rep.target.u, d), opts.threshold);
-            let state = HostReplica {
-                reused: match opts.samples {
-                    Samples::Reuse { n } => Some(draw(rep.target, rep.seed, 0, n)),
-                    _ => None,
-                },
-                w,
-                a: initial_a(rep.seed, p, opts.signs),
-                schedule: Schedule::new(opts.samples, b, rep.seed),
-                block: (0, Vec::new(), Vec::new()),
-                rows: Vec::with_capacity(b),
-                gw: vec![0.0; p * d],
-                ga: vec![0.0; p],
-                z: vec![0.0; p],
-                g: vec![0.0; p],
-            };
+            let state = HostReplica::start(rep, opts);
+            let track = Track::start(overlap_host(&state.w, &rep.target.u, d), direction_overlaps_host(&state.w, &rep.target.u, d), opts.threshold);
             (state, track)
         })
         .collect();
@@ -473,7 +481,7 @@ pub fn run_sgd_host(replicas: &[Replica], opts: &SgdOptions, progress: impl FnMu
         steps_per_block.min(1 << 16),
         progress,
         |st, rep, s| {
-            host_step(st, rep, opts, s);
+            host_step_widest(st, rep, opts, s);
             overlap_host(&st.w, &rep.target.u, d)
         },
         |st, rep| direction_overlaps_host(&st.w, &rep.target.u, d),
@@ -488,7 +496,13 @@ pub fn run_sgd_host(replicas: &[Replica], opts: &SgdOptions, progress: impl FnMu
         .collect())
 }
 
+widest! {
+    /// [`host_step`] compiled for the widest vector unit the CPU has.
+    fn host_step_widest(st: &mut HostReplica, rep: &Replica, opts: &SgdOptions, s: usize) -> () = host_step;
+}
+
 /// One SGD step s of one replica on the host.
+#[inline(always)]
 fn host_step(st: &mut HostReplica, rep: &Replica, opts: &SgdOptions, s: usize) {
     let (d, p, b) = (rep.target.d, opts.width, opts.batch);
     // the batch: rows of the reused set, or of the block of fresh rows (drawn when needed)
@@ -693,4 +707,51 @@ pub fn run_sgd_batched(c: &Compute, replicas: &[Replica], opts: &SgdOptions, mut
             SgdOutcome { curve, directions: along, escape_step: escape[i], final_overlap: finals[i], steps_run, w: ws[i * p * d..(i + 1) * p * d].to_vec(), a: as_[i * p..(i + 1) * p].to_vec(), gram: Vec::new() }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::TargetSpec;
+
+    /// The host SGD step compiled for the CPU's widest vector unit gives the bits of the baseline
+    /// build, step after step: for one neuron on the sphere with the correlation loss (the
+    /// information-exponent runs), and for 8 ReLU neurons with signed and trained second layer,
+    /// mse, batches of 16, the displaced step and reused samples (data reuse, giant steps).
+    #[test]
+    fn the_widest_host_step_gives_the_baseline_bits() {
+        let base = SgdOptions {
+            width: 1,
+            sigma: Activation::Hermite(vec![0.0, 0.0, 0.0, 1.0]),
+            loss: Loss::Correlation,
+            batch: 1,
+            eta: 0.05,
+            steps: 40,
+            spherical: true,
+            tangent: true,
+            train_second: false,
+            samples: Samples::Fresh,
+            start: Start::Sphere,
+            threshold: 0.5,
+            log_points: 10,
+            stop_at_escape: false,
+            signs: false,
+            displace: 0.0,
+        };
+        let wide = SgdOptions { width: 8, sigma: Activation::Relu, loss: Loss::Mse, batch: 16, spherical: false, train_second: true, signs: true, displace: 0.1, samples: Samples::Reuse { n: 100 }, ..base.clone() };
+        let single = Target::new(&TargetSpec::SingleIndexHek { k: 3 }, 37, 1, 5, true, 0.0).unwrap();
+        let two = Target::new(&TargetSpec::He2PlusHep { p: 3 }, 37, 2, 5, true, 0.1).unwrap();
+        for (target, opts) in [(&single, &base), (&two, &wide)] {
+            let rep = Replica { target, seed: 3 };
+            let (mut baseline, mut widest) = (HostReplica::start(&rep, opts), HostReplica::start(&rep, opts));
+            for s in 0..opts.steps {
+                host_step(&mut baseline, &rep, opts, s);
+                host_step_widest(&mut widest, &rep, opts, s);
+            }
+            assert!(baseline.w.iter().chain(&baseline.a).all(|v| v.is_finite()));
+            assert_ne!(baseline.w, HostReplica::start(&rep, opts).w, "the student moved");
+            assert_eq!(baseline.w.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), widest.w.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            assert_eq!(baseline.a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), widest.a.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        }
+    }
 }
