@@ -16,49 +16,25 @@
 //! - [`training`]: both layers trained by gradient descent, and the empirical NTK.
 //! - [`metrics`]: test errors, subspace alignment, kernel-target alignment.
 
-/// `fn $name<T: Bound>(args) -> R` (or without the type parameter), which calls `$inner(args)` (an `#[inline(always)]` fn) compiled
-/// for the widest vector unit the CPU has, chosen at run time: AVX-512, else AVX2, else the
-/// crate's baseline x86-64 (SSE2: two f64 lanes, no fused multiply-add), the only one on other
-/// architectures. Rust contracts no multiply and add into a fused one, so every width performs the
-/// same operations in the same order and gives the same bits. For the hot host loops the
-/// compiler vectorises (the NTK pass, gd's ReLU pass, the SGD host step).
+/// `fn $name<T: Bound>(args) -> R` (the type parameter optional), which calls `$inner(args)` (an
+/// `#[inline(always)]` fn) compiled for the widest vector unit the CPU has, chosen at run time:
+/// AVX-512, else AVX2, else the crate's baseline x86-64 (SSE2: two f64 lanes, no fused
+/// multiply-add), the only one on other architectures. Rust contracts no multiply and add into a
+/// fused one, so every width performs the same operations in the same order and gives the same
+/// bits. For the hot host loops the compiler vectorises (the NTK pass, gd's ReLU pass, the SGD
+/// host step).
 macro_rules! widest {
-    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $inner:ident;) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident$(<$t:ident: $bound:path>)?($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $inner:ident;) => {
         $(#[$doc])*
-        $vis fn $name($($arg: $ty),*) -> $ret {
+        $vis fn $name$(<$t: $bound>)?($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
-                unsafe fn avx512($($arg: $ty),*) -> $ret {
+                unsafe fn avx512$(<$t: $bound>)?($($arg: $ty),*) -> $ret {
                     $inner($($arg),*)
                 }
                 #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) -> $ret {
-                    $inner($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F (checked on the line above)
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2 (checked on the line above)
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $inner($($arg),*)
-        }
-    };
-    ($(#[$doc:meta])* $vis:vis fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $inner:ident;) => {
-        $(#[$doc])*
-        $vis fn $name<$t: $bound>($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn avx512<$t: $bound>($($arg: $ty),*) -> $ret {
-                    $inner($($arg),*)
-                }
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2<$t: $bound>($($arg: $ty),*) -> $ret {
+                unsafe fn avx2$(<$t: $bound>)?($($arg: $ty),*) -> $ret {
                     $inner($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx512f") {
