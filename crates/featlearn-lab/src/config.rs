@@ -616,9 +616,10 @@ impl Config {
         if !(k.lengthscale >= 0.0 && k.lengthscale.is_finite()) {
             bail!("key `kernel.lengthscale`: must be >= 0 (0 = sqrt(d))");
         }
-        if !(k.offset >= 0.0 && k.offset.is_finite()) {
-            bail!("key `kernel.offset`: must be finite and >= 0 (poly is a kernel only then)");
-        }
+        // Kernel::check's rule for the offset (the length scale, 0 = sqrt(d) here, is checked above)
+        featlearn::kernels::Kernel::Poly { degree: k.degree, offset: k.offset, lengthscale: 1.0 }
+            .check()
+            .map_err(|_| anyhow!("key `kernel.offset`: must be finite and >= 0 (poly is a kernel only then)"))?;
         k.lambdas.check("kernel.lambdas")?;
         if k.landmarks == 0 || k.pcg_max_iter == 0 || !(k.pcg_tol > 0.0) || k.kta_n == 0 {
             bail!("key `kernel`: landmarks, pcg_max_iter, pcg_tol and kta_n must be positive");
