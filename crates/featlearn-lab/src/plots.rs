@@ -594,7 +594,7 @@ pub fn draw_all(dir: &Path, records: &[Record], curves: &[CurvePoint], report: &
     }
 
     // sgd's curves for the escape figures, of the trials that finished
-    let curves: Vec<&CurvePoint> = if report.escape.is_empty() { Vec::new() } else { curves.iter().filter(|c| c.overlap.is_some()).collect() };
+    let curves: Vec<&CurvePoint> = curves.iter().filter(|c| c.overlap.is_some()).collect();
     files.extend(draw_escape(dir, report, &curves)?);
     files.extend(draw_directions(dir, report)?);
     Ok(files)
