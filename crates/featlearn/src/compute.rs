@@ -477,15 +477,36 @@ fn host_gemm<T: faer::traits::ComplexField + burn::tensor::Element + Copy>(
     let b = if op_b == Op::T { b.transpose() } else { b };
     let (m, n) = (a.nrows(), b.ncols());
     let mut out = vec![T::zero_impl(); m * n];
-    faer::linalg::matmul::matmul(
-        faer::MatMut::from_row_major_slice_mut(&mut out, m, n),
-        faer::Accum::Replace,
-        a,
-        b,
-        T::one_impl(),
-        faer::Par::rayon(0),
-    );
+    split_gemm(faer::MatMut::from_row_major_slice_mut(&mut out, m, n), a, b, rayon::current_num_threads());
     TensorData::new(out, [m, n])
+}
+
+/// c = a b on `parts` threads: c is cut along its longer side into `parts` blocks of near-equal
+/// size, and each block is one single-threaded faer gemm (each packs its own share of the
+/// operands). faer's own parallel gemm (`Par::rayon`) reached 248-273 GFLOP/s at 2 threads on a
+/// Xeon (Sapphire Rapids, 2048^3 f32) where one thread gives 152 and OpenBLAS 318-329; these
+/// blocks reach 314-333 (BENCHMARKS.md). Every element is the same k-reduction in the same
+/// kernel, cut or not. A side shorter than two blocks of 32 is not cut: faer's own threads.
+fn split_gemm<T: faer::traits::ComplexField>(c: faer::MatMut<'_, T>, a: faer::MatRef<'_, T>, b: faer::MatRef<'_, T>, parts: usize) {
+    const MIN_SIDE: usize = 32;
+    let (m, n) = (c.nrows(), c.ncols());
+    if parts <= 1 || m.max(n) < 2 * MIN_SIDE {
+        let par = if parts <= 1 { faer::Par::Seq } else { faer::Par::rayon(parts) };
+        faer::linalg::matmul::matmul(c, faer::Accum::Replace, a, b, T::one_impl(), par);
+        return;
+    }
+    let first = parts / 2;
+    if m >= n {
+        let cut = m * first / parts;
+        let (c0, c1) = c.split_at_row_mut(cut);
+        let (a0, a1) = a.split_at_row(cut);
+        rayon::join(|| split_gemm(c0, a0, b, first), || split_gemm(c1, a1, b, parts - first));
+    } else {
+        let cut = n * first / parts;
+        let (c0, c1) = c.split_at_col_mut(cut);
+        let (b0, b1) = b.split_at_col(cut);
+        rayon::join(|| split_gemm(c0, a, b0, first), || split_gemm(c1, a, b1, parts - first));
+    }
 }
 
 /// Reads a tensor back to the host: the data as the device holds it. A failed allocation, a
