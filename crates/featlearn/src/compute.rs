@@ -495,18 +495,15 @@ fn split_gemm<T: faer::traits::ComplexField>(c: faer::MatMut<'_, T>, a: faer::Ma
         faer::linalg::matmul::matmul(c, faer::Accum::Replace, a, b, T::one_impl(), par);
         return;
     }
-    let first = parts / 2;
-    if m >= n {
-        let cut = m * first / parts;
-        let (c0, c1) = c.split_at_row_mut(cut);
-        let (a0, a1) = a.split_at_row(cut);
-        rayon::join(|| split_gemm(c0, a0, b, first), || split_gemm(c1, a1, b, parts - first));
-    } else {
-        let cut = n * first / parts;
-        let (c0, c1) = c.split_at_col_mut(cut);
-        let (b0, b1) = b.split_at_col(cut);
-        rayon::join(|| split_gemm(c0, a, b0, first), || split_gemm(c1, a, b1, parts - first));
+    if n > m {
+        // c^T = b^T a^T: the columns of c are the rows of c^T (views, nothing is copied)
+        return split_gemm(c.transpose_mut(), b.transpose(), a.transpose(), parts);
     }
+    let first = parts / 2;
+    let cut = m * first / parts;
+    let (c0, c1) = c.split_at_row_mut(cut);
+    let (a0, a1) = a.split_at_row(cut);
+    rayon::join(|| split_gemm(c0, a0, b, first), || split_gemm(c1, a1, b, parts - first));
 }
 
 /// Reads a tensor back to the host: the data as the device holds it. A failed allocation, a
