@@ -372,9 +372,8 @@ pub fn matmul_nt(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     product(a, Op::N, b, Op::T)
 }
 
-/// The Gram a^T a (a: k x m, result m x m, symmetric). On ndarray a is read once (not once per
-/// operand, as `matmul_tn(a.clone(), a.clone())` would copy it twice) and faer computes the lower
-/// triangle only, half the flops of the full product, then mirrors it.
+/// The Gram a^T a (a: k x m, result m x m, symmetric). On ndarray faer reads a where it lies
+/// and computes the lower triangle only, half the flops of the full product, then mirrors it.
 pub fn gram_tn(a: Tensor<2>) -> Tensor<2> {
     let [k, m] = a.dims();
     let dtype = a.dtype();
@@ -383,20 +382,18 @@ pub fn gram_tn(a: Tensor<2>) -> Tensor<2> {
         return a.clone().transpose().matmul(a);
     }
     let device = a.device();
-    // moved, as in the products below: an operand the caller no longer holds is not copied
-    let Ok(data) = owned_data(a) else {
-        return Tensor::from_data(TensorData::new(vec![f64::NAN; m * m], [m, m]), (&device, dtype));
-    };
     let out = match dtype {
-        DType::F32 => host_gram::<f32>(&data, k, m),
-        _ => host_gram::<f64>(&data, k, m),
+        DType::F32 => host_gram::<f32>(a),
+        _ => host_gram::<f64>(a),
     };
-    Tensor::from_data(out, (&device, dtype))
+    Tensor::from_data(out.unwrap_or_else(|| nan_matrix(m, m)), (&device, dtype))
 }
 
-fn host_gram<T: faer::traits::ComplexField + burn::tensor::Element + Copy>(a: &TensorData, k: usize, m: usize) -> TensorData {
+fn host_gram<T: HostFloat>(a: Tensor<2>) -> Option<TensorData> {
     use faer::linalg::matmul::triangular::{matmul, BlockStructure};
-    let a = faer::MatRef::from_row_major_slice(a.as_slice::<T>().expect("dtype checked"), k, m);
+    let primitive = ndarray_primitive(a)?;
+    let a = T::host_view(&primitive)?;
+    let m = a.ncols();
     let mut out = vec![T::zero_impl(); m * m];
     matmul(
         faer::MatMut::from_row_major_slice_mut(&mut out, m, m),
@@ -414,7 +411,7 @@ fn host_gram<T: faer::traits::ComplexField + burn::tensor::Element + Copy>(a: &T
             out[j * m + i] = out[i * m + j];
         }
     }
-    TensorData::new(out, [m, m])
+    Some(TensorData::new(out, [m, m]))
 }
 
 /// Products over a leading replica dimension, (R x m x k)(R x k x n) -> R x m x n, each operand
@@ -441,44 +438,86 @@ fn product(a: Tensor<2>, op_a: Op, b: Tensor<2>, op_b: Op) -> Tensor<2> {
         return orient(a, op_a).matmul(orient(b, op_b));
     }
     let device = a.device();
-    // Moved, not cloned: an operand the caller no longer holds is handed over without a copy.
-    let (ad, bd) = match (owned_data(a), owned_data(b)) {
-        (Ok(ad), Ok(bd)) => (ad, bd),
-        // Reading an ndarray tensor does not fail (synchronous host memory); were it to, the
-        // product is NaN, which the callers' finiteness checks report as a failed trial.
-        _ => return Tensor::from_data(TensorData::new(vec![f64::NAN; m * n], [m, n]), (&device, dtype)),
-    };
     let out = match dtype {
-        DType::F32 => host_gemm::<f32>(&ad, da, op_a, &bd, db, op_b),
-        _ => host_gemm::<f64>(&ad, da, op_a, &bd, db, op_b),
+        DType::F32 => host_gemm::<f32>(a, op_a, b, op_b),
+        _ => host_gemm::<f64>(a, op_a, b, op_b),
     };
-    Tensor::from_data(out, (&device, dtype))
+    // Reading an ndarray tensor does not fail (host memory); were it to, the product is NaN,
+    // which the callers' finiteness checks report as a failed trial.
+    Tensor::from_data(out.unwrap_or_else(|| nan_matrix(m, n)), (&device, dtype))
 }
 
-/// An ndarray tensor's values, row-major. burn-ndarray hands over a uniquely held contiguous
-/// buffer without a copy but copies a shared or strided one element by element through dynamic
-/// indices (about 20 ns a value); a scalar multiply by 1 first gives a fresh contiguous buffer in
-/// one vectorised pass. Read through [`read_data`], so a failure is an [`Error::Device`].
+fn nan_matrix(rows: usize, cols: usize) -> TensorData {
+    TensorData::new(vec![f64::NAN; rows * cols], [rows, cols])
+}
+
+/// An ndarray tensor's values, row-major, in a buffer of its own. burn-ndarray hands over a
+/// uniquely held contiguous buffer without a copy but copies a shared or strided one element by
+/// element through dynamic indices (about 20 ns a value); a scalar multiply by 1 first gives a
+/// fresh contiguous buffer in one vectorised pass. For code that writes into the values; the
+/// products above read the tensors where they lie ([`HostFloat::host_view`]).
 pub(crate) fn owned_data<const D: usize>(t: Tensor<D>) -> Result<TensorData, Error> {
     read_data(t * 1.0)
 }
 
-fn host_gemm<T: faer::traits::ComplexField + burn::tensor::Element + Copy>(
-    a: &TensorData,
-    [ar, ac]: [usize; 2],
-    op_a: Op,
-    b: &TensorData,
-    [br, bc]: [usize; 2],
-    op_b: Op,
-) -> TensorData {
-    let (a, b) = (a.as_slice::<T>().expect("dtype checked"), b.as_slice::<T>().expect("dtype checked"));
-    let (a, b) = (faer::MatRef::from_row_major_slice(a, ar, ac), faer::MatRef::from_row_major_slice(b, br, bc));
+/// burn-ndarray's own tensor inside a tensor on the ndarray device (None on any other backend).
+#[allow(deprecated)]
+fn ndarray_primitive(t: Tensor<2>) -> Option<burn::backend::ndarray::NdArrayTensor> {
+    t.try_into_primitive::<burn::backend::NdArray>().ok()
+}
+
+/// The float types faer multiplies on the host, and how to read an ndarray tensor of each.
+#[allow(deprecated)]
+trait HostFloat: faer::traits::ComplexField + burn::tensor::Element + Copy {
+    /// A faer view of the tensor's buffer where it lies, with the tensor's own strides: a
+    /// transposed, sliced or shared tensor is read in place, nothing is copied. None where the
+    /// tensor is not 2-D or holds another element type.
+    fn host_view(t: &burn::backend::ndarray::NdArrayTensor) -> Option<faer::MatRef<'_, Self>>;
+}
+
+#[allow(deprecated)]
+impl HostFloat for f32 {
+    fn host_view(t: &burn::backend::ndarray::NdArrayTensor) -> Option<faer::MatRef<'_, f32>> {
+        let burn::backend::ndarray::NdArrayTensor::F32(s) = t else { return None };
+        let v = s.view();
+        // SAFETY: the buffer belongs to `t` (an Arc'd array or bytes it owns), which outlives the
+        // view; it is shared copy-on-write, so nothing writes to it while `t` is held.
+        unsafe { strided_view(v.as_ptr(), v.shape(), v.strides()) }
+    }
+}
+
+#[allow(deprecated)]
+impl HostFloat for f64 {
+    fn host_view(t: &burn::backend::ndarray::NdArrayTensor) -> Option<faer::MatRef<'_, f64>> {
+        let burn::backend::ndarray::NdArrayTensor::F64(s) = t else { return None };
+        let v = s.view();
+        // SAFETY: as for f32.
+        unsafe { strided_view(v.as_ptr(), v.shape(), v.strides()) }
+    }
+}
+
+/// A rows x cols faer view of `ptr` with ndarray's strides (in elements, either sign).
+///
+/// # Safety
+/// Every element the shape and strides reach must stay valid and unwritten for `'a`.
+unsafe fn strided_view<'a, T>(ptr: *const T, shape: &[usize], strides: &[isize]) -> Option<faer::MatRef<'a, T>> {
+    match (shape, strides) {
+        (&[rows, cols], &[rs, cs]) => Some(faer::MatRef::from_raw_parts(ptr, rows, cols, rs, cs)),
+        _ => None,
+    }
+}
+
+/// a b (each operand as it is or transposed, `op_a`, `op_b`) on the host: faer reads both
+/// operands where they lie and writes a fresh row-major buffer.
+fn host_gemm<T: HostFloat>(a: Tensor<2>, op_a: Op, b: Tensor<2>, op_b: Op) -> Option<TensorData> {
+    let (pa, pb) = (ndarray_primitive(a)?, ndarray_primitive(b)?);
+    let (a, b) = (T::host_view(&pa)?, T::host_view(&pb)?);
     let a = if op_a == Op::T { a.transpose() } else { a };
     let b = if op_b == Op::T { b.transpose() } else { b };
     let (m, n) = (a.nrows(), b.ncols());
     let mut out = vec![T::zero_impl(); m * n];
     split_gemm(faer::MatMut::from_row_major_slice_mut(&mut out, m, n), a, b, rayon::current_num_threads());
-    TensorData::new(out, [m, n])
+    Some(TensorData::new(out, [m, n]))
 }
 
 /// c = a b on `parts` threads: c is cut along its longer side into `parts` blocks of near-equal

@@ -471,6 +471,16 @@ fn host_gemm_products_equal_burns_matmul() {
             assert_eq!(moved, to_host(matmul(a.clone(), b.clone())).unwrap(), "{p} {m}x{k}x{n} moved operands");
             // the operands are untouched and still shared by the clones above
             assert_eq!(to_host(a.clone()).unwrap(), to_host(rand(1, m, k)).unwrap());
+            // faer reads strided operands where they lie: a transposed view, a column slice of a
+            // wider matrix (row stride k + 3), a flipped one (negative strides)
+            let wide = rand(5, m, k + 3);
+            let views = [at.clone().transpose(), wide.slice([0..m, 2..k + 2]), a.clone().flip([0, 1])];
+            for (i, v) in views.into_iter().enumerate() {
+                let (r, o) = (to_host(v.clone().matmul(b.clone())).unwrap(), to_host(matmul(v, b.clone())).unwrap());
+                let scale = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+                let err = r.iter().zip(&o).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / scale;
+                assert!(err < tol, "{p} {m}x{k}x{n} strided operand {i}: relative error {err}");
+            }
         }
     }
 }
