@@ -22,10 +22,12 @@ pub enum Eta {
 /// How the second layer's ridge problem is solved.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum HeadSolver {
-    /// Cholesky of the m x m system (G + lambda I) a = Phi^T y / n, G = Phi^T Phi / n.
+    /// Cholesky of the m x m system (G + lambda I) a = Phi^T y / n, G = Phi^T Phi / n (on the
+    /// host with n < m, of the n x n dual: [`HostSystem`]).
     Direct,
     /// One eigendecomposition G = Q diag(s) Q^T, then a = Q diag(1 / (s + lambda)) Q^T Phi^T y / n
-    /// for the whole grid at once: the cheap way to a dense grid.
+    /// for the whole grid at once: the cheap way to a dense grid (on the host with n < m, of K:
+    /// [`HostSystem`]).
     Eigen,
     /// Conjugate gradient on v -> Phi^T (Phi v) / n + lambda v (nothing m x m is formed).
     Cg { tol: f64, max_iter: usize },
@@ -133,7 +135,8 @@ pub struct HeadFit {
     pub solver: &'static str,
     /// Iterations (CG) or steps (GD) at the chosen lambda; 0 for the direct solve.
     pub iterations: usize,
-    /// Relative residual ||(G + lambda I) a - Phi^T y / n|| / ||Phi^T y / n|| at the chosen lambda.
+    /// Relative residual ||(G + lambda I) a - Phi^T y / n|| / ||Phi^T y / n|| at the chosen lambda;
+    /// for the dual form on the host ([`HostSystem`], n < m), ||(K + lambda I) c - y / n|| / ||y / n||.
     pub relative_residual: f64,
     /// The chosen lambda is the smallest or the largest of the grid: the best one may lie beyond.
     pub lambda_at_edge: bool,
@@ -251,9 +254,15 @@ pub fn fit_head(c: &Compute, net: TwoLayer, train: &Dataset, val: &Dataset, opts
     let y_val = linear.residual(&val.x, &val.y);
     let phi_val = net.features(val.x.clone());
     let head = if solves_on_host(c, opts.solver) {
-        // G and Phi^T y block by block: the n x m training features are never held whole
-        let (g, rhs) = feature_gram(&net, &train.x, &y, crate::network::feature_block_rows(net.width()))?;
-        ridge_head_on_host(c, &g, &rhs, &phi_val, &y_val, &opts.lambdas, opts.solver)?
+        let system = if train.n() < net.width() {
+            // n < m: the n x m features are smaller than G, and the n x n form is the cheaper one
+            HostSystem::from_features(&net.features(train.x.clone()), &y)?
+        } else {
+            // G and Phi^T y block by block: the n x m training features are never held whole
+            let (g, b) = feature_gram(&net, &train.x, &y, crate::network::feature_block_rows(net.width()))?;
+            HostSystem { matrix: g, rhs: b, phi: None }
+        };
+        ridge_head_on_host(c, &system, &phi_val, &y_val, &opts.lambdas, opts.solver)?
     } else {
         let phi = net.features(train.x.clone());
         features_finite(scalar(phi.clone().powi_scalar(2).mean())?)?;
@@ -295,24 +304,66 @@ pub fn feature_gram(net: &TwoLayer, x: &Tensor<2>, y: &Tensor<1>, rows: usize) -
     Ok((g, rhs))
 }
 
-/// [`ridge_head`]'s direct and eigen solvers where the host is the device (ndarray), from
-/// G = Phi^T Phi / n and b = Phi^T y / n on the host: every lambda is solved there in f64 (faer,
+/// The head's normal equations on the host in f64, in whichever of two equal forms is smaller.
+/// Primal (m x m): a(lambda) = (G + lambda I)^{-1} b, G = Phi^T Phi / n, b = Phi^T y / n. Dual
+/// (n x n, for n < m): a(lambda) = Phi^T (K + lambda I)^{-1} y / n, K = Phi Phi^T / n, by the
+/// push-through identity (Phi^T Phi / n + lambda I)^{-1} Phi^T = Phi^T (Phi Phi^T / n + lambda I)^{-1}
+/// (docs/science.md, section 8).
+pub struct HostSystem {
+    /// G (m x m) or K (n x n), row-major.
+    pub matrix: Vec<f64>,
+    /// b = Phi^T y / n (m) or y / n (n).
+    pub rhs: Vec<f64>,
+    /// Phi (n x m, row-major) in the dual form, which maps a solution c to a = Phi^T c.
+    pub phi: Option<Vec<f64>>,
+}
+
+impl HostSystem {
+    /// The smaller form from the whole features `phi` (n x m) and labels `y` (n).
+    pub fn from_features(phi: &Tensor<2>, y: &Tensor<1>) -> Result<Self, Error> {
+        let [n, m] = phi.dims();
+        let scale = 1.0 / n.max(1) as f64;
+        if n < m {
+            // gram_tn(Phi^T) = Phi Phi^T: faer reads the transposed view in place
+            let matrix = to_host(gram_tn(phi.clone().transpose()) * scale)?;
+            return Ok(HostSystem { matrix, rhs: to_host(y.clone() * scale)?, phi: Some(to_host(phi.clone())?) });
+        }
+        let rhs = to_host(phi.clone().transpose().matmul(y.clone().reshape([n, 1])) * scale)?;
+        Ok(HostSystem { matrix: to_host(gram_tn(phi.clone()) * scale)?, rhs, phi: None })
+    }
+
+    /// The second layer a = Phi^T c of a dual solution c; a primal solution is a itself.
+    fn weights(&self, solution: Vec<f64>) -> Vec<f64> {
+        let Some(phi) = &self.phi else { return solution };
+        let m = phi.len() / solution.len();
+        let mut a = vec![0.0; m];
+        for (row, &cj) in phi.chunks_exact(m).zip(&solution) {
+            a.iter_mut().zip(row).for_each(|(ai, p)| *ai += p * cj);
+        }
+        a
+    }
+}
+
+/// [`ridge_head`]'s direct and eigen solvers where the host is the device (ndarray), from the
+/// normal equations on the host ([`HostSystem`]): every lambda is solved there in f64 (faer,
 /// every core) with no per-lambda round trip through device tensors, and the validation
 /// predictions of the whole grid are one n_val x m by m x L product. The features' mean square
-/// is trace(G) / m, checked finite first.
-fn ridge_head_on_host(c: &Compute, g: &[f64], b: &[f64], phi_val: &Tensor<2>, y_val: &Tensor<1>, lambdas: &[f64], solver: HeadSolver) -> Result<HeadFit, Error> {
-    let m = b.len();
-    features_finite((0..m).map(|i| g[i * m + i]).sum::<f64>() / m as f64)?;
+/// is trace(G) / m = trace(K) / m, checked finite first.
+fn ridge_head_on_host(c: &Compute, system: &HostSystem, phi_val: &Tensor<2>, y_val: &Tensor<1>, lambdas: &[f64], solver: HeadSolver) -> Result<HeadFit, Error> {
+    let (size, m) = (system.rhs.len(), phi_val.dims()[1]);
+    let g = &system.matrix;
+    features_finite((0..size).map(|i| g[i * size + i]).sum::<f64>() / m as f64)?;
     let solutions = match solver {
-        HeadSolver::Eigen => host::ridge_by_eigen(g, m, b, lambdas),
-        _ => host::ridge_by_cholesky(g, m, b, lambdas),
+        HeadSolver::Eigen => host::ridge_by_eigen(g, size, &system.rhs, lambdas),
+        _ => host::ridge_by_cholesky(g, size, &system.rhs, lambdas),
     };
     // a lambda whose shifted system is not positive definite in rounding is skipped
     let (grid, solved): (Vec<f64>, Vec<Vec<f64>>) = lambdas.iter().zip(solutions).filter_map(|(&l, a)| a.map(|a| (l, a))).unzip();
     if grid.is_empty() {
         return Err(Error::Diverged("G + lambda I is not positive definite for any lambda of the grid".into()));
     }
-    let columns: Vec<f64> = (0..m).flat_map(|i| solved.iter().map(move |a| a[i])).collect(); // m x L, row-major
+    let weights: Vec<Vec<f64>> = solved.iter().map(|s| system.weights(s.clone())).collect();
+    let columns: Vec<f64> = (0..m).flat_map(|i| weights.iter().map(move |a| a[i])).collect(); // m x L, row-major
     let all = c.matrix(&columns, m, grid.len());
     let (best, errs) = best_on_validation(matmul(phi_val.clone(), all.clone()), y_val)?;
     Ok(HeadFit {
@@ -321,7 +372,7 @@ fn ridge_head_on_host(c: &Compute, g: &[f64], b: &[f64], phi_val: &Tensor<2>, y_
         val_mse: errs[best],
         solver: if solver == HeadSolver::Eigen { "eigen" } else { "cholesky" },
         iterations: 0,
-        relative_residual: host::ridge_residual(g, m, b, grid[best], &solved[best]),
+        relative_residual: host::ridge_residual(g, size, &system.rhs, grid[best], &solved[best]),
         lambda_at_edge: at_edge(lambdas, grid[best]),
     })
 }
@@ -345,11 +396,10 @@ pub fn ridge_head(
     if lambdas.is_empty() {
         return Err(Error::Invalid("the ridge grid is empty".into()));
     }
-    let rhs = phi.clone().transpose().matmul(y.clone().reshape([n, 1])) / n as f64; // m x 1
     if solves_on_host(c, solver) {
-        let g = to_host(gram_tn(phi.clone()) / n as f64)?;
-        return ridge_head_on_host(c, &g, &to_host(rhs)?, phi_val, y_val, lambdas, solver);
+        return ridge_head_on_host(c, &HostSystem::from_features(phi, y)?, phi_val, y_val, lambdas, solver);
     }
+    let rhs = phi.clone().transpose().matmul(y.clone().reshape([n, 1])) / n as f64; // m x 1
     let rhs_norm = scalar(rhs.clone().powi_scalar(2).sum())?.sqrt().max(1e-300);
     let gram_apply = |v: Tensor<2>| phi.clone().transpose().matmul(phi.clone().matmul(v)) / n as f64;
     let gram = match solver {

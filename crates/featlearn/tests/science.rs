@@ -329,6 +329,38 @@ fn conjugate_gradient_matches_cholesky() {
     assert!(rel < 1e-10, "CG vs Cholesky: {rel}");
 }
 
+/// With n < m the host head solves the n x n dual (K + lambda I) c = y / n, K = Phi Phi^T / n,
+/// and maps a = Phi^T c: the same a as the m x m primal (G + lambda I) a = Phi^T y / n, solved
+/// here from G formed by hand, and as conjugate gradient on v -> Phi^T (Phi v) / n + lambda v
+/// (the device path, nothing n x n or m x m formed).
+#[test]
+fn the_dual_head_equals_the_primal_solve_when_n_is_below_m() {
+    let c = cpu(Precision::F64);
+    let (d, m, n) = (8, 90, 50);
+    let t = Target::new(&TargetSpec::He2PlusHep { p: 3 }, d, 2, 8, true, 0.1).unwrap();
+    let train = sample(&c, &t, 8, Split::Train, n).unwrap();
+    let val = sample(&c, &t, 8, Split::Val, 200).unwrap();
+    let net = TwoLayer::symmetric_init(&c, d, m, WInit::Sphere, 1.0, 8).unwrap();
+    let net = TwoLayer { b: featlearn::network::random_biases(&c, m, 1.0, 8), ..net };
+    let (phi, phi_val) = (net.features(train.x.clone()), net.features(val.x.clone()));
+    let (p, y) = (to_host(phi.clone()).unwrap(), to_host(train.y.clone()).unwrap());
+    let g: Vec<f64> = (0..m * m).map(|ij| (0..n).map(|k| p[k * m + ij / m] * p[k * m + ij % m]).sum::<f64>() / n as f64).collect();
+    let b: Vec<f64> = (0..m).map(|i| (0..n).map(|k| p[k * m + i] * y[k]).sum::<f64>() / n as f64).collect();
+    let rel = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    for lambda in [1e-3, 1e-1, 10.0] {
+        let primal = featlearn::host::ridge_by_cholesky(&g, m, &b, &[lambda]).remove(0).unwrap();
+        let fit = |s| ridge_head(&c, &phi, &train.y, &phi_val, &val.y, &[lambda], s).unwrap();
+        let cg = to_host(fit(HeadSolver::Cg { tol: 1e-14, max_iter: 5000 }).a).unwrap();
+        assert!(rel(&cg, &primal) < 1e-8, "lambda {lambda}: CG vs primal {}", rel(&cg, &primal));
+        for solver in [HeadSolver::Direct, HeadSolver::Eigen] {
+            let dual = fit(solver);
+            assert!(dual.relative_residual < 1e-10, "lambda {lambda} {solver:?}: residual {}", dual.relative_residual);
+            let a = to_host(dual.a).unwrap();
+            assert!(rel(&a, &primal) < 1e-9, "lambda {lambda} {solver:?}: dual vs primal {}", rel(&a, &primal));
+        }
+    }
+}
+
 #[test]
 fn ridge_solvers_agree() {
     let c = cpu(Precision::F64);
