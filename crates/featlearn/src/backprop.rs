@@ -14,7 +14,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::compute::{batched_matmul, is_ndarray, matmul_nt, matmul_tn, owned_data, to_host};
+use crate::compute::{batched_matmul, is_ndarray, matmul_nt, matmul_tn, read_data, to_host};
 use crate::hermite::{hermite_all_tensor, hermite_series};
 use crate::host::dot;
 use crate::Error;
@@ -173,7 +173,7 @@ pub fn mse_gradients(layers: &Layers, scales: Scales, sigma: &Activation, x: Ten
     let z = matmul_nt(x2.clone(), layers.w.clone().squeeze_dim::<2>(0));
     let host = |t: Tensor<2>| to_host(t);
     let (b, a, y) = (host(layers.b.clone().expect("fused needs biases"))?, host(layers.a.clone())?, host(y)?);
-    let mut z = owned_data(z)?;
+    let mut z = read_data(z)?;
     let (f, ga, gb) = match dtype {
         DType::F32 => relu_pass(z.as_mut_slice::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?, p, &b, &a, &y, scales),
         _ => relu_pass(z.as_mut_slice::<f64>().map_err(|e| Error::Device(format!("{e:?}")))?, p, &b, &a, &y, scales),

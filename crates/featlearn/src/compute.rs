@@ -451,19 +451,37 @@ fn nan_matrix(rows: usize, cols: usize) -> TensorData {
     TensorData::new(vec![f64::NAN; rows * cols], [rows, cols])
 }
 
-/// An ndarray tensor's values, row-major, in a buffer of its own. burn-ndarray hands over a
-/// uniquely held contiguous buffer without a copy but copies a shared or strided one element by
-/// element through dynamic indices (about 20 ns a value); a scalar multiply by 1 first gives a
-/// fresh contiguous buffer in one vectorised pass. For code that writes into the values; the
-/// products above read the tensors where they lie ([`HostFloat::host_view`]).
-pub(crate) fn owned_data<const D: usize>(t: Tensor<D>) -> Result<TensorData, Error> {
-    read_data(t * 1.0)
-}
-
 /// burn-ndarray's own tensor inside a tensor on the ndarray device (None on any other backend).
 #[allow(deprecated)]
-fn ndarray_primitive(t: Tensor<2>) -> Option<burn::backend::ndarray::NdArrayTensor> {
+fn ndarray_primitive<const D: usize>(t: Tensor<D>) -> Option<burn::backend::ndarray::NdArrayTensor> {
     t.try_into_primitive::<burn::backend::NdArray>().ok()
+}
+
+/// The values of a burn-ndarray float tensor that burn-ndarray's own read would copy element by
+/// element through dynamic indices (about 20 ns a value: 10 ms for the quick config's 500 x 1000
+/// training features): a shared contiguous buffer is copied in one memcpy, a strided matrix
+/// (transposed, sliced) row by row through a faer view. None for a uniquely held contiguous
+/// buffer, which burn-ndarray hands over without a copy.
+#[allow(deprecated)]
+fn host_copy(t: &burn::backend::ndarray::NdArrayTensor) -> Option<TensorData> {
+    use burn::backend::ndarray::NdArrayTensor;
+    match t {
+        NdArrayTensor::F32(s) => match s.view().as_slice() {
+            Some(v) => (!s.is_unique()).then(|| TensorData::new(v.to_vec(), s.shape().to_vec())),
+            None => strided_copy(f32::host_view(t)?),
+        },
+        NdArrayTensor::F64(s) => match s.view().as_slice() {
+            Some(v) => (!s.is_unique()).then(|| TensorData::new(v.to_vec(), s.shape().to_vec())),
+            None => strided_copy(f64::host_view(t)?),
+        },
+        _ => None,
+    }
+}
+
+/// A faer view's values, row-major.
+fn strided_copy<T: HostFloat>(v: faer::MatRef<'_, T>) -> Option<TensorData> {
+    let values: Vec<T> = (0..v.nrows()).flat_map(|i| (0..v.ncols()).map(move |j| v[(i, j)])).collect();
+    Some(TensorData::new(values, [v.nrows(), v.ncols()]))
 }
 
 /// The float types faer multiplies on the host, and how to read an ndarray tensor of each.
@@ -545,9 +563,21 @@ fn split_gemm<T: faer::traits::ComplexField>(c: faer::MatMut<'_, T>, a: faer::Ma
     rayon::join(|| split_gemm(c0, a0, b, first), || split_gemm(c1, a1, b, parts - first));
 }
 
-/// Reads a tensor back to the host: the data as the device holds it. A failed allocation, a
-/// lost device or any other failure of the work that was to produce it is an [`Error::Device`].
+/// Reads a tensor back to the host: the data as the device holds it, row-major, in a buffer the
+/// caller owns and may write into (on ndarray a uniquely held buffer is handed over, any other
+/// copied in one pass: [`host_copy`]). A failed allocation, a lost device or any other failure
+/// of the work that was to produce it is an [`Error::Device`].
 pub fn read_data<const D: usize>(t: Tensor<D>) -> Result<TensorData, Error> {
+    let t = if is_ndarray(&t.device()) {
+        let primitive = ndarray_primitive(t).ok_or_else(|| Error::Device("an ndarray tensor is not burn-ndarray's".into()))?;
+        if let Some(data) = host_copy(&primitive) {
+            return Ok(data);
+        }
+        #[allow(deprecated)]
+        Tensor::from_primitive::<burn::backend::NdArray>(primitive)
+    } else {
+        t
+    };
     t.try_into_data().map_err(|e| Error::Device(e.reason().lines().next().unwrap_or("device failure").to_string()))
 }
 

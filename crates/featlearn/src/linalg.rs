@@ -7,7 +7,7 @@ use burn::tensor::{Element, Tensor, TensorData};
 use faer::traits::ComplexField;
 use faer::Mat;
 
-use crate::compute::{owned_data, scalar, to_host, Compute, Precision};
+use crate::compute::{read_data, scalar, to_host, Compute, Precision};
 use crate::host;
 use crate::tiles::{index, SymTiles};
 use crate::Error;
@@ -119,7 +119,7 @@ impl Cholesky {
             Factor::Tiles { l, diag_inv } => (l, diag_inv),
             Factor::Host { l, c, .. } => {
                 let [n, k] = b.dims();
-                let data = owned_data(b)?;
+                let data = read_data(b)?;
                 let out = match l {
                     HostLlt::F32(f) => solve_on_host(f, &data, n, k),
                     HostLlt::F64(f) => solve_on_host(f, &data, n, k),
@@ -163,7 +163,7 @@ fn lower_on_host<T: ComplexField + Element + Copy>(a: SymTiles) -> Result<Mat<T>
     let mut tiles = tiles.into_iter();
     for i in 0..rows.len() {
         for j in 0..=i {
-            let data = owned_data(tiles.next().expect("one tile per (i, j), j <= i"))?;
+            let data = read_data(tiles.next().expect("one tile per (i, j), j <= i"))?;
             let values = data.as_slice::<T>().map_err(|e| Error::Device(format!("reading a tile: {e:?}")))?;
             let (ri, rj) = (&rows[i], &rows[j]);
             for (a_row, r) in ri.clone().enumerate() {

@@ -329,6 +329,27 @@ fn conjugate_gradient_matches_cholesky() {
     assert!(rel < 1e-10, "CG vs Cholesky: {rel}");
 }
 
+/// A read gives a tensor's values row-major however its buffer lies: held once, shared with a
+/// clone (copied in one pass), transposed, sliced and flipped (a strided view, copied row by row).
+#[test]
+fn reads_of_shared_and_strided_tensors_give_their_values() {
+    for p in [Precision::F64, Precision::F32] {
+        let c = cpu(p);
+        let (r, s) = (7, 5);
+        let values: Vec<f64> = (0..r * s).map(|i| i as f64 - 3.5).collect();
+        let at = |i: usize, j: usize| values[i * s + j];
+        let a = c.matrix(&values, r, s);
+        assert_eq!(to_host(a.clone()).unwrap(), values, "{p} shared");
+        let t: Vec<f64> = (0..s).flat_map(|j| (0..r).map(move |i| at(i, j))).collect();
+        assert_eq!(to_host(a.clone().transpose()).unwrap(), t, "{p} transposed");
+        let sl: Vec<f64> = (1..4).flat_map(|i| (2..5).map(move |j| at(i, j))).collect();
+        assert_eq!(to_host(a.clone().slice([1..4, 2..5])).unwrap(), sl, "{p} sliced");
+        let fl: Vec<f64> = (0..r).rev().flat_map(|i| (0..s).map(move |j| at(i, j))).collect();
+        assert_eq!(to_host(a.clone().flip([0])).unwrap(), fl, "{p} flipped");
+        assert_eq!(to_host(a).unwrap(), values, "{p} held once");
+    }
+}
+
 /// With n < m the host head solves the n x n dual (K + lambda I) c = y / n, K = Phi Phi^T / n,
 /// and maps a = Phi^T c: the same a as the m x m primal (G + lambda I) a = Phi^T y / n, solved
 /// here from G formed by hand, and as conjugate gradient on v -> Phi^T (Phi v) / n + lambda v
