@@ -14,9 +14,9 @@ use burn::tensor::activation::relu;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::compute::{batched_matmul, is_ndarray, matmul_nt, matmul_tn, read_data, to_host};
+use crate::compute::{batched_matmul, is_ndarray, matmul_nt, matmul_tn, read_data, to_host, HostFloat};
 use crate::hermite::{hermite_all_tensor, hermite_series};
-use crate::host::dot;
+use crate::network::relu_row_output;
 use crate::Error;
 
 /// The activation sigma.
@@ -186,34 +186,6 @@ pub fn mse_gradients(layers: &Layers, scales: Scales, sigma: &Activation, x: Ten
     Ok((vec(&f, 1, n), Grads { w: gw.unsqueeze_dim(0), b: Some(vec(&gb, 1, p)), a: vec(&ga, 1, p) }))
 }
 
-/// Host floats of the fused pass.
-trait HostFloat: Copy + Send + Sync {
-    fn to_f64(self) -> f64;
-    fn from_f64(v: f64) -> Self;
-}
-
-impl HostFloat for f32 {
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    #[inline(always)]
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-}
-
-impl HostFloat for f64 {
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self
-    }
-    #[inline(always)]
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-}
-
 /// One pass over the rows of xw = x W^T (n x p, row-major): per row i, with
 /// z_ij = s_in xw_ij + b_j, f_i = s_out sum_j a_j relu(z_ij) (the two halves summed apart, as
 /// [`forward`] does), e_i = (f_i - y_i) / n, and it overwrites xw_ij with
@@ -250,14 +222,12 @@ widest! {
 #[inline(always)]
 fn relu_rows<T: HostFloat>(rows: &mut [T], first: usize, p: usize, b: &[f64], a: &[f64], y: &[f64], scales: Scales) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let n = y.len();
-    let half = if p % 2 == 0 { p / 2 } else { p };
     let (mut ga, mut gb, mut f) = (vec![0.0; p], vec![0.0; p], Vec::with_capacity(rows.len() / p));
     let mut phi = vec![0.0; p];
     for (k, row) in rows.chunks_mut(p).enumerate() {
         let i = first + k;
         // relu(z) of the row, then f by halves (eight partial sums each: vectorised)
-        phi.iter_mut().zip(row.iter()).zip(b).for_each(|((h, v), bj)| *h = (scales.s_in * v.to_f64() + bj).max(0.0));
-        let fi = scales.s_out * (dot(&a[..half], &phi[..half]) + dot(&a[half..], &phi[half..]));
+        let fi = scales.s_out * relu_row_output(row, scales.s_in, b, a, &mut phi);
         let e = (fi - y[i]) / n as f64;
         let (ea, es) = (e * scales.s_out, scales.s_out * e);
         for ((((out, &h), &aj), gaj), gbj) in row.iter_mut().zip(&phi).zip(a).zip(ga.iter_mut()).zip(gb.iter_mut()) {

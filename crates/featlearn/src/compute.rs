@@ -484,9 +484,12 @@ fn strided_copy<T: HostFloat>(v: faer::MatRef<'_, T>) -> Option<TensorData> {
     Some(TensorData::new(values, [v.nrows(), v.ncols()]))
 }
 
-/// The float types faer multiplies on the host, and how to read an ndarray tensor of each.
+/// The float types of a run, as the host code sees them: faer multiplies them, fused passes
+/// read them as f64 (burn's `ToElement::to_f64`) and round f64 back to them (`from_f64`, a
+/// plain `as` cast), and an ndarray tensor of each can be read in place.
 #[allow(deprecated)]
-trait HostFloat: faer::traits::ComplexField + burn::tensor::Element + Copy {
+pub(crate) trait HostFloat: faer::traits::ComplexField + burn::tensor::Element {
+    fn from_f64(v: f64) -> Self;
     /// A faer view of the tensor's buffer where it lies, with the tensor's own strides: a
     /// transposed, sliced or shared tensor is read in place, nothing is copied. None where the
     /// tensor is not 2-D or holds another element type.
@@ -495,6 +498,10 @@ trait HostFloat: faer::traits::ComplexField + burn::tensor::Element + Copy {
 
 #[allow(deprecated)]
 impl HostFloat for f32 {
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
     fn host_view(t: &burn::backend::ndarray::NdArrayTensor) -> Option<faer::MatRef<'_, f32>> {
         let burn::backend::ndarray::NdArrayTensor::F32(s) = t else { return None };
         let v = s.view();
@@ -506,6 +513,10 @@ impl HostFloat for f32 {
 
 #[allow(deprecated)]
 impl HostFloat for f64 {
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
     fn host_view(t: &burn::backend::ndarray::NdArrayTensor) -> Option<faer::MatRef<'_, f64>> {
         let burn::backend::ndarray::NdArrayTensor::F64(s) = t else { return None };
         let v = s.view();

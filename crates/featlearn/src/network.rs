@@ -1,10 +1,12 @@
 //! The two-layer ReLU network f(x) = sum_j a_j relu(w_j . x + b_j) (docs/science.md, section 2).
 
 use burn::tensor::activation::relu;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor, TensorData};
 use rand::Rng;
+use rayon::prelude::*;
 
-use crate::compute::{matmul_nt, matmul_tn, Compute};
+use crate::compute::{is_ndarray, matmul_nt, matmul_tn, read_data, to_host, Compute, HostFloat};
+use crate::host::dot;
 use crate::rng::{normal_rows, normals, stream_rng, Stream};
 use crate::Error;
 
@@ -56,9 +58,29 @@ impl TwoLayer {
         matmul_nt(x, self.w.clone()) + self.b.clone().reshape([1, m])
     }
 
-    /// Features phi(x) = relu(x W^T + b), n x m.
+    /// Features phi(x) = relu(x W^T + b), n x m. On ndarray the bias and the ReLU are one pass
+    /// over the rows of x W^T on the host ([`relu_bias_rows`]): burn-ndarray makes a pass over
+    /// memory per tensor op. The same values (x W^T + b is rounded once to the run's precision
+    /// either way).
     pub fn features(&self, x: Tensor<2>) -> Tensor<2> {
+        if is_ndarray(&x.device()) {
+            if let Some(phi) = self.features_on_host(x.clone()) {
+                return phi;
+            }
+        }
         relu(self.preactivations(x))
+    }
+
+    fn features_on_host(&self, x: Tensor<2>) -> Option<Tensor<2>> {
+        let (device, dtype) = (x.device(), x.dtype());
+        let b = to_host(self.b.clone()).ok()?;
+        let mut z = read_data(matmul_nt(x, self.w.clone())).ok()?;
+        match dtype {
+            DType::F32 => relu_bias_rows(z.as_mut_slice::<f32>().ok()?, &b),
+            DType::F64 => relu_bias_rows(z.as_mut_slice::<f64>().ok()?, &b),
+            _ => return None,
+        }
+        Some(Tensor::from_data(z, (&device, dtype)))
     }
 
     /// f(x) = phi(x) a, length n.
@@ -66,8 +88,28 @@ impl TwoLayer {
     /// The sum runs over the two halves of the neurons separately and adds the two results, so
     /// that at the symmetric initialisation (second half mirroring the first) the halves cancel
     /// exactly and f is exactly 0, not merely up to rounding.
+    ///
+    /// On ndarray it is one pass over the rows of x W^T on the host ([`relu_row_output`], the
+    /// features never stored), each row's sums in f64.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<1> {
+        if is_ndarray(&x.device()) {
+            if let Some(f) = self.forward_on_host(x.clone()) {
+                return f;
+            }
+        }
         self.output(self.features(x))
+    }
+
+    fn forward_on_host(&self, x: Tensor<2>) -> Option<Tensor<1>> {
+        let (device, dtype, n) = (x.device(), x.dtype(), x.dims()[0]);
+        let (b, a) = (to_host(self.b.clone()).ok()?, to_host(self.a.clone()).ok()?);
+        let z = read_data(matmul_nt(x, self.w.clone())).ok()?;
+        let f = match dtype {
+            DType::F32 => output_rows(z.as_slice::<f32>().ok()?, &b, &a),
+            DType::F64 => output_rows(z.as_slice::<f64>().ok()?, &b, &a),
+            _ => return None,
+        };
+        Some(Tensor::from_data(TensorData::new(f, [n]), (&device, dtype)))
     }
 
     /// phi a for features phi (n x m), summed by halves as [`TwoLayer::forward`] says.
@@ -110,6 +152,59 @@ impl TwoLayer {
         }
         sum * self.a.clone().reshape([m, 1]) / n.max(1) as f64
     }
+}
+
+/// relu(s_in z_j + b_j) of one row z of x W^T into `phi`, and sum_j a_j phi_j with the two
+/// halves of the neurons summed apart, each with eight partial sums ([`dot`]), as
+/// [`TwoLayer::forward`] says (an odd width is one sum).
+#[inline(always)]
+pub(crate) fn relu_row_output<T: HostFloat>(row: &[T], s_in: f64, b: &[f64], a: &[f64], phi: &mut [f64]) -> f64 {
+    let p = a.len();
+    let half = if p % 2 == 0 { p / 2 } else { p };
+    phi.iter_mut().zip(row).zip(b).for_each(|((h, v), bj)| *h = (s_in * v.to_f64() + bj).max(0.0));
+    dot(&a[..half], &phi[..half]) + dot(&a[half..], &phi[half..])
+}
+
+/// Rows of x W^T (n x m, row-major) a task of the host passes takes: about 4096 values.
+fn rows_per_task(m: usize) -> usize {
+    (4096 / m.max(1)).max(16)
+}
+
+/// z <- relu(z + b) row by row (z: n x m, row-major), blocks of rows on the rayon threads.
+fn relu_bias_rows<T: HostFloat>(z: &mut [T], b: &[f64]) {
+    let m = b.len();
+    z.par_chunks_mut(rows_per_task(m) * m).for_each(|rows| relu_bias_widest(rows, b));
+}
+
+widest! {
+    /// [`relu_bias`] compiled for the widest vector unit the CPU has.
+    fn relu_bias_widest<T: HostFloat>(rows: &mut [T], b: &[f64]) -> () = relu_bias;
+}
+
+#[inline(always)]
+fn relu_bias<T: HostFloat>(rows: &mut [T], b: &[f64]) {
+    for row in rows.chunks_mut(b.len()) {
+        row.iter_mut().zip(b).for_each(|(v, bj)| *v = T::from_f64((v.to_f64() + bj).max(0.0)));
+    }
+}
+
+/// f_i = sum_j a_j relu(z_ij + b_j) for every row of z (n x m, row-major), by
+/// [`relu_row_output`], blocks of rows on the rayon threads.
+fn output_rows<T: HostFloat>(z: &[T], b: &[f64], a: &[f64]) -> Vec<f64> {
+    let m = a.len();
+    let parts: Vec<Vec<f64>> = z.par_chunks(rows_per_task(m) * m).map(|rows| output_widest(rows, b, a)).collect();
+    parts.concat()
+}
+
+widest! {
+    /// [`output`] compiled for the widest vector unit the CPU has.
+    fn output_widest<T: HostFloat>(rows: &[T], b: &[f64], a: &[f64]) -> Vec<f64> = output;
+}
+
+#[inline(always)]
+fn output<T: HostFloat>(rows: &[T], b: &[f64], a: &[f64]) -> Vec<f64> {
+    let mut phi = vec![0.0; a.len()];
+    rows.chunks(a.len()).map(|row| relu_row_output(row, 1.0, b, a, &mut phi)).collect()
 }
 
 /// Rows a blockwise pass over the n x m features takes at a time: 2^24 / m, about 64 MiB of f32

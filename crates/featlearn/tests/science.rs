@@ -180,6 +180,31 @@ fn network_is_zero_at_the_symmetric_initialisation() {
     assert!(matches!(TwoLayer::symmetric_init(&c, 10, 7, WInit::Sphere, 1.0, 0), Err(Error::Invalid(_))));
 }
 
+/// phi(x) = relu(x W^T + b) and f(x) = phi(x) a (on ndarray one host pass over the rows of
+/// x W^T) against the formulas summed by hand in f64, for a width past faer's product threshold
+/// and an odd one, with biases and second-layer weights of both signs.
+#[test]
+fn features_and_forward_equal_the_formulas_by_hand() {
+    for (p, tol) in [(Precision::F64, 1e-12), (Precision::F32, 1e-5)] {
+        let c = cpu(p);
+        for (n, d, m) in [(2000, 16, 300), (40, 5, 7)] {
+            let z = featlearn::rng::normals(9, featlearn::rng::Stream::Bootstrap, 0, n * d + m * d + 2 * m);
+            let (x, rest) = z.split_at(n * d);
+            let (w, rest) = rest.split_at(m * d);
+            let (b, a) = rest.split_at(m);
+            let net = TwoLayer { w: c.matrix(w, m, d), b: c.vector(b), a: c.vector(a) };
+            let xt = c.matrix(x, n, d);
+            let phi: Vec<f64> = (0..n * m).map(|ij| ((0..d).map(|k| x[ij / m * d + k] * w[ij % m * d + k]).sum::<f64>() + b[ij % m]).max(0.0)).collect();
+            let f: Vec<f64> = (0..n).map(|i| (0..m).map(|j| a[j] * phi[i * m + j]).sum()).collect();
+            let (phi_ours, f_ours) = (to_host(net.features(xt.clone())).unwrap(), to_host(net.forward(xt)).unwrap());
+            let rel = |u: &[f64], v: &[f64]| u.iter().zip(v).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / v.iter().map(|y| y * y).sum::<f64>().sqrt();
+            assert!(rel(&phi_ours, &phi) < tol, "{p} m = {m}: features {}", rel(&phi_ours, &phi));
+            assert!(rel(&f_ours, &f) < tol, "{p} m = {m}: forward {}", rel(&f_ours, &f));
+            assert!(phi_ours.iter().any(|&v| v == 0.0) && phi_ours.iter().any(|&v| v > 0.0));
+        }
+    }
+}
+
 #[test]
 fn first_step_direction_matches_theory() {
     // Degree-2 target, r = 2, d = 16: E[y 1[w.x > 0] x] = H w / sqrt(2 pi) - w (w^T H w) / (2 sqrt(2 pi)).
