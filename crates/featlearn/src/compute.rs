@@ -478,6 +478,22 @@ fn host_copy(t: &burn::backend::ndarray::NdArrayTensor) -> Option<TensorData> {
     }
 }
 
+/// Copies a 2-D tensor's values into `dst` (same shape): on ndarray faer reads the tensor's
+/// buffer where it lies ([`HostFloat::host_view`]), elsewhere it is read back first.
+pub(crate) fn copy_into<T: HostFloat>(t: Tensor<2>, mut dst: faer::MatMut<'_, T>) -> Result<(), Error> {
+    if is_ndarray(&t.device()) {
+        let primitive = ndarray_primitive(t).ok_or_else(|| Error::Device("an ndarray tensor is not burn-ndarray's".into()))?;
+        let view = T::host_view(&primitive).ok_or_else(|| Error::Device("an ndarray tensor of another element type".into()))?;
+        dst.copy_from(view);
+        return Ok(());
+    }
+    let [rows, cols] = t.dims();
+    let data = read_data(t)?;
+    let values = data.as_slice::<T>().map_err(|e| Error::Device(format!("reading a tensor: {e:?}")))?;
+    dst.copy_from(faer::MatRef::from_row_major_slice(values, rows, cols));
+    Ok(())
+}
+
 /// A faer view's values, row-major.
 fn strided_copy<T: HostFloat>(v: faer::MatRef<'_, T>) -> Option<TensorData> {
     let values: Vec<T> = (0..v.nrows()).flat_map(|i| (0..v.ncols()).map(move |j| v[(i, j)])).collect();

@@ -7,7 +7,7 @@ use burn::tensor::{Element, Tensor, TensorData};
 use faer::traits::ComplexField;
 use faer::Mat;
 
-use crate::compute::{read_data, scalar, to_host, Compute, Precision};
+use crate::compute::{copy_into, read_data, scalar, to_host, Compute, HostFloat, Precision};
 use crate::host;
 use crate::tiles::{index, SymTiles};
 use crate::Error;
@@ -155,7 +155,7 @@ impl Cholesky {
 
 /// The lower tiles of `a` as one host matrix of element type T (the upper triangle left zero;
 /// the factorisation reads the lower one). Each tile is freed once copied.
-fn lower_on_host<T: ComplexField + Element + Copy>(a: SymTiles) -> Result<Mat<T>, Error> {
+fn lower_on_host<T: HostFloat>(a: SymTiles) -> Result<Mat<T>, Error> {
     let n = a.n();
     let mut out = Mat::<T>::zeros(n, n);
     let rows: Vec<std::ops::Range<usize>> = (0..a.count()).map(|i| a.rows(i)).collect();
@@ -163,14 +163,9 @@ fn lower_on_host<T: ComplexField + Element + Copy>(a: SymTiles) -> Result<Mat<T>
     let mut tiles = tiles.into_iter();
     for i in 0..rows.len() {
         for j in 0..=i {
-            let data = read_data(tiles.next().expect("one tile per (i, j), j <= i"))?;
-            let values = data.as_slice::<T>().map_err(|e| Error::Device(format!("reading a tile: {e:?}")))?;
             let (ri, rj) = (&rows[i], &rows[j]);
-            for (a_row, r) in ri.clone().enumerate() {
-                for (b_col, s) in rj.clone().enumerate() {
-                    out[(r, s)] = values[a_row * rj.len() + b_col];
-                }
-            }
+            let dst = out.as_mut().submatrix_mut(ri.start, rj.start, ri.len(), rj.len());
+            copy_into(tiles.next().expect("one tile per (i, j), j <= i"), dst)?;
         }
     }
     Ok(out)
