@@ -22,6 +22,31 @@ fn gpu(p: Precision) -> Compute {
     Compute::open(BackendKind::Wgpu, p).expect("the wgpu backend must be available for the cross-backend tests")
 }
 
+/// ||u - v|| / ||v||.
+fn rel_err(u: &[f64], v: &[f64]) -> f64 {
+    u.iter().zip(v).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / v.iter().map(|y| y * y).sum::<f64>().sqrt()
+}
+
+/// A second-layer ridge problem, all seeded by `seed`: he2-plus-hep (r = 2, p = 3) in dimension
+/// d with label noise `noise`, n training and n_val validation samples, and the features of a
+/// width-m network at the symmetric initialisation with biases N(0, 1).
+struct HeadProblem {
+    train: featlearn::data::Dataset,
+    val: featlearn::data::Dataset,
+    phi: Tensor<2>,
+    phi_val: Tensor<2>,
+}
+
+fn head_problem(c: &Compute, (d, m, n, n_val): (usize, usize, usize, usize), seed: u64, noise: f64) -> HeadProblem {
+    let t = Target::new(&TargetSpec::He2PlusHep { p: 3 }, d, 2, seed, true, noise).unwrap();
+    let train = sample(c, &t, seed, Split::Train, n).unwrap();
+    let val = sample(c, &t, seed, Split::Val, n_val).unwrap();
+    let net = TwoLayer::symmetric_init(c, d, m, WInit::Sphere, 1.0, seed).unwrap();
+    let net = TwoLayer { b: featlearn::network::random_biases(c, m, 1.0, seed), ..net };
+    let (phi, phi_val) = (net.features(train.x.clone()), net.features(val.x.clone()));
+    HeadProblem { train, val, phi, phi_val }
+}
+
 const PRESETS: [(TargetSpec, usize); 5] = [
     (TargetSpec::Quadratic, 3),
     (TargetSpec::He2PlusHep { p: 3 }, 2),
@@ -197,9 +222,8 @@ fn features_and_forward_equal_the_formulas_by_hand() {
             let phi: Vec<f64> = (0..n * m).map(|ij| ((0..d).map(|k| x[ij / m * d + k] * w[ij % m * d + k]).sum::<f64>() + b[ij % m]).max(0.0)).collect();
             let f: Vec<f64> = (0..n).map(|i| (0..m).map(|j| a[j] * phi[i * m + j]).sum()).collect();
             let (phi_ours, f_ours) = (to_host(net.features(xt.clone())).unwrap(), to_host(net.forward(xt)).unwrap());
-            let rel = |u: &[f64], v: &[f64]| u.iter().zip(v).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / v.iter().map(|y| y * y).sum::<f64>().sqrt();
-            assert!(rel(&phi_ours, &phi) < tol, "{p} m = {m}: features {}", rel(&phi_ours, &phi));
-            assert!(rel(&f_ours, &f) < tol, "{p} m = {m}: forward {}", rel(&f_ours, &f));
+                    assert!(rel_err(&phi_ours, &phi) < tol, "{p} m = {m}: features {}", rel_err(&phi_ours, &phi));
+            assert!(rel_err(&f_ours, &f) < tol, "{p} m = {m}: forward {}", rel_err(&f_ours, &f));
             assert!(phi_ours.iter().any(|&v| v == 0.0) && phi_ours.iter().any(|&v| v > 0.0));
         }
     }
@@ -382,27 +406,21 @@ fn reads_of_shared_and_strided_tensors_give_their_values() {
 #[test]
 fn the_dual_head_equals_the_primal_solve_when_n_is_below_m() {
     let c = cpu(Precision::F64);
-    let (d, m, n) = (8, 90, 50);
-    let t = Target::new(&TargetSpec::He2PlusHep { p: 3 }, d, 2, 8, true, 0.1).unwrap();
-    let train = sample(&c, &t, 8, Split::Train, n).unwrap();
-    let val = sample(&c, &t, 8, Split::Val, 200).unwrap();
-    let net = TwoLayer::symmetric_init(&c, d, m, WInit::Sphere, 1.0, 8).unwrap();
-    let net = TwoLayer { b: featlearn::network::random_biases(&c, m, 1.0, 8), ..net };
-    let (phi, phi_val) = (net.features(train.x.clone()), net.features(val.x.clone()));
+    let (m, n) = (90, 50);
+    let HeadProblem { train, val, phi, phi_val } = head_problem(&c, (8, m, n, 200), 8, 0.1);
     let (p, y) = (to_host(phi.clone()).unwrap(), to_host(train.y.clone()).unwrap());
     let g: Vec<f64> = (0..m * m).map(|ij| (0..n).map(|k| p[k * m + ij / m] * p[k * m + ij % m]).sum::<f64>() / n as f64).collect();
     let b: Vec<f64> = (0..m).map(|i| (0..n).map(|k| p[k * m + i] * y[k]).sum::<f64>() / n as f64).collect();
-    let rel = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / b.iter().map(|y| y * y).sum::<f64>().sqrt();
     for lambda in [1e-3, 1e-1, 10.0] {
         let primal = featlearn::host::ridge_by_cholesky(&g, m, &b, &[lambda]).remove(0).unwrap();
         let fit = |s| ridge_head(&c, &phi, &train.y, &phi_val, &val.y, &[lambda], s).unwrap();
         let cg = to_host(fit(HeadSolver::Cg { tol: 1e-14, max_iter: 5000 }).a).unwrap();
-        assert!(rel(&cg, &primal) < 1e-8, "lambda {lambda}: CG vs primal {}", rel(&cg, &primal));
+        assert!(rel_err(&cg, &primal) < 1e-8, "lambda {lambda}: CG vs primal {}", rel_err(&cg, &primal));
         for solver in [HeadSolver::Direct, HeadSolver::Eigen] {
             let dual = fit(solver);
             assert!(dual.relative_residual < 1e-10, "lambda {lambda} {solver:?}: residual {}", dual.relative_residual);
             let a = to_host(dual.a).unwrap();
-            assert!(rel(&a, &primal) < 1e-9, "lambda {lambda} {solver:?}: dual vs primal {}", rel(&a, &primal));
+            assert!(rel_err(&a, &primal) < 1e-9, "lambda {lambda} {solver:?}: dual vs primal {}", rel_err(&a, &primal));
         }
     }
 }
@@ -410,24 +428,15 @@ fn the_dual_head_equals_the_primal_solve_when_n_is_below_m() {
 #[test]
 fn ridge_solvers_agree() {
     let c = cpu(Precision::F64);
-    let (d, m, n) = (8, 40, 400);
-    let t = Target::new(&TargetSpec::He2PlusHep { p: 3 }, d, 2, 6, true, 0.0).unwrap();
-    let train = sample(&c, &t, 6, Split::Train, n).unwrap();
-    let val = sample(&c, &t, 6, Split::Val, 200).unwrap();
-    let net = TwoLayer::symmetric_init(&c, d, m, WInit::Sphere, 1.0, 6).unwrap();
-    let net = TwoLayer { b: featlearn::network::random_biases(&c, m, 1.0, 6), ..net };
-    let (phi, phi_val) = (net.features(train.x.clone()), net.features(val.x.clone()));
+    let HeadProblem { train, val, phi, phi_val } = head_problem(&c, (8, 40, 400, 200), 6, 0.0);
     let lam = [1e-2];
     let fit = |s| ridge_head(&c, &phi, &train.y, &phi_val, &val.y, &lam, s).unwrap();
     let direct = to_host(fit(HeadSolver::Direct).a).unwrap();
     let cg = to_host(fit(HeadSolver::Cg { tol: 1e-13, max_iter: 2000 }).a).unwrap();
-    let rel = |a: &[f64], b: &[f64]| {
-        a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / b.iter().map(|y| y * y).sum::<f64>().sqrt()
-    };
-    assert!(rel(&cg, &direct) < 1e-6, "CG vs direct {}", rel(&cg, &direct));
+    assert!(rel_err(&cg, &direct) < 1e-6, "CG vs direct {}", rel_err(&cg, &direct));
     let gd_short = to_host(fit(HeadSolver::Gd { steps: 200, lr: None }).a).unwrap();
     let gd_long = to_host(fit(HeadSolver::Gd { steps: 20_000, lr: None }).a).unwrap();
-    let (e_short, e_long) = (rel(&gd_short, &direct), rel(&gd_long, &direct));
+    let (e_short, e_long) = (rel_err(&gd_short, &direct), rel_err(&gd_long, &direct));
     assert!(e_long < 1e-4 && e_long < e_short, "GD error {e_short} after 200 steps, {e_long} after 20000");
 }
 
@@ -483,19 +492,13 @@ fn onestep_learns_the_subspace_and_beats_random_features() {
 #[test]
 fn eigen_ridge_head_equals_per_lambda_cholesky_and_flags_the_grid_edge() {
     let c = cpu(Precision::F64);
-    let (d, m, n) = (8, 40, 60);
-    let t = Target::new(&TargetSpec::He2PlusHep { p: 3 }, d, 2, 7, true, 0.5).unwrap();
-    let train = sample(&c, &t, 7, Split::Train, n).unwrap();
-    let val = sample(&c, &t, 7, Split::Val, 400).unwrap();
-    let net = TwoLayer::symmetric_init(&c, d, m, WInit::Sphere, 1.0, 7).unwrap();
-    let net = TwoLayer { b: featlearn::network::random_biases(&c, m, 1.0, 7), ..net };
-    let (phi, phi_val) = (net.features(train.x.clone()), net.features(val.x.clone()));
+    let HeadProblem { train, val, phi, phi_val } = head_problem(&c, (8, 40, 60, 400), 7, 0.5);
     let grid: Vec<f64> = (0..13).map(|i| 10f64.powi(i - 8)).collect();
     let fit = |lams: &[f64], s| ridge_head(&c, &phi, &train.y, &phi_val, &val.y, lams, s).unwrap();
     for &lambda in &grid {
         let (e, ch) = (fit(&[lambda], HeadSolver::Eigen), fit(&[lambda], HeadSolver::Direct));
         let (a, b) = (to_host(e.a).unwrap(), to_host(ch.a).unwrap());
-        let rel = a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / b.iter().map(|y| y * y).sum::<f64>().sqrt();
+        let rel = rel_err(&a, &b);
         assert!(rel < 1e-8, "lambda {lambda}: eigen vs Cholesky {rel}");
         assert!((e.val_mse - ch.val_mse).abs() <= 1e-9 * ch.val_mse, "lambda {lambda}: validation {} vs {}", e.val_mse, ch.val_mse);
         assert!(e.relative_residual < 1e-8, "lambda {lambda}: residual {}", e.relative_residual);
@@ -533,16 +536,14 @@ fn host_gemm_products_equal_burns_matmul() {
             for (i, (r, o)) in reference.into_iter().zip(ours).enumerate() {
                 assert_eq!(o.dims(), [m, n]);
                 let (r, o) = (to_host(r).unwrap(), to_host(o).unwrap());
-                let scale = r.iter().map(|v| v * v).sum::<f64>().sqrt();
-                let err = r.iter().zip(&o).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / scale;
+                let err = rel_err(&o, &r);
                 assert!(err < tol, "{p} {m}x{k}x{n} product {i}: relative error {err}");
             }
             // the Gram a^T a (lower triangle by faer, mirrored) is exactly symmetric, and moved
             // operands (handed over without a copy) give the product of the shared ones
             let g = to_host(gram_tn(at.clone())).unwrap();
             let reference = to_host(at.clone().transpose().matmul(at.clone())).unwrap();
-            let scale = reference.iter().map(|v| v * v).sum::<f64>().sqrt();
-            let err = reference.iter().zip(&g).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / scale;
+            let err = rel_err(&g, &reference);
             assert!(err < tol, "{p} gram of {k}x{m}: relative error {err}");
             assert!((0..m).all(|i| (0..i).all(|j| g[i * m + j] == g[j * m + i])), "{p} gram of {k}x{m} not symmetric");
             let moved = to_host(matmul(rand(1, m, k), rand(2, k, n))).unwrap();
@@ -555,8 +556,7 @@ fn host_gemm_products_equal_burns_matmul() {
             let views = [at.clone().transpose(), wide.slice([0..m, 2..k + 2]), a.clone().flip([0, 1])];
             for (i, v) in views.into_iter().enumerate() {
                 let (r, o) = (to_host(v.clone().matmul(b.clone())).unwrap(), to_host(matmul(v, b.clone())).unwrap());
-                let scale = r.iter().map(|v| v * v).sum::<f64>().sqrt();
-                let err = r.iter().zip(&o).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / scale;
+                let err = rel_err(&o, &r);
                 assert!(err < tol, "{p} {m}x{k}x{n} strided operand {i}: relative error {err}");
             }
         }
