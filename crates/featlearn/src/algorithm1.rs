@@ -333,11 +333,11 @@ impl HostSystem {
     }
 
     /// The second layer a = Phi^T c of a dual solution c; a primal solution is a itself.
-    fn weights(&self, solution: Vec<f64>) -> Vec<f64> {
-        let Some(phi) = &self.phi else { return solution };
+    fn weights(&self, solution: &[f64]) -> Vec<f64> {
+        let Some(phi) = &self.phi else { return solution.to_vec() };
         let m = phi.len() / solution.len();
         let mut a = vec![0.0; m];
-        for (row, &cj) in phi.chunks_exact(m).zip(&solution) {
+        for (row, &cj) in phi.chunks_exact(m).zip(solution) {
             a.iter_mut().zip(row).for_each(|(ai, p)| *ai += p * cj);
         }
         a
@@ -362,7 +362,7 @@ fn ridge_head_on_host(c: &Compute, system: &HostSystem, phi_val: &Tensor<2>, y_v
     if grid.is_empty() {
         return Err(Error::Diverged("G + lambda I is not positive definite for any lambda of the grid".into()));
     }
-    let weights: Vec<Vec<f64>> = solved.iter().map(|s| system.weights(s.clone())).collect();
+    let weights: Vec<Vec<f64>> = solved.iter().map(|s| system.weights(s)).collect();
     let columns: Vec<f64> = (0..m).flat_map(|i| weights.iter().map(move |a| a[i])).collect(); // m x L, row-major
     let all = c.matrix(&columns, m, grid.len());
     let (best, errs) = best_on_validation(matmul(phi_val.clone(), all.clone()), y_val)?;

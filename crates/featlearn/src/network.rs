@@ -60,8 +60,8 @@ impl TwoLayer {
 
     /// Features phi(x) = relu(x W^T + b), n x m. On ndarray the bias and the ReLU are one pass
     /// over the rows of x W^T on the host ([`relu_bias_rows`]): burn-ndarray makes a pass over
-    /// memory per tensor op. The same values (x W^T + b is rounded once to the run's precision
-    /// either way).
+    /// memory per tensor op. The same values: x W^T is rounded to the run's precision, then
+    /// z + b is rounded once, as burn's add rounds it.
     pub fn features(&self, x: Tensor<2>) -> Tensor<2> {
         if is_ndarray(&x.device()) {
             if let Some(phi) = self.features_on_host(x.clone()) {
