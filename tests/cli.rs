@@ -13,11 +13,30 @@ fn featlearn(args: &[&str]) -> Output {
     Command::new(binary()).args(args).output().expect("spawn featlearn")
 }
 
-fn scratch(name: &str) -> PathBuf {
+/// A test's own folder under the system's temporary one, removed when the test passes (kept
+/// when it fails, to look into).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("featlearn-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -406,6 +406,7 @@ mod tests {
         let w = JsonlWriter::open(&path).unwrap();
         drop(w);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -442,6 +443,7 @@ mod tests {
         assert_eq!(&csv.lines().next().unwrap().split(',').collect::<Vec<_>>()[2..10], ["r", "p", "d", "n", "m", "seeds", "failed", "diverged"]);
         assert_eq!(&cells("onestep")[6..10], ["1000", "1", "1", "1"]);
         assert_eq!(&cells("ntk")[6..10], ["", "1", "0", "0"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
