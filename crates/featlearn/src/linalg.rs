@@ -5,7 +5,9 @@
 
 use burn::tensor::{Element, Tensor, TensorData};
 use faer::traits::ComplexField;
+use faer::reborrow::ReborrowMut;
 use faer::Mat;
+use rayon::prelude::*;
 
 use crate::compute::{copy_into, read_data, scalar, to_host, Compute, HostFloat, Precision};
 use crate::host;
@@ -154,20 +156,25 @@ impl Cholesky {
 }
 
 /// The lower tiles of `a` as one host matrix of element type T (the upper triangle left zero;
-/// the factorisation reads the lower one). Each tile is freed once copied.
+/// the factorisation reads the lower one), a tile row per rayon task. Each tile is freed once
+/// copied.
 fn lower_on_host<T: HostFloat>(a: SymTiles) -> Result<Mat<T>, Error> {
     let n = a.n();
     let mut out = Mat::<T>::zeros(n, n);
     let rows: Vec<std::ops::Range<usize>> = (0..a.count()).map(|i| a.rows(i)).collect();
     let (_, _, tiles) = a.into_parts();
+    // tile row i holds tiles (i, 0..=i), stored one after the other
     let mut tiles = tiles.into_iter();
-    for i in 0..rows.len() {
-        for j in 0..=i {
-            let (ri, rj) = (&rows[i], &rows[j]);
-            let dst = out.as_mut().submatrix_mut(ri.start, rj.start, ri.len(), rj.len());
-            copy_into(tiles.next().expect("one tile per (i, j), j <= i"), dst)?;
-        }
+    let mut rest = out.as_mut();
+    let mut tasks = Vec::with_capacity(rows.len());
+    for (i, ri) in rows.iter().enumerate() {
+        let (row, below) = rest.split_at_row_mut(ri.len());
+        tasks.push((row, tiles.by_ref().take(i + 1).collect::<Vec<_>>()));
+        rest = below;
     }
+    tasks.into_par_iter().try_for_each(|(mut row, tiles)| {
+        tiles.into_iter().zip(&rows).try_for_each(|(tile, rj)| copy_into(tile, row.rb_mut().subcols_mut(rj.start, rj.len())))
+    })?;
     Ok(out)
 }
 
