@@ -80,8 +80,9 @@ pub fn cholesky_and_inverse(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>),
 
 /// L of A = L L^T over A's lower triangle, in place (faer's blocked left-looking factorisation,
 /// every core): no second n x n matrix. Or the index of the first non-positive pivot.
-pub fn cholesky_in_place<T: ComplexField>(a: Mat<T>) -> Result<Mat<T>, usize> {
-    cholesky_in_place_with(a, Par::rayon(0))
+pub fn cholesky_in_place<T: ComplexField>(mut a: Mat<T>) -> Result<Mat<T>, usize> {
+    cholesky_in_place_with(a.as_mut(), Par::rayon(0))?;
+    Ok(a)
 }
 
 /// [`cholesky_in_place`] on `par`'s threads (`Par::Seq`: this one). From n = 3072 on, blocks of
@@ -89,7 +90,7 @@ pub fn cholesky_in_place<T: ComplexField>(a: Mat<T>) -> Result<Mat<T>, usize> {
 /// size, and at 2 threads of an AMD EPYC the wider block took n = 4000 from 0.165 to 0.133-0.148
 /// s and n = 8000 from 0.95-0.97 to 0.885-0.90 s in f32 (BENCHMARKS.md, 2026-12-05); at n = 2000
 /// and in f64 on one thread it changed nothing measurable.
-fn cholesky_in_place_with<T: ComplexField>(mut a: Mat<T>, par: Par) -> Result<Mat<T>, usize> {
+fn cholesky_in_place_with<T: ComplexField>(a: MatMut<'_, T>, par: Par) -> Result<(), usize> {
     let n = a.nrows();
     let mut params = <LltParams as Auto<T>>::auto();
     if n >= 3072 {
@@ -97,8 +98,8 @@ fn cholesky_in_place_with<T: ComplexField>(mut a: Mat<T>, par: Par) -> Result<Ma
     }
     let params: Spec<LltParams, T> = params.into();
     let mut scratch = MemBuffer::new(cholesky_in_place_scratch::<T>(n, par, params));
-    match cholesky_in_place_impl(a.as_mut(), Default::default(), par, MemStack::new(&mut scratch), params) {
-        Ok(_) => Ok(a),
+    match cholesky_in_place_impl(a, Default::default(), par, MemStack::new(&mut scratch), params) {
+        Ok(_) => Ok(()),
         Err(LltError::NonPositivePivot { index }) => Err(index),
     }
 }
@@ -109,26 +110,44 @@ pub fn cholesky_solve_in_place<T: ComplexField>(l: &Mat<T>, b: MatMut<'_, T>) {
 }
 
 /// Ridge solutions a(lambda) = (G + lambda I)^{-1} b of a symmetric positive semi-definite
-/// `m x m` G (row-major, its lower triangle read) for each lambda, by one Cholesky factorisation
-/// each (faer, f64); None for a lambda whose shifted matrix meets a non-positive pivot in
-/// rounding. The lambdas are spread over the cores, each factorisation on one, while a copy of
-/// G per core fits in 512 MiB; above that each factorisation uses every core in turn (at
+/// `m x m` G (row-major; row i is read from column i on) for each lambda, by one Cholesky
+/// factorisation each (faer, f64) in a buffer each thread reuses; None for a lambda whose shifted
+/// matrix meets a non-positive pivot in rounding. The lambdas are spread over the cores, each
+/// factorisation on one, while a copy of G per core fits in 512 MiB; above that each factorisation uses every core in turn (at
 /// m = 1000 on 2 cores, the threads of one factorisation spent a fifth of its time waiting at
 /// barriers).
 pub fn ridge_by_cholesky(g: &[f64], m: usize, b: &[f64], lambdas: &[f64]) -> Vec<Option<Vec<f64>>> {
-    let solve = |lambda: f64, par: Par| {
-        // G is symmetric: its row-major values read as a column-major matrix are G itself
-        let shifted = Mat::from_fn(m, m, |i, j| if i == j { g[j * m + i] + lambda } else { g[j * m + i] });
-        let l = cholesky_in_place_with(shifted, par).ok()?;
+    if m == 0 {
+        return lambdas.iter().map(|_| Some(Vec::new())).collect();
+    }
+    // `l` is a column-major m x m buffer a task reuses from one lambda to the next: the lower
+    // triangle of G + lambda I is copied in (G is symmetric: its row-major rows are the columns
+    // of its lower triangle) and factored in place; the upper triangle is never read
+    let solve = |l: &mut Vec<f64>, lambda: f64, par: Par| {
+        for (j, column) in l.chunks_exact_mut(m).enumerate() {
+            column[j..].copy_from_slice(&g[j * m + j..(j + 1) * m]);
+            column[j] += lambda;
+        }
+        let mut l = MatMut::from_column_major_slice_mut(l, m, m);
+        cholesky_in_place_with(l.as_mut(), par).ok()?;
         let mut a = b.to_vec();
         solve_in_place_with_conj(l.as_ref(), Conj::No, MatMut::from_column_major_slice_mut(&mut a, m, 1), par, MemStack::new(&mut []));
         Some(a)
     };
     let copies = m * m * 8 * rayon::current_num_threads();
     if lambdas.len() > 1 && copies <= 1 << 29 {
-        lambdas.par_iter().map(|&lambda| solve(lambda, Par::Seq)).collect()
+        // one buffer per thread, each thread a contiguous share of the grid
+        let share = lambdas.len().div_ceil(rayon::current_num_threads());
+        lambdas
+            .par_chunks(share)
+            .flat_map_iter(|part| {
+                let mut l = vec![0.0; m * m];
+                part.iter().map(|&lambda| solve(&mut l, lambda, Par::Seq)).collect::<Vec<_>>()
+            })
+            .collect()
     } else {
-        lambdas.iter().map(|&lambda| solve(lambda, Par::rayon(0))).collect()
+        let mut l = vec![0.0; m * m];
+        lambdas.iter().map(|&lambda| solve(&mut l, lambda, Par::rayon(0))).collect()
     }
 }
 
