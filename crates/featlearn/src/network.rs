@@ -72,6 +72,9 @@ impl TwoLayer {
     }
 
     fn features_on_host(&self, x: Tensor<2>) -> Option<Tensor<2>> {
+        if self.width() == 0 {
+            return None;
+        }
         let (device, dtype) = (x.device(), x.dtype());
         let b = to_host(self.b.clone()).ok()?;
         let mut z = read_data(matmul_nt(x, self.w.clone())).ok()?;
@@ -101,6 +104,9 @@ impl TwoLayer {
     }
 
     fn forward_on_host(&self, x: Tensor<2>) -> Option<Tensor<1>> {
+        if self.width() == 0 {
+            return None;
+        }
         let (device, dtype, n) = (x.device(), x.dtype(), x.dims()[0]);
         let (b, a) = (to_host(self.b.clone()).ok()?, to_host(self.a.clone()).ok()?);
         let z = read_data(matmul_nt(x, self.w.clone())).ok()?;
