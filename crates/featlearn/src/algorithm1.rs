@@ -254,7 +254,7 @@ pub fn fit_head(c: &Compute, net: TwoLayer, train: &Dataset, val: &Dataset, opts
     let y_val = linear.residual(&val.x, &val.y);
     let phi_val = net.features(val.x.clone());
     let head = if solves_on_host(c, opts.solver) {
-        let system = if (1..net.width()).contains(&train.n()) {
+        let system = if HostSystem::dual_is_smaller(train.n(), net.width()) {
             // n < m: the n x m features are smaller than G, and the n x n form is the cheaper one
             HostSystem::from_features(&net.features(train.x.clone()), &y)?
         } else {
@@ -319,12 +319,16 @@ pub struct HostSystem {
 }
 
 impl HostSystem {
-    /// The smaller form from the whole features `phi` (n x m) and labels `y` (n): the dual for
-    /// 0 < n < m.
+    /// Whether n samples and m neurons take the dual form: 0 < n < m.
+    pub fn dual_is_smaller(n: usize, m: usize) -> bool {
+        (1..m).contains(&n)
+    }
+
+    /// The smaller form from the whole features `phi` (n x m) and labels `y` (n).
     pub fn from_features(phi: &Tensor<2>, y: &Tensor<1>) -> Result<Self, Error> {
         let [n, m] = phi.dims();
         let scale = 1.0 / n.max(1) as f64;
-        if (1..m).contains(&n) {
+        if Self::dual_is_smaller(n, m) {
             // gram_tn(Phi^T) = Phi Phi^T: faer reads the transposed view in place
             let matrix = to_host(gram_tn(phi.clone().transpose()) * scale)?;
             return Ok(HostSystem { matrix, rhs: to_host(y.clone() * scale)?, phi: Some(to_host(phi.clone())?) });

@@ -457,6 +457,12 @@ fn ndarray_primitive<const D: usize>(t: Tensor<D>) -> Option<burn::backend::ndar
     t.try_into_primitive::<burn::backend::NdArray>().ok()
 }
 
+/// [`ndarray_primitive`] for a tensor known to be on the ndarray device: failing is a device error.
+#[allow(deprecated)]
+fn ndarray_tensor<const D: usize>(t: Tensor<D>) -> Result<burn::backend::ndarray::NdArrayTensor, Error> {
+    ndarray_primitive(t).ok_or_else(|| Error::Device("an ndarray tensor is not burn-ndarray's".into()))
+}
+
 /// The values of a burn-ndarray float tensor that burn-ndarray's own read would copy element by
 /// element through dynamic indices (about 20 ns a value: 10 ms for the quick config's 500 x 1000
 /// training features): a shared contiguous buffer is copied in one memcpy, a strided matrix
@@ -482,7 +488,7 @@ fn host_copy(t: &burn::backend::ndarray::NdArrayTensor) -> Option<TensorData> {
 /// buffer where it lies ([`HostFloat::host_view`]), elsewhere it is read back first.
 pub(crate) fn copy_into<T: HostFloat>(t: Tensor<2>, mut dst: faer::MatMut<'_, T>) -> Result<(), Error> {
     if is_ndarray(&t.device()) {
-        let primitive = ndarray_primitive(t).ok_or_else(|| Error::Device("an ndarray tensor is not burn-ndarray's".into()))?;
+        let primitive = ndarray_tensor(t)?;
         let view = T::host_view(&primitive).ok_or_else(|| Error::Device("an ndarray tensor of another element type".into()))?;
         dst.copy_from(view);
         return Ok(());
@@ -596,7 +602,7 @@ fn split_gemm<T: faer::traits::ComplexField>(c: faer::MatMut<'_, T>, a: faer::Ma
 /// of the work that was to produce it is an [`Error::Device`].
 pub fn read_data<const D: usize>(t: Tensor<D>) -> Result<TensorData, Error> {
     let t = if is_ndarray(&t.device()) {
-        let primitive = ndarray_primitive(t).ok_or_else(|| Error::Device("an ndarray tensor is not burn-ndarray's".into()))?;
+        let primitive = ndarray_tensor(t)?;
         if let Some(data) = host_copy(&primitive) {
             return Ok(data);
         }

@@ -113,9 +113,9 @@ pub fn cholesky_solve_in_place<T: ComplexField>(l: &Mat<T>, b: MatMut<'_, T>) {
 /// `m x m` G (row-major; row i is read from column i on) for each lambda, by one Cholesky
 /// factorisation each (faer, f64) in a buffer each thread reuses; None for a lambda whose shifted
 /// matrix meets a non-positive pivot in rounding. The lambdas are spread over the cores, each
-/// factorisation on one, while a copy of G per core fits in 512 MiB; above that each factorisation uses every core in turn (at
-/// m = 1000 on 2 cores, the threads of one factorisation spent a fifth of its time waiting at
-/// barriers).
+/// factorisation on one, while a copy of G per core fits in 512 MiB; above that each
+/// factorisation uses every core in turn (at m = 1000 on 2 cores, the threads of one
+/// factorisation spent a fifth of its time waiting at barriers).
 pub fn ridge_by_cholesky(g: &[f64], m: usize, b: &[f64], lambdas: &[f64]) -> Vec<Option<Vec<f64>>> {
     if m == 0 {
         return lambdas.iter().map(|_| Some(Vec::new())).collect();

@@ -71,13 +71,19 @@ impl TwoLayer {
         relu(self.preactivations(x))
     }
 
-    fn features_on_host(&self, x: Tensor<2>) -> Option<Tensor<2>> {
+    /// On ndarray, x W^T (faer's product) and b read to the host for the passes below; None for
+    /// a network of width 0 (no rows to cut the passes into).
+    fn product_on_host(&self, x: Tensor<2>) -> Option<(TensorData, Vec<f64>)> {
         if self.width() == 0 {
             return None;
         }
-        let (device, dtype) = (x.device(), x.dtype());
         let b = to_host(self.b.clone()).ok()?;
-        let mut z = read_data(matmul_nt(x, self.w.clone())).ok()?;
+        Some((read_data(matmul_nt(x, self.w.clone())).ok()?, b))
+    }
+
+    fn features_on_host(&self, x: Tensor<2>) -> Option<Tensor<2>> {
+        let (device, dtype) = (x.device(), x.dtype());
+        let (mut z, b) = self.product_on_host(x)?;
         match dtype {
             DType::F32 => relu_bias_rows(z.as_mut_slice::<f32>().ok()?, &b),
             DType::F64 => relu_bias_rows(z.as_mut_slice::<f64>().ok()?, &b),
@@ -104,12 +110,9 @@ impl TwoLayer {
     }
 
     fn forward_on_host(&self, x: Tensor<2>) -> Option<Tensor<1>> {
-        if self.width() == 0 {
-            return None;
-        }
         let (device, dtype, n) = (x.device(), x.dtype(), x.dims()[0]);
-        let (b, a) = (to_host(self.b.clone()).ok()?, to_host(self.a.clone()).ok()?);
-        let z = read_data(matmul_nt(x, self.w.clone())).ok()?;
+        let (z, b) = self.product_on_host(x)?;
+        let a = to_host(self.a.clone()).ok()?;
         let f = match dtype {
             DType::F32 => output_rows(z.as_slice::<f32>().ok()?, &b, &a),
             DType::F64 => output_rows(z.as_slice::<f64>().ok()?, &b, &a),

@@ -222,7 +222,7 @@ fn features_and_forward_equal_the_formulas_by_hand() {
             let phi: Vec<f64> = (0..n * m).map(|ij| ((0..d).map(|k| x[ij / m * d + k] * w[ij % m * d + k]).sum::<f64>() + b[ij % m]).max(0.0)).collect();
             let f: Vec<f64> = (0..n).map(|i| (0..m).map(|j| a[j] * phi[i * m + j]).sum()).collect();
             let (phi_ours, f_ours) = (to_host(net.features(xt.clone())).unwrap(), to_host(net.forward(xt)).unwrap());
-                    assert!(rel_err(&phi_ours, &phi) < tol, "{p} m = {m}: features {}", rel_err(&phi_ours, &phi));
+            assert!(rel_err(&phi_ours, &phi) < tol, "{p} m = {m}: features {}", rel_err(&phi_ours, &phi));
             assert!(rel_err(&f_ours, &f) < tol, "{p} m = {m}: forward {}", rel_err(&f_ours, &f));
             assert!(phi_ours.iter().any(|&v| v == 0.0) && phi_ours.iter().any(|&v| v > 0.0));
         }
