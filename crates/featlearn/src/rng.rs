@@ -7,6 +7,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
+use rayon::prelude::*;
 
 /// Named streams so that independent quantities never share random numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,22 +47,22 @@ pub enum Stream {
 /// concatenation of `normal_rows(s, t, 0, 4, d)` and `normal_rows(s, t, 4, 6, d)`.
 pub fn normal_rows(seed: u64, stream: Stream, start: usize, rows: usize, cols: usize) -> Vec<f64> {
     // Box-Muller gives two normals from two u64 draws (4 words of 32 bits).
-    let pairs_per_row = cols.div_ceil(2) as u128;
-    let words_per_row = pairs_per_row * 4;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(stream as u64);
-    rng.set_word_pos(start as u128 * words_per_row);
-    let mut out = Vec::with_capacity(rows * cols);
-    for _ in 0..rows {
-        for p in 0..pairs_per_row as usize {
-            let (z0, z1) = box_muller(&mut rng);
-            out.push(z0);
-            if 2 * p + 1 < cols {
-                out.push(z1);
+    let pairs_per_row = cols.div_ceil(2);
+    let words_per_row = pairs_per_row as u128 * 4;
+    rows_in_parallel(start, rows, cols, |first, block| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(stream as u64);
+        rng.set_word_pos(first as u128 * words_per_row);
+        for row in block.chunks_mut(cols) {
+            for p in 0..pairs_per_row {
+                let (z0, z1) = box_muller(&mut rng);
+                row[2 * p] = z0;
+                if 2 * p + 1 < cols {
+                    row[2 * p + 1] = z1;
+                }
             }
         }
-    }
-    out
+    })
 }
 
 /// Standard normal rows like [`normal_rows`], drawn faster: each row by the Ziggurat method
@@ -71,12 +72,27 @@ pub fn normal_rows(seed: u64, stream: Stream, start: usize, rows: usize, cols: u
 /// order and chunking. Other numbers than [`normal_rows`] gives for the same arguments; the SGD
 /// streams, which draw d values a step for millions of steps, use these.
 pub fn fast_normal_rows(seed: u64, stream: Stream, start: usize, rows: usize, cols: usize) -> Vec<f64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(stream as u64);
-    let mut out = Vec::with_capacity(rows * cols);
-    for row in start..start + rows {
-        rng.set_word_pos((row as u128) << 32);
-        out.extend((0..cols).map(|_| rng.sample::<f64, _>(StandardNormal)));
+    rows_in_parallel(start, rows, cols, |first, block| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(stream as u64);
+        for (row, values) in (first..).zip(block.chunks_mut(cols)) {
+            rng.set_word_pos((row as u128) << 32);
+            values.iter_mut().for_each(|v| *v = rng.sample::<f64, _>(StandardNormal));
+        }
+    })
+}
+
+/// Values drawn per rayon task by [`rows_in_parallel`]: a few hundred microseconds of work.
+const VALUES_PER_TASK: usize = 1 << 14;
+
+/// Rows `start..start + rows` of `cols` values each, row-major, filled in parallel: blocks of
+/// whole rows, `fill(first_row, block)` each. The generators above make a row's values a
+/// function of the row alone, so the result does not depend on the blocks or the thread count.
+fn rows_in_parallel(start: usize, rows: usize, cols: usize, fill: impl Fn(usize, &mut [f64]) + Sync) -> Vec<f64> {
+    let mut out = vec![0.0; rows * cols];
+    if cols > 0 {
+        let block_rows = (VALUES_PER_TASK / cols).max(1);
+        out.par_chunks_mut(block_rows * cols).enumerate().for_each(|(i, block)| fill(start + i * block_rows, block));
     }
     out
 }
@@ -118,6 +134,18 @@ mod tests {
         let mut parts = normal_rows(7, Stream::TrainX, 0, 3, 5);
         parts.extend(normal_rows(7, Stream::TrainX, 3, 8, 5));
         assert_eq!(whole, parts);
+    }
+
+    /// Past one parallel task's worth of values (odd cols: a pair's second value is dropped),
+    /// the rows equal the same rows drawn one at a time.
+    #[test]
+    fn parallel_blocks_equal_rows_drawn_one_by_one() {
+        let (start, rows, cols) = (3, 2 * VALUES_PER_TASK / 7 + 5, 7);
+        for draw in [normal_rows, fast_normal_rows] {
+            let whole = draw(11, Stream::TrainX, start, rows, cols);
+            let one_by_one: Vec<f64> = (start..start + rows).flat_map(|i| draw(11, Stream::TrainX, i, 1, cols)).collect();
+            assert_eq!(whole, one_by_one);
+        }
     }
 
     #[test]
