@@ -9,7 +9,7 @@ use std::time::Instant;
 use featlearn::compute::{matmul, to_host, BackendKind, Compute};
 use featlearn::backprop::Activation;
 use featlearn::data::{sample, Split};
-use featlearn::dynamics::{run_sgd, Loss, Replica, Samples, SgdOptions, Start};
+use featlearn::dynamics::{run_sgd, Replica, SgdOptions};
 use featlearn::kernels::{gram, gram_unfused, Kernel};
 use featlearn::krr::{fit_krr, KrrOptions, KrrSolver};
 use featlearn::linalg::Cholesky;
@@ -161,24 +161,7 @@ pub fn bench_backend(c: &Compute, sizes: Sizes, repeats: usize, cases: &[String]
         let (reps, sd, steps) = sizes.pick((8, 256, 500), (32, 1024, 1000), (1024, 1024, 1000));
         let targets: Vec<Target> = (0..reps as u64).map(|s| Target::new(&TargetSpec::SingleIndexHek { k: 3 }, sd, 1, s, true, 0.0)).collect::<Result<_, _>>()?;
         let replicas: Vec<Replica> = targets.iter().enumerate().map(|(i, t)| Replica { target: t, seed: i as u64 }).collect();
-        let opts = SgdOptions {
-            width: 1,
-            sigma: Activation::Hermite(vec![0.0, 0.0, 0.0, 1.0]),
-            loss: Loss::Correlation,
-            batch: 1,
-            eta: 0.5 * (sd as f64).powf(-1.5),
-            steps,
-            spherical: true,
-            tangent: true,
-            train_second: false,
-            samples: Samples::Fresh,
-            start: Start::Sphere,
-            threshold: 0.5,
-            log_points: 20,
-            stop_at_escape: false,
-            signs: false,
-            displace: 0.0,
-        };
+        let opts = SgdOptions::online(Activation::Hermite(vec![0.0, 0.0, 0.0, 1.0]), 0.5 * (sd as f64).powf(-1.5), steps);
         let t = time_it(c, repeats, || {
             run_sgd(c, &replicas, &opts, |_| {})?;
             Ok(())

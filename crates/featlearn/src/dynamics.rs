@@ -98,6 +98,33 @@ pub struct SgdOptions {
     pub displace: f64,
 }
 
+impl SgdOptions {
+    /// Online SGD of the information-exponent runs (Ben Arous, Gheissari, Jagannath): one neuron
+    /// with activation `sigma` on the sphere, tangent steps of size `eta` from a uniform start,
+    /// the correlation loss, one fresh sample a step, first layer only, escape at overlap 0.5,
+    /// 20 log points, no early stop. Other settings are this with fields changed.
+    pub fn online(sigma: Activation, eta: f64, steps: usize) -> Self {
+        SgdOptions {
+            width: 1,
+            sigma,
+            loss: Loss::Correlation,
+            batch: 1,
+            eta,
+            steps,
+            spherical: true,
+            tangent: true,
+            train_second: false,
+            samples: Samples::Fresh,
+            start: Start::Sphere,
+            threshold: 0.5,
+            log_points: 20,
+            stop_at_escape: false,
+            signs: false,
+            displace: 0.0,
+        }
+    }
+}
+
 /// One sample's part of a step. From its fields z_j = w_j . x (length p; overwritten), its
 /// label y and |x|^2: the weights G_j of its gradient for the batch, g_j = G_j x with
 /// G_j = e a_j sigma'(z_j) / (p b), e = dl/df; and its second-layer gradient e sigma(z_j) / (p b)
@@ -720,24 +747,7 @@ mod tests {
     /// mse, batches of 16, the displaced step and reused samples (data reuse, giant steps).
     #[test]
     fn the_widest_host_step_gives_the_baseline_bits() {
-        let base = SgdOptions {
-            width: 1,
-            sigma: Activation::Hermite(vec![0.0, 0.0, 0.0, 1.0]),
-            loss: Loss::Correlation,
-            batch: 1,
-            eta: 0.05,
-            steps: 40,
-            spherical: true,
-            tangent: true,
-            train_second: false,
-            samples: Samples::Fresh,
-            start: Start::Sphere,
-            threshold: 0.5,
-            log_points: 10,
-            stop_at_escape: false,
-            signs: false,
-            displace: 0.0,
-        };
+        let base = SgdOptions { log_points: 10, ..SgdOptions::online(Activation::Hermite(vec![0.0, 0.0, 0.0, 1.0]), 0.05, 40) };
         let wide = SgdOptions { width: 8, sigma: Activation::Relu, loss: Loss::Mse, batch: 16, spherical: false, train_second: true, signs: true, displace: 0.1, samples: Samples::Reuse { n: 100 }, ..base.clone() };
         let single = Target::new(&TargetSpec::SingleIndexHek { k: 3 }, 37, 1, 5, true, 0.0).unwrap();
         let two = Target::new(&TargetSpec::He2PlusHep { p: 3 }, 37, 2, 5, true, 0.1).unwrap();

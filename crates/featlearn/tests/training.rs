@@ -286,28 +286,20 @@ fn full_step(w: &mut [f64], a: &mut [f64], x: &[f64], y: &[f64], d: usize, o: &f
 
 mod sgd {
     use super::*;
-    use featlearn::dynamics::{direction_overlaps_host, initial_a, initial_w, log_grid, run_sgd, run_sgd_batched, run_sgd_host, Loss, Replica, Samples, SgdOptions, SgdOutcome, Start};
+    use featlearn::dynamics::{direction_overlaps_host, initial_a, initial_w, log_grid, run_sgd, run_sgd_batched, run_sgd_host, Loss, Replica, Samples, SgdOptions, SgdOutcome};
     use featlearn::rng::{normals, stream_rng};
     use rand::seq::SliceRandom;
 
     fn options(loss: Loss, spherical: bool, train_second: bool, samples: Samples) -> SgdOptions {
         SgdOptions {
             width: 2,
-            sigma: Activation::Hermite(vec![0.0, 0.6, 0.5, 0.4]),
             loss,
             batch: 3,
-            eta: 0.15,
-            steps: 7,
             spherical,
-            tangent: true,
             train_second,
             samples,
-            start: Start::Sphere,
-            threshold: 0.5,
             log_points: 40,
-            stop_at_escape: false,
-            signs: false,
-            displace: 0.0,
+            ..SgdOptions::online(Activation::Hermite(vec![0.0, 0.6, 0.5, 0.4]), 0.15, 7)
         }
     }
 
@@ -488,28 +480,19 @@ mod sgd {
 
 mod chain {
     use super::*;
-    use featlearn::dynamics::{run_sgd_host, Loss, Replica, Samples, SgdOptions, Start};
+    use featlearn::dynamics::{run_sgd_host, Loss, Replica, SgdOptions};
     use featlearn::overlaps::{chain_test_mse, run_overlap_chain, wishart, Overlaps, Workspace};
     use featlearn::rng::stream_rng;
 
     fn opts(loss: Loss, spherical: bool, train_second: bool) -> SgdOptions {
         SgdOptions {
             width: 2,
-            sigma: Activation::Hermite(vec![0.1, 0.6, 0.5, 0.4]),
             loss,
             batch: 3,
-            eta: 0.2,
-            steps: 1,
             spherical,
-            tangent: true,
             train_second,
-            samples: Samples::Fresh,
-            start: Start::Sphere,
-            threshold: 0.5,
             log_points: 10,
-            stop_at_escape: false,
-            signs: false,
-            displace: 0.0,
+            ..SgdOptions::online(Activation::Hermite(vec![0.1, 0.6, 0.5, 0.4]), 0.2, 1)
         }
     }
 
@@ -640,24 +623,8 @@ mod chain {
             let replicas: Vec<Replica> = targets.iter().enumerate().map(|(i, t)| Replica { target: t, seed: i as u64 }).collect();
             let mut coefs = vec![0.0; k + 1];
             coefs[k] = 1.0;
-            let o = SgdOptions {
-                width: 1,
-                sigma: Activation::Hermite(coefs),
-                loss: Loss::Correlation,
-                batch: 1,
-                eta: 0.5 * (d as f64).powf(if k <= 2 { -1.0 } else { -1.5 }),
-                steps: 200_000,
-                spherical: true,
-                tangent: true,
-                train_second: false,
-                samples: Samples::Fresh,
-                start: Start::Sphere,
-                threshold: 0.5,
-                log_points: 20,
-                stop_at_escape: true,
-                signs: false,
-                displace: 0.0,
-            };
+            let eta = 0.5 * (d as f64).powf(if k <= 2 { -1.0 } else { -1.5 });
+            let o = SgdOptions { stop_at_escape: true, ..SgdOptions::online(Activation::Hermite(coefs), eta, 200_000) };
             let full = run_sgd_host(&replicas, &o, |_| {}).unwrap();
             let chain = run_overlap_chain(&replicas, &o, |_| {}).unwrap();
             let crit = 1.628 * (2.0 / reps as f64).sqrt();
