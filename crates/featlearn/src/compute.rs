@@ -474,11 +474,11 @@ fn host_copy(t: &burn::backend::ndarray::NdArrayTensor) -> Option<TensorData> {
     match t {
         NdArrayTensor::F32(s) => match s.view().as_slice() {
             Some(v) => (!s.is_unique()).then(|| TensorData::new(v.to_vec(), s.shape().to_vec())),
-            None => strided_copy(f32::host_view(t)?),
+            None => f32::host_view(t).map(strided_copy),
         },
         NdArrayTensor::F64(s) => match s.view().as_slice() {
             Some(v) => (!s.is_unique()).then(|| TensorData::new(v.to_vec(), s.shape().to_vec())),
-            None => strided_copy(f64::host_view(t)?),
+            None => f64::host_view(t).map(strided_copy),
         },
         _ => None,
     }
@@ -501,9 +501,9 @@ pub(crate) fn copy_into<T: HostFloat>(t: Tensor<2>, mut dst: faer::MatMut<'_, T>
 }
 
 /// A faer view's values, row-major.
-fn strided_copy<T: HostFloat>(v: faer::MatRef<'_, T>) -> Option<TensorData> {
+fn strided_copy<T: HostFloat>(v: faer::MatRef<'_, T>) -> TensorData {
     let values: Vec<T> = (0..v.nrows()).flat_map(|i| (0..v.ncols()).map(move |j| v[(i, j)])).collect();
-    Some(TensorData::new(values, [v.nrows(), v.ncols()]))
+    TensorData::new(values, [v.nrows(), v.ncols()])
 }
 
 /// The float types of a run, as the host code sees them: faer multiplies them, fused passes

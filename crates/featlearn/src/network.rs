@@ -201,17 +201,19 @@ fn relu_bias<T: HostFloat>(rows: &mut [T], b: &[f64]) {
 /// [`relu_row_output`], blocks of rows on the rayon threads.
 fn output_rows<T: HostFloat>(z: &[T], b: &[f64], a: &[f64]) -> Vec<f64> {
     let m = a.len();
-    let parts: Vec<Vec<f64>> = z.par_chunks(rows_per_task(m) * m).map(|rows| output_widest(rows, b, a)).collect();
+    let parts: Vec<Vec<f64>> = z.par_chunks(rows_per_task(m) * m).map(|rows| row_outputs_widest(rows, b, a)).collect();
     parts.concat()
 }
 
 widest! {
-    /// [`output`] compiled for the widest vector unit the CPU has.
-    fn output_widest<T: HostFloat>(rows: &[T], b: &[f64], a: &[f64]) -> Vec<f64> = output;
+    /// [`row_outputs`] compiled for the widest vector unit the CPU has.
+    fn row_outputs_widest<T: HostFloat>(rows: &[T], b: &[f64], a: &[f64]) -> Vec<f64> = row_outputs;
 }
 
+/// f of each row of a block of x W^T ([`relu_row_output`]), not to be confused with
+/// [`TwoLayer::output`], which takes the features.
 #[inline(always)]
-fn output<T: HostFloat>(rows: &[T], b: &[f64], a: &[f64]) -> Vec<f64> {
+fn row_outputs<T: HostFloat>(rows: &[T], b: &[f64], a: &[f64]) -> Vec<f64> {
     let mut phi = vec![0.0; a.len()];
     rows.chunks(a.len()).map(|row| relu_row_output(row, 1.0, b, a, &mut phi)).collect()
 }
