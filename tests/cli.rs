@@ -217,7 +217,7 @@ fn a_killed_run_resumes_without_losing_or_repeating_trials() {
     child.wait().unwrap();
     let before = std::fs::read_to_string(&results).unwrap();
     let finished = before.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()).count();
-    assert!(finished >= 3 && finished < 64, "killed after {finished} of 64 trials");
+    assert!((3..64).contains(&finished), "killed after {finished} of 64 trials");
     let o = featlearn(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let after = std::fs::read_to_string(&results).unwrap();

@@ -2,7 +2,7 @@
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use featlearn::compute::{human_bytes, list_devices, Compute};
@@ -51,7 +51,7 @@ struct ComputeArgs {
 }
 
 impl ComputeArgs {
-    fn load(&self, config: &PathBuf) -> Result<Config> {
+    fn load(&self, config: &Path) -> Result<Config> {
         let mut overrides = self.set.clone();
         if let Some(b) = &self.backend {
             overrides.push(format!("run.backend={b}"));

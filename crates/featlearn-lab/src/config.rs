@@ -79,7 +79,7 @@ impl<T: Clone> Axis<T> {
 
 /// A whole config. Unknown keys are refused by [`Config::parse`] (this struct cannot deny them
 /// itself while it keeps the methods' sections aside).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     pub task: TaskConfig,
@@ -269,21 +269,6 @@ pub struct RunConfig {
     pub precision: String,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            task: TaskConfig::default(),
-            data: DataConfig::default(),
-            methods: MethodsConfig::default(),
-            net: NetConfig::default(),
-            ridge: RidgeConfig::default(),
-            kernel: KernelConfig::default(),
-            report: ReportConfig::default(),
-            run: RunConfig::default(),
-            sections: BTreeMap::new(),
-        }
-    }
-}
 impl Default for TaskConfig {
     fn default() -> Self {
         TaskConfig {

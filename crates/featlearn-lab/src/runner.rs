@@ -73,7 +73,7 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     let todo: Vec<Trial> = trials_of(config, opts.shard)?.into_iter().filter(|t| !done.contains(t)).collect();
 
     let compute = config.open_compute()?;
-    let methods: BTreeMap<String, Box<dyn Method>> = crate::registry::methods(&config)?.into_iter().collect();
+    let methods: BTreeMap<String, Box<dyn Method>> = crate::registry::methods(config)?.into_iter().collect();
     let planned: Vec<(&Trial, &dyn Method)> = todo.iter().map(|t| (t, methods[&t.method].as_ref())).collect();
     check_grids(config, &planned, compute.precision.bytes(), config.memory_budget(&compute))?;
     let mut writer = JsonlWriter::open(&results_path)?;

@@ -95,7 +95,7 @@ pub fn load_config(dir: &Path) -> Result<Config> {
 
 /// The trials a folder of `config` holds when it is complete: the shard's, or all of them.
 pub fn trials_of(config: &Config, shard: Option<Shard>) -> Result<Vec<Trial>> {
-    let all = crate::registry::trials(&config)?;
+    let all = crate::registry::trials(config)?;
     Ok(match shard {
         Some(s) => s.select(all),
         None => all,

@@ -415,7 +415,7 @@ pub fn ridge_head(
         _ => None,
     };
     let top = match solver {
-        HeadSolver::Gd { lr: None, .. } => largest_eigenvalue(c, &gram_apply, m, 50)? * 1.05,
+        HeadSolver::Gd { lr: None, .. } => largest_eigenvalue(c, gram_apply, m, 50)? * 1.05,
         _ => 0.0,
     };
     if solver == HeadSolver::Eigen {

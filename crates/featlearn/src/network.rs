@@ -32,7 +32,7 @@ impl TwoLayer {
     /// sign, w_j from `w_init`, b_j = 0; then a_{j+m/2} = -a_j, w_{j+m/2} = w_j, b_{j+m/2} = b_j,
     /// so f = 0 identically at initialisation.
     pub fn symmetric_init(c: &Compute, d: usize, m: usize, w_init: WInit, a_scale: f64, seed: u64) -> Result<Self, Error> {
-        if m == 0 || m % 2 != 0 {
+        if m == 0 || !m.is_multiple_of(2) {
             return Err(Error::Invalid(format!("net.m = {m} must be even and positive for the symmetric initialisation")));
         }
         let half = m / 2;
@@ -169,7 +169,7 @@ impl TwoLayer {
 #[inline(always)]
 pub(crate) fn relu_row_output<T: HostFloat>(row: &[T], s_in: f64, b: &[f64], a: &[f64], phi: &mut [f64]) -> f64 {
     let p = a.len();
-    let half = if p % 2 == 0 { p / 2 } else { p };
+    let half = if p.is_multiple_of(2) { p / 2 } else { p };
     phi.iter_mut().zip(row).zip(b).for_each(|((h, v), bj)| *h = (s_in * v.to_f64() + bj).max(0.0));
     dot(&a[..half], &phi[..half]) + dot(&a[half..], &phi[half..])
 }

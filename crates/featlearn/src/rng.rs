@@ -90,8 +90,8 @@ const VALUES_PER_TASK: usize = 1 << 14;
 /// function of the row alone, so the result does not depend on the blocks or the thread count.
 fn rows_in_parallel(start: usize, rows: usize, cols: usize, fill: impl Fn(usize, &mut [f64]) + Sync) -> Vec<f64> {
     let mut out = vec![0.0; rows * cols];
-    if cols > 0 {
-        let block_rows = (VALUES_PER_TASK / cols).max(1);
+    if let Some(per_task) = VALUES_PER_TASK.checked_div(cols) {
+        let block_rows = per_task.max(1);
         out.par_chunks_mut(block_rows * cols).enumerate().for_each(|(i, block)| fill(start + i * block_rows, block));
     }
     out

@@ -69,7 +69,7 @@ impl Net {
     /// variance), b_j ~ N(0, bias_scale^2), a_j = ±a_scale; the second half mirrors the first
     /// with a negated.
     pub fn init(c: &Compute, d: usize, m: usize, a_scale: f64, bias_scale: f64, seed: u64) -> Result<Self, Error> {
-        if m == 0 || m % 2 != 0 {
+        if m == 0 || !m.is_multiple_of(2) {
             return Err(Error::Invalid(format!("net.m = {m} must be even and positive for the symmetric initialisation")));
         }
         let half = m / 2;

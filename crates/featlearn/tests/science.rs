@@ -140,7 +140,7 @@ fn the_staircase_targets_hermite_coefficients_match_monte_carlo() {
     use featlearn::target::Term;
     let c = cpu(Precision::F64);
     let (d, r, n) = (6, 3, 400_000);
-    let stairs = vec![vec![1, 0, 0], vec![1, 1, 0], vec![1, 1, 1]];
+    let stairs = [vec![1, 0, 0], vec![1, 1, 0], vec![1, 1, 1]];
     let spec = TargetSpec::Terms(stairs.iter().map(|index| Term { coef: 1.0, index: index.clone() }).collect());
     for (normalize, scale) in [(false, 1.0), (true, 1.0 / 3f64.sqrt())] {
         let t = Target::new(&spec, d, r, 9, normalize, 0.0).unwrap();
@@ -224,7 +224,7 @@ fn features_and_forward_equal_the_formulas_by_hand() {
             let (phi_ours, f_ours) = (to_host(net.features(xt.clone())).unwrap(), to_host(net.forward(xt)).unwrap());
             assert!(rel_err(&phi_ours, &phi) < tol, "{p} m = {m}: features {}", rel_err(&phi_ours, &phi));
             assert!(rel_err(&f_ours, &f) < tol, "{p} m = {m}: forward {}", rel_err(&f_ours, &f));
-            assert!(phi_ours.iter().any(|&v| v == 0.0) && phi_ours.iter().any(|&v| v > 0.0));
+            assert!(phi_ours.contains(&0.0) && phi_ours.iter().any(|&v| v > 0.0));
         }
     }
 }
