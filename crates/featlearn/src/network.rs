@@ -32,10 +32,7 @@ impl TwoLayer {
     /// sign, w_j from `w_init`, b_j = 0; then a_{j+m/2} = -a_j, w_{j+m/2} = w_j, b_{j+m/2} = b_j,
     /// so f = 0 identically at initialisation.
     pub fn symmetric_init(c: &Compute, d: usize, m: usize, w_init: WInit, a_scale: f64, seed: u64) -> Result<Self, Error> {
-        if m == 0 || !m.is_multiple_of(2) {
-            return Err(Error::Invalid(format!("net.m = {m} must be even and positive for the symmetric initialisation")));
-        }
-        let half = m / 2;
+        let half = symmetric_half(m)?;
         let mut w = normal_rows(seed, Stream::NetInit, 0, half, d);
         for row in w.chunks_mut(d) {
             let scale = match w_init {
@@ -222,6 +219,15 @@ fn row_outputs<T: HostFloat>(rows: &[T], b: &[f64], a: &[f64]) -> Vec<f64> {
 /// features, enough rows for the products to run at full speed.
 pub fn feature_block_rows(m: usize) -> usize {
     ((1usize << 24) / m.max(1)).max(1)
+}
+
+/// m / 2, the neurons the symmetric initialisation draws before mirroring them; m must be even
+/// and positive.
+pub fn symmetric_half(m: usize) -> Result<usize, Error> {
+    if m == 0 || !m.is_multiple_of(2) {
+        return Err(Error::Invalid(format!("net.m = {m} must be even and positive for the symmetric initialisation")));
+    }
+    Ok(m / 2)
 }
 
 /// Second-layer weights of the symmetric initialisation: a_j = ±scale with a seeded random sign

@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 use crate::backprop::{forward, mse_gradients, Activation, Grads, Layers, Scales};
 use crate::compute::{read_data, scalar, Compute};
 use crate::data::Dataset;
-use crate::network::mirrored_signs;
+use crate::network::{mirrored_signs, symmetric_half};
 use crate::rng::{normal_rows, normals, stream_rng, Stream};
 use crate::Error;
 
@@ -69,10 +69,7 @@ impl Net {
     /// variance), b_j ~ N(0, bias_scale^2), a_j = ±a_scale; the second half mirrors the first
     /// with a negated.
     pub fn init(c: &Compute, d: usize, m: usize, a_scale: f64, bias_scale: f64, seed: u64) -> Result<Self, Error> {
-        if m == 0 || !m.is_multiple_of(2) {
-            return Err(Error::Invalid(format!("net.m = {m} must be even and positive for the symmetric initialisation")));
-        }
-        let half = m / 2;
+        let half = symmetric_half(m)?;
         let mut w = normal_rows(seed, Stream::NetInit, 0, half, d);
         w.extend_from_within(..);
         let mut b: Vec<f64> = normals(seed, Stream::Biases, 0, half).iter().map(|v| v * bias_scale).collect();
