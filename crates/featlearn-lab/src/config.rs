@@ -576,7 +576,7 @@ impl Config {
             bail!("key `methods.list`: no method to run");
         }
         for m in self.net.m.values() {
-            if m == 0 || m % 2 != 0 {
+            if featlearn::network::symmetric_half(m).is_err() {
                 bail!("key `net.m`: m = {m} must be even and positive (symmetric initialisation)");
             }
         }
