@@ -13,11 +13,11 @@
 # pipeline the CPU target is stated for.
 #
 # ROUNDS=R (default 1) runs featlearn and the references R times, one after the other in turn,
-# so that each round's engines meet the machine in the same state: a shared machine's speed
-# drifts by 10-20% from one minute to the next, more than some ratios differ from 1. Each ratio
-# is then the median of the R rounds' ratios, each time the median of the R rounds' medians, and
-# a second table lists every round's ratios (lowest to highest). Round r > 1 writes
-# featlearn-r.json, numpy-r.json, torch-r.json.
+# so that each round's engines meet the machine in the same minutes: a shared machine's speed
+# drifts by 10-40% from one minute to the next, more than some ratios differ from 1. The
+# seconds columns are then the median of the R rounds' medians, each ratio the median of the R
+# rounds' ratios, and a second table lists every round's ratios (lowest to highest). Round
+# r > 1 writes featlearn-r.json, numpy-r.json, torch-r.json.
 #
 # Exits non-zero when featlearn or a listed reference fails, or when a case either of them
 # should have timed is missing: a comparison with dashes is a broken comparison. It asserts no
