@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use crate::Error;
+use crate::{avx2_gemm, Error};
 
 /// Which burn backend runs the tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -353,11 +353,10 @@ enum Op {
 }
 
 /// The product a b (a: m x k, b: k x n). On ndarray, a product of at least 2^22 multiply-adds
-/// runs through faer's gemm on the host buffers: every core and the CPU's widest SIMD kernels
-/// (AVX-512 where present), where matrixmultiply stops at 4 threads and narrower kernels
-/// (BENCHMARKS.md), in the `blas` build too (burn-ndarray's OpenBLAS path was slower on the
-/// transposed operands of the first step). On the GPU backends, and for small products, it is
-/// burn's matmul.
+/// runs on the host buffers on every core with the CPU's widest kernels ([`host_product`])
+/// rather than in matrixmultiply, which stops at 4 threads and AVX2 (BENCHMARKS.md), in the
+/// `blas` build too (burn-ndarray's OpenBLAS path was slower on the transposed operands of the
+/// first step). On the GPU backends, and for small products, it is burn's matmul.
 pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     product(a, Op::N, b, Op::N)
 }
@@ -510,7 +509,7 @@ fn strided_copy<T: HostFloat>(v: faer::MatRef<'_, T>) -> TensorData {
 /// read them as f64 (burn's `ToElement::to_f64`) and round f64 back to them (`from_f64`, a
 /// plain `as` cast), and an ndarray tensor of each can be read in place.
 #[allow(deprecated)]
-pub(crate) trait HostFloat: faer::traits::ComplexField + burn::tensor::Element {
+pub(crate) trait HostFloat: faer::traits::ComplexField + burn::tensor::Element + avx2_gemm::Avx2Float {
     fn from_f64(v: f64) -> Self;
     /// A faer view of the tensor's buffer where it lies, with the tensor's own strides: a
     /// transposed, sliced or shared tensor is read in place, nothing is copied. None where the
@@ -567,8 +566,31 @@ fn host_gemm<T: HostFloat>(a: Tensor<2>, op_a: Op, b: Tensor<2>, op_b: Op) -> Op
     let b = if op_b == Op::T { b.transpose() } else { b };
     let (m, n) = (a.nrows(), b.ncols());
     let mut out = vec![T::zero_impl(); m * n];
-    split_gemm(faer::MatMut::from_row_major_slice_mut(&mut out, m, n), a, b, rayon::current_num_threads());
+    host_product(&mut out, a, b);
     Some(TensorData::new(out, [m, n]))
+}
+
+/// c = a b into c (m x n, row-major) on the threads of the rayon pool. Where AVX2 is the CPU's
+/// widest vector unit, [`avx2_gemm::gemm`] (faer's AVX2 kernels took 13-28% longer); it hands
+/// out c's rows in blocks, so with more columns than rows it computes c^T = b^T a^T and copies
+/// it over. Elsewhere faer's gemm on one block per thread ([`split_gemm`]). Both give faer's sums
+/// to the bit, so the CPU does not change a run's numbers.
+fn host_product<T: HostFloat>(c: &mut [T], a: faer::MatRef<'_, T>, b: faer::MatRef<'_, T>) {
+    let (m, n) = (a.nrows(), b.ncols());
+    if avx2_gemm::preferred() {
+        if n <= m {
+            if avx2_gemm::gemm(c, a, b) {
+                return;
+            }
+        } else {
+            let mut transposed = vec![T::zero_impl(); m * n];
+            if avx2_gemm::gemm(&mut transposed, b.transpose(), a.transpose()) {
+                faer::MatMut::from_row_major_slice_mut(c, m, n).copy_from(faer::MatRef::from_row_major_slice(&transposed, n, m).transpose());
+                return;
+            }
+        }
+    }
+    split_gemm(faer::MatMut::from_row_major_slice_mut(c, m, n), a, b, rayon::current_num_threads());
 }
 
 /// c = a b on `parts` threads: c is cut along its longer side into `parts` blocks of near-equal

@@ -52,6 +52,7 @@ macro_rules! widest {
 }
 
 pub mod algorithm1;
+mod avx2_gemm;
 pub mod backprop;
 pub mod compute;
 pub mod data;
