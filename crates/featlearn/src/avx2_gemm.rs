@@ -27,7 +27,8 @@ const PACKED_B_BYTES: usize = 32 << 20;
 pub(crate) trait Avx2Float: Copy + Default + Send + Sync + std::ops::Add<Output = Self> {
     /// Columns of the register tile: two 256-bit vectors.
     const NR: usize;
-    /// Rows of c in a block: its packed A (MC x 512) stays in L2 (288 KiB in either type).
+    /// The most rows of c in a block: its packed A (MC x 512) stays in L2 (288 KiB in either
+    /// type).
     const MC: usize;
     /// c[i][j] (MR x NR, row stride `rs`) = (c[i][j] if `add`) + sum over k < kc of
     /// a[k MR + i] b[k NR + j], the sum one chain of fused multiply-adds from zero in k order;
@@ -132,6 +133,9 @@ pub(crate) fn gemm<T: Avx2Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>
         c.fill(T::default());
         return true;
     }
+    // blocks of at most MC rows, at least four a thread where c has the rows, so that the
+    // threads finish close together
+    let block_rows = T::MC.min(m.div_ceil(4 * rayon::current_num_threads()).next_multiple_of(MR));
     // B is packed in slabs of whole k-blocks, as many as PACKED_B_BYTES hold (all of a 2048 x
     // 2048 f32 B), so the copy stays small beside a large B
     let panel_bytes = KC * n.div_ceil(T::NR) * T::NR * std::mem::size_of::<T>();
@@ -141,9 +145,9 @@ pub(crate) fn gemm<T: Avx2Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>
         let depth = slab.min(k - k0);
         let packed_b = &mut packed_b[..depth * n.div_ceil(T::NR) * T::NR];
         pack_b(packed_b, b.subrows(k0, depth));
-        c.par_chunks_mut(T::MC * n).enumerate().for_each(|(block, c)| {
+        c.par_chunks_mut(block_rows * n).enumerate().for_each(|(block, c)| {
             let rows = c.len() / n;
-            row_block(c, a.submatrix(block * T::MC, k0, rows, depth), packed_b, n, k0 > 0);
+            row_block(c, a.submatrix(block * block_rows, k0, rows, depth), packed_b, n, k0 > 0);
         });
     }
     true
@@ -184,13 +188,27 @@ fn pack_b<T: Avx2Float>(packed: &mut [T], b: MatRef<'_, T>) {
 /// A's rows (rows x kc from column k0) in panels of MR rows: panel p (kc x MR, row-major, rows
 /// past the end zero) at p kc MR.
 fn pack_a<T: Avx2Float>(packed: &mut [T], a: MatRef<'_, T>, k0: usize, kc: usize) {
+    let (rs, cs) = (a.row_stride(), a.col_stride());
     for (p, panel) in packed.chunks_exact_mut(kc * MR).enumerate() {
         let h = MR.min(a.nrows() - p * MR);
-        for (kk, column) in panel.chunks_exact_mut(MR).enumerate() {
-            let src = at(a, p * MR, k0 + kk);
-            for (i, v) in column.iter_mut().enumerate() {
-                // SAFETY: (p MR + i, k0 + kk) lies inside a for i < h
-                *v = if i < h { unsafe { *src.wrapping_offset(i as isize * a.row_stride()) } } else { T::default() };
+        if rs == 1 {
+            // a column's MR values lie one after the other
+            for (kk, column) in panel.chunks_exact_mut(MR).enumerate() {
+                let src = at(a, p * MR, k0 + kk);
+                for (i, v) in column[..h].iter_mut().enumerate() {
+                    // SAFETY: (p MR + i, k0 + kk) lies inside a for i < h
+                    *v = unsafe { *src.add(i) };
+                }
+                column[h..].fill(T::default());
+            }
+        } else {
+            // read each row along k (one stream per row), write the panel at stride MR
+            for i in 0..MR {
+                let src = at(a, p * MR + i.min(h - 1), k0);
+                for kk in 0..kc {
+                    // SAFETY: (p MR + i, k0 + kk) lies inside a for i < h
+                    panel[kk * MR + i] = if i < h { unsafe { *src.wrapping_offset(kk as isize * cs) } } else { T::default() };
+                }
             }
         }
     }
@@ -316,8 +334,8 @@ mod tests {
         }
     }
 
-    /// The blocks of rows go to whichever thread is free: the product does not depend on how
-    /// many there are.
+    /// The blocks of rows (their size follows the thread count: 102 rows on one thread, 36 on
+    /// three) go to whichever thread is free: the product does not depend on either.
     #[test]
     fn the_avx2_product_is_the_same_on_one_and_three_threads() {
         if !runs_here() {

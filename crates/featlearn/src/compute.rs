@@ -571,24 +571,16 @@ fn host_gemm<T: HostFloat>(a: Tensor<2>, op_a: Op, b: Tensor<2>, op_b: Op) -> Op
 }
 
 /// c = a b into c (m x n, row-major) on the threads of the rayon pool. Where AVX2 is the CPU's
-/// widest vector unit, [`avx2_gemm::gemm`] (faer's AVX2 kernels took 13-28% longer); it hands
-/// out c's rows in blocks, so with more columns than rows it computes c^T = b^T a^T and copies
-/// it over. Elsewhere faer's gemm on one block per thread ([`split_gemm`]). Both give faer's sums
-/// to the bit, so the CPU does not change a run's numbers.
+/// widest vector unit, [`avx2_gemm::gemm`] takes the shapes it wins (faer's AVX2 kernels took
+/// 13-28% longer at 2048^3, BENCHMARKS.md): c no wider than tall, since it hands out c's rows;
+/// at least 256 columns, or each packed block of A serves too few of them (2000 x 20000 x 64
+/// took 1.2-1.3x faer's time); at least 32 terms a sum. Elsewhere faer's gemm on one block per
+/// thread ([`split_gemm`]). Both give faer's sums to the bit, so the CPU and the shape do not
+/// change a run's numbers.
 fn host_product<T: HostFloat>(c: &mut [T], a: faer::MatRef<'_, T>, b: faer::MatRef<'_, T>) {
-    let (m, n) = (a.nrows(), b.ncols());
-    if avx2_gemm::preferred() {
-        if n <= m {
-            if avx2_gemm::gemm(c, a, b) {
-                return;
-            }
-        } else {
-            let mut transposed = vec![T::zero_impl(); m * n];
-            if avx2_gemm::gemm(&mut transposed, b.transpose(), a.transpose()) {
-                faer::MatMut::from_row_major_slice_mut(c, m, n).copy_from(faer::MatRef::from_row_major_slice(&transposed, n, m).transpose());
-                return;
-            }
-        }
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    if avx2_gemm::preferred() && 256 <= n && n <= m && k >= 32 && avx2_gemm::gemm(c, a, b) {
+        return;
     }
     split_gemm(faer::MatMut::from_row_major_slice_mut(c, m, n), a, b, rayon::current_num_threads());
 }

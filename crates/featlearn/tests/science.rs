@@ -518,16 +518,18 @@ fn eigen_ridge_head_equals_per_lambda_cholesky_and_flags_the_grid_edge() {
     }
 }
 
-/// The products that hand large ndarray products to faer's gemm (a b, a^T b, a b^T) against
-/// burn's own matmul of the same operands, above and below the hand-over size, shared and moved
-/// operands (burn-ndarray reads those differently), output cut into row blocks (m >= n) and column
-/// blocks (n > m) across threads; the Gram a^T a likewise.
+/// The products that hand large ndarray products to the host gemm (a b, a^T b, a b^T; faer's, or
+/// ours where AVX2 is the CPU's widest) against burn's own matmul of the same operands, above and
+/// below the hand-over size, shared and moved operands (burn-ndarray reads those differently),
+/// output cut into row blocks (m >= n) and column blocks (n > m) across threads; the Gram a^T a
+/// likewise.
 #[test]
 fn host_gemm_products_equal_burns_matmul() {
     use featlearn::compute::{gram_tn, matmul, matmul_nt, matmul_tn};
     for (p, tol) in [(Precision::F64, 1e-12), (Precision::F32, 1e-5)] {
         let c = cpu(p);
-        for (m, k, n) in [(300, 200, 100), (90, 250, 301), (7, 5, 3)] {
+        // (600, 64, 300) is of the shapes the AVX2 kernel takes where AVX2 is the widest
+        for (m, k, n) in [(300, 200, 100), (90, 250, 301), (7, 5, 3), (600, 64, 300)] {
             let rand = |seed, r, s| c.matrix(&featlearn::rng::normal_rows(seed, featlearn::rng::Stream::TestX, 0, r, s), r, s);
             let (a, b) = (rand(1, m, k), rand(2, k, n));
             let (at, bt) = (rand(3, k, m), rand(4, n, k));
