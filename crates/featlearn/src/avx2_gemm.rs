@@ -1,9 +1,9 @@
-//! The host product on CPUs whose widest vector unit is AVX2: c = a b with a 6 x 16 (f32) or
-//! 6 x 8 (f64) register tile in BLIS's loop order, B packed once and shared by the threads, and
-//! the rows of c handed out to them in blocks as they come free. On an AMD EPYC (Zen 3, AVX2
-//! only) faer's AVX2 gemm took 13-28% longer than OpenBLAS and BLIS on the same operands in the
-//! same seconds; this one runs level with them (BENCHMARKS.md). Machines with AVX-512 keep
-//! faer's wider kernels.
+//! The host product on CPUs whose widest vector unit is AVX2, for the shapes it wins
+//! (`compute::host_product` chooses): c = a b with a 6 x 16 (f32) or 6 x 8 (f64) register tile
+//! in BLIS's loop order, B packed once and shared by the threads, and the rows of c handed out
+//! to them in blocks as they come free. On an AMD EPYC (Zen 3, AVX2 only) faer's AVX2 gemm took
+//! 13-28% longer than OpenBLAS and BLIS on the same 2048^3 operands in the same seconds; this
+//! one runs level with them (BENCHMARKS.md). Machines with AVX-512 keep faer's wider kernels.
 //!
 //! Its sums are faer's to the bit: k runs in blocks of 512 (faer's `kc = min(depth, 512)`), each
 //! block a chain of fused multiply-adds from zero in k order, added into c block after block. So
@@ -138,12 +138,12 @@ pub(crate) fn gemm<T: Avx2Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>
     let block_rows = T::MC.min(m.div_ceil(4 * rayon::current_num_threads()).next_multiple_of(MR));
     // B is packed in slabs of whole k-blocks, as many as PACKED_B_BYTES hold (all of a 2048 x
     // 2048 f32 B), so the copy stays small beside a large B
-    let panel_bytes = KC * n.div_ceil(T::NR) * T::NR * std::mem::size_of::<T>();
-    let slab = (PACKED_B_BYTES / panel_bytes).max(1) * KC;
-    let mut packed_b = vec![T::default(); slab.min(k) * n.div_ceil(T::NR) * T::NR];
+    let width = n.div_ceil(T::NR) * T::NR;
+    let slab = (PACKED_B_BYTES / (KC * width * std::mem::size_of::<T>())).max(1) * KC;
+    let mut packed_b = vec![T::default(); slab.min(k) * width];
     for k0 in (0..k).step_by(slab) {
         let depth = slab.min(k - k0);
-        let packed_b = &mut packed_b[..depth * n.div_ceil(T::NR) * T::NR];
+        let packed_b = &mut packed_b[..depth * width];
         pack_b(packed_b, b.subrows(k0, depth));
         c.par_chunks_mut(block_rows * n).enumerate().for_each(|(block, c)| {
             let rows = c.len() / n;
