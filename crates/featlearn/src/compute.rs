@@ -354,9 +354,10 @@ enum Op {
 
 /// The product a b (a: m x k, b: k x n). On ndarray, a product of at least 2^22 multiply-adds
 /// runs on the host buffers on every core with the CPU's widest kernels ([`host_product`])
-/// rather than in matrixmultiply, which stops at 4 threads and AVX2 (BENCHMARKS.md), in the
-/// `blas` build too (burn-ndarray's OpenBLAS path was slower on the transposed operands of the
-/// first step). On the GPU backends, and for small products, it is burn's matmul.
+/// rather than in matrixmultiply, which stops at 4 threads and narrower kernels
+/// (BENCHMARKS.md), in the `blas` build too (burn-ndarray's OpenBLAS path was slower on the
+/// transposed operands of the first step). On the GPU backends, and for small products, it is
+/// burn's matmul.
 pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     product(a, Op::N, b, Op::N)
 }
