@@ -153,11 +153,6 @@ pub(crate) fn gemm<T: Avx2Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>
     true
 }
 
-/// Pointer to element (i, j) of a view.
-fn at<T>(v: MatRef<'_, T>, i: usize, j: usize) -> *const T {
-    v.as_ptr().wrapping_offset(i as isize * v.row_stride() + j as isize * v.col_stride())
-}
-
 /// B (k x n) into `packed` (k panels NR values) in panels of NR columns, k-block after k-block:
 /// block `kb` starts at kb 512 panels NR, and its panel q (kc x NR, row-major, columns past n
 /// zero) at q kc NR.
@@ -170,7 +165,7 @@ fn pack_b<T: Avx2Float>(packed: &mut [T], b: MatRef<'_, T>) {
             let (k0, j0) = (kb * KC, q * nr);
             let w = nr.min(n - j0);
             for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
-                let src = at(b, k0 + kk, j0);
+                let src = b.ptr_at(k0 + kk, j0);
                 if b.col_stride() == 1 {
                     // SAFETY: b's row k0 + kk holds w values from column j0 on, one after the other
                     row[..w].copy_from_slice(unsafe { std::slice::from_raw_parts(src, w) });
@@ -194,7 +189,7 @@ fn pack_a<T: Avx2Float>(packed: &mut [T], a: MatRef<'_, T>, k0: usize, kc: usize
         if rs == 1 {
             // a column's MR values lie one after the other
             for (kk, column) in panel.chunks_exact_mut(MR).enumerate() {
-                let src = at(a, p * MR, k0 + kk);
+                let src = a.ptr_at(p * MR, k0 + kk);
                 for (i, v) in column[..h].iter_mut().enumerate() {
                     // SAFETY: (p MR + i, k0 + kk) lies inside a for i < h
                     *v = unsafe { *src.add(i) };
@@ -204,7 +199,7 @@ fn pack_a<T: Avx2Float>(packed: &mut [T], a: MatRef<'_, T>, k0: usize, kc: usize
         } else {
             // read each row along k (one stream per row), write the panel at stride MR
             for i in 0..MR {
-                let src = at(a, p * MR + i.min(h - 1), k0);
+                let src = a.ptr_at(p * MR + i.min(h - 1), k0);
                 for kk in 0..kc {
                     // SAFETY: (p MR + i, k0 + kk) lies inside a for i < h
                     panel[kk * MR + i] = if i < h { unsafe { *src.wrapping_offset(kk as isize * cs) } } else { T::default() };
