@@ -8,8 +8,11 @@
 //! Its sums are faer's to the bit: k runs in blocks of 512 (faer's `kc = min(depth, 512)`), each
 //! block a chain of fused multiply-adds from zero in k order, added into c block after block. So
 //! a run prints the same numbers on AVX2 and AVX-512 machines, as it did before this path.
+//!
+//! The same kernel gives the trailing update of a Cholesky factorisation (`host` chooses),
+//! c -= a a^T on c's lower triangle, with faer's sums there too (`subtract_lower`).
 
-use faer::MatRef;
+use faer::{MatMut, MatRef};
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -24,7 +27,7 @@ const PREFETCH_A: usize = 384;
 const PACKED_B_BYTES: usize = 32 << 20;
 
 /// The two float types, each with its register tile.
-pub(crate) trait Avx2Float: Copy + Default + Send + Sync + std::ops::Add<Output = Self> {
+pub(crate) trait Avx2Float: Copy + Default + Send + Sync + std::ops::Add<Output = Self> + std::ops::Neg<Output = Self> {
     /// Columns of the register tile: two 256-bit vectors.
     const NR: usize;
     /// The most rows of c in a block: its packed A (MC x 512) stays in L2 (288 KiB in either
@@ -103,7 +106,7 @@ avx2_kernel!(f32, 16, 144, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps,
 avx2_kernel!(f64, 8, 72, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd, _mm256_add_pd);
 
 /// Whether the CPU has AVX2 and FMA, which the kernels need.
-fn runs_here() -> bool {
+pub(crate) fn runs_here() -> bool {
     #[cfg(target_arch = "x86_64")]
     return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
     #[cfg(not(target_arch = "x86_64"))]
@@ -133,6 +136,51 @@ pub(crate) fn gemm<T: Avx2Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>
         c.fill(T::default());
         return true;
     }
+    product(Dest(c.as_mut_ptr(), n), a, b, Mode::Overwrite);
+    true
+}
+
+/// c's lower triangle (i >= j) -= a a^T, for c: m x m column-major (row stride 1) and a: m x k,
+/// c's upper triangle untouched; each entry minus a sum in faer's order, so the same values as
+/// faer's `matmul::triangular::matmul(c, TriangularLower, Accum::Add, a, _, a^T, _, -1, _)` to
+/// the bit. On the threads of the current rayon pool. Returns false, c untouched, where the CPU
+/// lacks AVX2 or FMA, c is not column-major, or a runs backwards in memory.
+pub(crate) fn subtract_lower<T: Avx2Float>(c: MatMut<'_, T>, a: MatRef<'_, T>) -> bool {
+    let m = a.nrows();
+    assert!(c.nrows() == m && c.ncols() == m, "subtract_lower: c is {}x{}, a has {m} rows", c.nrows(), c.ncols());
+    let columns_apart = c.col_stride() >= m as isize || m <= 1;
+    if !runs_here() || c.row_stride() != 1 || !columns_apart || a.row_stride() < 0 || a.col_stride() < 0 {
+        return false;
+    }
+    if m > 0 && a.ncols() > 0 {
+        // c^T's row i (c's column i, contiguous) from its column i on is c's lower triangle,
+        // and c^T = c - a a^T is c^T + (-a) a^T
+        product(Dest(c.as_ptr_mut(), c.col_stride().max(1) as usize), a, a.transpose(), Mode::SubtractUpper);
+    }
+    true
+}
+
+/// Where a product goes: element (i, j) at `.0 + i .1 + j`. The threads share it, each writing
+/// rows of its own.
+#[derive(Clone, Copy)]
+struct Dest<T>(*mut T, usize);
+// SAFETY: the threads write disjoint rows (product's blocks), and rows lie apart (stride >= n)
+unsafe impl<T: Send> Send for Dest<T> {}
+unsafe impl<T: Sync> Sync for Dest<T> {}
+
+/// What a product does to its destination.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// c = a b, all of it.
+    Overwrite,
+    /// c += -(a b) on and above the diagonal (j >= i), the rest untouched.
+    SubtractUpper,
+}
+
+/// a b (a: m x k, b: k x n, positive strides) into `c` (m x n) as `mode` says, on the threads of
+/// the current rayon pool. The caller has checked AVX2 and FMA.
+fn product<T: Avx2Float>(c: Dest<T>, a: MatRef<'_, T>, b: MatRef<'_, T>, mode: Mode) {
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
     // blocks of at most MC rows, at least four a thread where c has the rows, so that the
     // threads finish close together
     let block_rows = T::MC.min(m.div_ceil(4 * rayon::current_num_threads()).next_multiple_of(MR));
@@ -145,12 +193,12 @@ pub(crate) fn gemm<T: Avx2Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>
         let depth = slab.min(k - k0);
         let packed_b = &mut packed_b[..depth * width];
         pack_b(packed_b, b.subrows(k0, depth));
-        c.par_chunks_mut(block_rows * n).enumerate().for_each(|(block, c)| {
-            let rows = c.len() / n;
-            row_block(c, a.submatrix(block * block_rows, k0, rows, depth), packed_b, n, k0 > 0);
+        let add = mode == Mode::SubtractUpper || k0 > 0;
+        (0..m.div_ceil(block_rows)).into_par_iter().for_each(|block| {
+            let (r0, rows) = (block * block_rows, block_rows.min(m - block * block_rows));
+            row_block(c, r0, a.submatrix(r0, k0, rows, depth), packed_b, n, add, mode);
         });
     }
-    true
 }
 
 /// B (k x n) into `packed` (k panels NR values) in panels of NR columns, k-block after k-block:
@@ -180,9 +228,9 @@ fn pack_b<T: Avx2Float>(packed: &mut [T], b: MatRef<'_, T>) {
     }
 }
 
-/// A's rows (rows x kc from column k0) in panels of MR rows: panel p (kc x MR, row-major, rows
-/// past the end zero) at p kc MR.
-fn pack_a<T: Avx2Float>(packed: &mut [T], a: MatRef<'_, T>, k0: usize, kc: usize) {
+/// A's rows (rows x kc from column k0), negated where `negate`, in panels of MR rows: panel p
+/// (kc x MR, row-major, rows past the end zero) at p kc MR.
+fn pack_a<T: Avx2Float>(packed: &mut [T], a: MatRef<'_, T>, k0: usize, kc: usize, negate: bool) {
     let (rs, cs) = (a.row_stride(), a.col_stride());
     for (p, panel) in packed.chunks_exact_mut(kc * MR).enumerate() {
         let h = MR.min(a.nrows() - p * MR);
@@ -207,38 +255,53 @@ fn pack_a<T: Avx2Float>(packed: &mut [T], a: MatRef<'_, T>, k0: usize, kc: usize
             }
         }
     }
+    if negate {
+        // exact: a chain of fused multiply-adds of -a gives minus the chain of a's
+        packed.iter_mut().for_each(|v| *v = -*v);
+    }
 }
 
-/// One block of c's rows (rows x n, row stride n) = a (rows x k) times the packed B (k x n),
-/// added into c's values where `add`.
-fn row_block<T: Avx2Float>(c: &mut [T], a: MatRef<'_, T>, packed_b: &[T], n: usize, add: bool) {
+/// One block of c's rows, from row r0 (rows x n), = a (rows x k) times the packed B (k x n), or
+/// added into c's values where `add`; with `Mode::SubtractUpper` (a packed negated) only the
+/// entries on and above c's diagonal.
+fn row_block<T: Avx2Float>(c: Dest<T>, r0: usize, a: MatRef<'_, T>, packed_b: &[T], n: usize, add: bool, mode: Mode) {
     let (rows, k, nr) = (a.nrows(), a.ncols(), T::NR);
     let (panels_a, panels_b) = (rows.div_ceil(MR), n.div_ceil(nr));
+    let upper = mode == Mode::SubtractUpper;
     let mut packed_a = vec![T::default(); panels_a * MR * KC.min(k)];
     let mut edge = vec![T::default(); MR * nr];
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let packed_a = &mut packed_a[..panels_a * MR * kc];
-        pack_a(packed_a, a, k0, kc);
+        pack_a(packed_a, a, k0, kc, upper);
         let block = &packed_b[k0 * panels_b * nr..];
         let add = add || k0 > 0;
-        for q in 0..panels_b {
+        // in the upper triangle, the panels left of the block's first row hold nothing to write
+        for q in if upper { r0 / nr } else { 0 }..panels_b {
             let (j0, b) = (q * nr, block[q * kc * nr..].as_ptr());
             let w = nr.min(n - j0);
             for p in 0..panels_a {
-                let (i0, a) = (p * MR, packed_a[p * kc * MR..].as_ptr());
-                let h = MR.min(rows - i0);
-                if h == MR && w == nr {
-                    // SAFETY: gemm checked AVX2 and FMA; the panels hold kc MR and kc NR values;
-                    // the tile's MR rows of NR values lie inside c
-                    unsafe { T::kernel(kc, a, b, c.as_mut_ptr().add(i0 * n + j0), n, add) };
+                let (i0, a) = (r0 + p * MR, packed_a[p * kc * MR..].as_ptr());
+                let h = MR.min(r0 + rows - i0);
+                if upper && j0 + w <= i0 {
+                    continue; // the tile lies below the diagonal
+                }
+                // the first column each row of the tile writes: the row's own in the upper triangle
+                let first = |i: usize| if upper { (i0 + i).saturating_sub(j0).min(w) } else { 0 };
+                // SAFETY: the tile's rows lie inside c (i0 + h <= m) and its columns from j0 on
+                let tile = unsafe { c.0.add(i0 * c.1 + j0) };
+                if h == MR && w == nr && first(MR - 1) == 0 {
+                    // SAFETY: gemm or subtract_lower checked AVX2 and FMA; the panels hold kc MR
+                    // and kc NR values; the tile's MR rows of NR values lie inside c
+                    unsafe { T::kernel(kc, a, b, tile, c.1, add) };
                 } else {
                     // SAFETY: as above, into the MR x NR scratch tile
                     unsafe { T::kernel(kc, a, b, edge.as_mut_ptr(), nr, false) };
                     for i in 0..h {
-                        let row = &mut c[(i0 + i) * n + j0..(i0 + i) * n + j0 + w];
-                        for (v, &s) in row.iter_mut().zip(&edge[i * nr..]) {
-                            *v = if add { *v + s } else { s };
+                        for j in first(i)..w {
+                            // SAFETY: (i0 + i, j0 + j) lies inside c, in this block's rows
+                            let v = unsafe { &mut *tile.add(i * c.1 + j) };
+                            *v = if add { *v + edge[i * nr + j] } else { edge[i * nr + j] };
                         }
                     }
                 }
@@ -327,6 +390,70 @@ mod tests {
             assert!(gemm(&mut c, a.as_ref(), b.as_ref()));
             assert!(c.iter().all(|&v| v == 0.0), "{m}x{k}x{n}");
         }
+    }
+
+    /// c -= a a^T on the lower triangle of a c that lies inside a larger matrix (column stride
+    /// above its size, as the trailing block of a Cholesky factorisation does): faer's values to
+    /// the bit, the exact sums to rounding, and the upper triangle untouched. Sizes around the
+    /// tile and one or two k-blocks; 1 and 3 threads.
+    fn check_subtract_lower<T: Avx2Float + faer::traits::ComplexField + std::fmt::Debug>(cast: fn(f64) -> T, to_f64: fn(T) -> f64, tol: f64) {
+        if !runs_here() {
+            return;
+        }
+        for (s, &(m, k)) in [(1, 1), (7, 3), (17, 16), (40, 513), (301, 256), (150, 1100)].iter().enumerate() {
+            let big = m + 5;
+            let start = normal_rows(400 + s as u64, Stream::TestX, 0, big, big);
+            let a = Mat::from_fn(m, k, {
+                let v = normal_rows(500 + s as u64, Stream::TestX, 0, m, k);
+                move |i, j| cast(v[i * k + j])
+            });
+            let fresh = || Mat::from_fn(big, big, |i, j| cast(start[i * big + j]));
+            let mut reference = fresh();
+            faer::linalg::matmul::triangular::matmul(
+                reference.as_mut().submatrix_mut(3, 2, m, m),
+                faer::linalg::matmul::triangular::BlockStructure::TriangularLower,
+                faer::Accum::Add,
+                a.as_ref(),
+                faer::linalg::matmul::triangular::BlockStructure::Rectangular,
+                a.as_ref().transpose(),
+                faer::linalg::matmul::triangular::BlockStructure::Rectangular,
+                cast(-1.0),
+                faer::Par::Seq,
+            );
+            for threads in [1, 3] {
+                let mut c = fresh();
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                assert!(pool.install(|| subtract_lower(c.as_mut().submatrix_mut(3, 2, m, m), a.as_ref())));
+                for i in 0..big {
+                    for j in 0..big {
+                        let (v, before) = (c[(i, j)], to_f64(cast(start[i * big + j])));
+                        let inside = (3..3 + m).contains(&i) && (2..2 + m).contains(&j);
+                        assert_eq!(format!("{v:?}"), format!("{:?}", reference[(i, j)]), "m {m} k {k} at ({i}, {j}), {threads} threads");
+                        if !inside || i - 3 < j - 2 {
+                            assert_eq!(to_f64(v), before, "m {m} k {k}: ({i}, {j}) outside the lower triangle moved");
+                        } else {
+                            let (r, q) = (i - 3, j - 2);
+                            let exact = before - (0..k).map(|l| to_f64(a[(r, l)]) * to_f64(a[(q, l)])).sum::<f64>();
+                            let scale = before.abs() + (0..k).map(|l| (to_f64(a[(r, l)]) * to_f64(a[(q, l)])).abs()).sum::<f64>();
+                            assert!((to_f64(v) - exact).abs() <= tol * scale, "m {m} k {k} at ({i}, {j})");
+                        }
+                    }
+                }
+            }
+        }
+        // a row-major c is left to faer, untouched
+        let mut c = Mat::<T>::zeros(4, 4);
+        assert!(!subtract_lower(c.as_mut().transpose_mut(), Mat::<T>::zeros(4, 2).as_ref()));
+    }
+
+    #[test]
+    fn the_avx2_lower_update_gives_faers_values_in_f32() {
+        check_subtract_lower::<f32>(|v| v as f32, |v| v as f64, 1e-4);
+    }
+
+    #[test]
+    fn the_avx2_lower_update_gives_faers_values_in_f64() {
+        check_subtract_lower::<f64>(|v| v, |v| v, 1e-12);
     }
 
     /// The blocks of rows (their size follows the thread count: 102 rows on one thread, 36 on

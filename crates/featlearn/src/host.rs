@@ -6,9 +6,12 @@ use faer::linalg::triangular_inverse::invert_lower_triangular;
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{cholesky_in_place as cholesky_in_place_impl, cholesky_in_place_scratch, LltError, LltParams};
 use faer::linalg::cholesky::llt::solve::solve_in_place_with_conj;
+use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::traits::ComplexField;
 use faer::{Auto, Conj, Mat, MatMut, Par, Side, Spec};
 use rayon::prelude::*;
+
+use crate::avx2_gemm::{self, Avx2Float};
 
 fn mat(a: &[f64], rows: usize, cols: usize) -> Mat<f64> {
     Mat::from_fn(rows, cols, |i, j| a[i * cols + j])
@@ -78,9 +81,9 @@ pub fn cholesky_and_inverse(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>),
     Ok((lower(&l), lower(&inverse)))
 }
 
-/// L of A = L L^T over A's lower triangle, in place (faer's blocked left-looking factorisation,
-/// every core): no second n x n matrix. Or the index of the first non-positive pivot.
-pub fn cholesky_in_place<T: ComplexField>(mut a: Mat<T>) -> Result<Mat<T>, usize> {
+/// L of A = L L^T over A's lower triangle, in place (faer's blocked factorisation, every core):
+/// no second n x n matrix. Or the index of the first non-positive pivot.
+pub(crate) fn cholesky_in_place<T: ComplexField + Avx2Float>(mut a: Mat<T>) -> Result<Mat<T>, usize> {
     cholesky_in_place_with(a.as_mut(), Par::rayon(0))?;
     Ok(a)
 }
@@ -89,19 +92,50 @@ pub fn cholesky_in_place<T: ComplexField>(mut a: Mat<T>) -> Result<Mat<T>, usize
 /// 256 columns instead of faer's 128: the trailing updates are gemms of inner dimension the block
 /// size, and at 2 threads of an AMD EPYC the wider block took n = 4000 from 0.165 to 0.133-0.148
 /// s and n = 8000 from 0.95-0.97 to 0.885-0.90 s in f32 (BENCHMARKS.md, 2026-12-05); at n = 2000
-/// and in f64 on one thread it changed nothing measurable.
-fn cholesky_in_place_with<T: ComplexField>(a: MatMut<'_, T>, par: Par) -> Result<(), usize> {
+/// and in f64 on one thread it changed nothing measurable. There too, on the threads of a pool
+/// where AVX2 is the widest vector unit, the trailing updates run on our AVX2 kernel
+/// ([`right_looking_on_avx2`]; the same values to the bit).
+fn cholesky_in_place_with<T: ComplexField + Avx2Float>(a: MatMut<'_, T>, par: Par) -> Result<(), usize> {
     let n = a.nrows();
     let mut params = <LltParams as Auto<T>>::auto();
     if n >= 3072 {
         params.block_size = 256;
+        if matches!(par, Par::Rayon(_)) && a.row_stride() == 1 && avx2_gemm::preferred() {
+            return right_looking_on_avx2(a, par, params);
+        }
     }
+    faer_cholesky(a, par, params)
+}
+
+/// faer's factorisation of A (n x n, its lower triangle) in place, or the first non-positive pivot.
+fn faer_cholesky<T: ComplexField>(a: MatMut<'_, T>, par: Par, params: LltParams) -> Result<(), usize> {
+    let n = a.nrows();
     let params: Spec<LltParams, T> = params.into();
     let mut scratch = MemBuffer::new(cholesky_in_place_scratch::<T>(n, par, params));
     match cholesky_in_place_impl(a, Default::default(), par, MemStack::new(&mut scratch), params) {
         Ok(_) => Ok(()),
         Err(LltError::NonPositivePivot { index }) => Err(index),
     }
+}
+
+/// faer's factorisation (`cholesky_recursion_right_looking` in faer 0.24) with its trailing
+/// updates on the AVX2 kernel, which took 0.59-0.71 of faer's time for them at n = 2000-7744 on
+/// 2 threads of an AMD EPYC (Zen 3). For each block of b = min(n.next_power_of_two() / 2,
+/// block_size) columns from j, as faer's top level does:
+///   A00 = L00 L00^T (faer, recursively);  L10 = A10 L00^{-T} (faer's triangular solve);
+///   A11 -= L10 L10^T on A11's lower triangle ([`avx2_gemm::subtract_lower`], faer's sums).
+/// The same operations in the same order, so the same factor to the bit (tests). A is
+/// column-major (row stride 1), on a CPU with AVX2 and FMA.
+fn right_looking_on_avx2<T: ComplexField + Avx2Float>(mut a: MatMut<'_, T>, par: Par, params: LltParams) -> Result<(), usize> {
+    let n = a.nrows();
+    let b = (n.next_power_of_two() / 2).min(params.block_size);
+    for j in (0..n).step_by(b.max(1)) {
+        let (mut a00, _, mut a10, a11) = a.as_mut().get_mut(j.., j..).split_at_mut(b.min(n - j), b.min(n - j));
+        faer_cholesky(a00.as_mut(), par, params).map_err(|i| j + i)?;
+        solve_lower_triangular_in_place(a00.as_ref(), a10.as_mut().transpose_mut(), par);
+        assert!(avx2_gemm::subtract_lower(a11, a10.as_ref()), "right_looking_on_avx2: A is column-major on an AVX2 CPU");
+    }
+    Ok(())
 }
 
 /// X = A^{-1} B in place for the factor L of A ([`cholesky_in_place`]): L Z = B, then L^T X = Z.
@@ -279,5 +313,48 @@ mod tests {
         assert!(worst < 1e-12 * scale, "max |L L^T - A| = {worst:e}, max diagonal {scale}");
         a[(2000, 2000)] = -1.0;
         assert_eq!(cholesky_in_place(a).map(|_| ()), Err(2000));
+    }
+
+    /// The factorisation with its trailing updates on the AVX2 kernel gives faer's factor to the
+    /// bit, in f32 and f64, in blocks of 128 (n = 700) and 256 (n = 1100) columns, both factors
+    /// reconstruct A, and both refuse a matrix that is not positive definite at the same pivot
+    /// (in the third block).
+    #[test]
+    fn the_avx2_trailing_updates_give_faers_factor() {
+        fn check<T: ComplexField + Avx2Float + std::fmt::Debug>(cast: fn(f64) -> T, to_f64: fn(T) -> f64, tol: f64) {
+            for (n, block_size) in [(700, 128), (1100, 256)] {
+                let z = crate::rng::normals(5, crate::rng::Stream::Bootstrap, 0, n * 30);
+                let b = Mat::from_fn(n, 30, |i, j| z[i * 30 + j]);
+                let mut a = &b * b.transpose();
+                for i in 0..n {
+                    a[(i, i)] += 1.0;
+                }
+                let mut params = <LltParams as Auto<T>>::auto();
+                params.block_size = block_size;
+                let factor = |a: &Mat<f64>, ours: bool| {
+                    let mut l = Mat::from_fn(n, n, |i, j| cast(a[(i, j)]));
+                    let result = if ours { right_looking_on_avx2(l.as_mut(), Par::rayon(2), params) } else { faer_cholesky(l.as_mut(), Par::rayon(2), params) };
+                    result.map(|_| l)
+                };
+                let (ours, faers) = (factor(&a, true).unwrap(), factor(&a, false).unwrap());
+                for j in 0..n {
+                    for i in j..n {
+                        assert_eq!(format!("{:?}", ours[(i, j)]), format!("{:?}", faers[(i, j)]), "n {n} at ({i}, {j})");
+                    }
+                }
+                let worst = (0..n)
+                    .flat_map(|i| (0..=i).map(move |j| (i, j)))
+                    .map(|(i, j)| ((0..=j).map(|k| to_f64(ours[(i, k)]) * to_f64(ours[(j, k)])).sum::<f64>() - a[(i, j)]).abs())
+                    .fold(0.0, f64::max);
+                assert!(worst < tol * 32.0, "n {n}: max |L L^T - A| = {worst:e}");
+                a[(300, 300)] = -1.0;
+                assert_eq!(factor(&a, true).map(|_| ()).unwrap_err(), 300);
+                assert_eq!(factor(&a, false).map(|_| ()).unwrap_err(), 300);
+            }
+        }
+        if avx2_gemm::runs_here() {
+            check::<f32>(|v| v as f32, |v| v as f64, 1e-4);
+            check::<f64>(|v| v, |v| v, 1e-12);
+        }
     }
 }
