@@ -277,7 +277,8 @@ fn row_block<T: Avx2Float>(c: Dest<T>, r0: usize, a: MatRef<'_, T>, packed_b: &[
         let block = &packed_b[k0 * panels_b * nr..];
         let add = add || k0 > 0;
         // in the upper triangle, the panels left of the block's first row hold nothing to write
-        for q in if upper { r0 / nr } else { 0 }..panels_b {
+        let first_panel = if upper { r0 / nr } else { 0 };
+        for q in first_panel..panels_b {
             let (j0, b) = (q * nr, block[q * kc * nr..].as_ptr());
             let w = nr.min(n - j0);
             for p in 0..panels_a {

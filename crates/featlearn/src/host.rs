@@ -316,9 +316,9 @@ mod tests {
     }
 
     /// The factorisation with its trailing updates on the AVX2 kernel gives faer's factor to the
-    /// bit, in f32 and f64, in blocks of 128 (n = 700) and 256 (n = 1100) columns, both factors
-    /// reconstruct A, and both refuse a matrix that is not positive definite at the same pivot
-    /// (in the third block).
+    /// bit, in f32 and f64, in blocks of 128 (n = 700) and 256 (n = 1100) columns; the factor
+    /// reconstructs A; and both refuse a matrix that is not positive definite at the same pivot
+    /// (index 300, past the first block).
     #[test]
     fn the_avx2_trailing_updates_give_faers_factor() {
         fn check<T: ComplexField + Avx2Float + std::fmt::Debug>(cast: fn(f64) -> T, to_f64: fn(T) -> f64, tol: f64) {
