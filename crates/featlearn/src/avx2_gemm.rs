@@ -127,7 +127,7 @@ pub(crate) fn preferred() -> bool {
 /// untouched, where the CPU lacks AVX2 or FMA, or where an operand runs backwards in memory
 /// (a negative stride: faer sums such a product in another order, which this one would not give).
 pub(crate) fn gemm<T: Avx2Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>) -> bool {
-    if !runs_here() || [a.row_stride(), a.col_stride(), b.row_stride(), b.col_stride()].iter().any(|&s| s < 0) {
+    if !runs_here() || !runs_forwards(a) || !runs_forwards(b) {
         return false;
     }
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
@@ -149,7 +149,7 @@ pub(crate) fn subtract_lower<T: Avx2Float>(c: MatMut<'_, T>, a: MatRef<'_, T>) -
     let m = a.nrows();
     assert!(c.nrows() == m && c.ncols() == m, "subtract_lower: c is {}x{}, a has {m} rows", c.nrows(), c.ncols());
     let columns_apart = c.col_stride() >= m as isize || m <= 1;
-    if !runs_here() || c.row_stride() != 1 || !columns_apart || a.row_stride() < 0 || a.col_stride() < 0 {
+    if !runs_here() || c.row_stride() != 1 || !columns_apart || !runs_forwards(a) {
         return false;
     }
     if m > 0 && a.ncols() > 0 {
@@ -158,6 +158,12 @@ pub(crate) fn subtract_lower<T: Avx2Float>(c: MatMut<'_, T>, a: MatRef<'_, T>) -
         product(Dest(c.as_ptr_mut(), c.col_stride().max(1) as usize), a, a.transpose(), Mode::SubtractUpper);
     }
     true
+}
+
+/// Whether a view's strides are both non-negative: faer sums an operand that runs backwards in
+/// another k order, which these kernels would not give.
+fn runs_forwards<T>(v: MatRef<'_, T>) -> bool {
+    v.row_stride() >= 0 && v.col_stride() >= 0
 }
 
 /// Where a product goes: element (i, j) at `.0 + i .1 + j`. The threads share it, each writing
@@ -268,6 +274,8 @@ fn row_block<T: Avx2Float>(c: Dest<T>, r0: usize, a: MatRef<'_, T>, packed_b: &[
     let (rows, k, nr) = (a.nrows(), a.ncols(), T::NR);
     let (panels_a, panels_b) = (rows.div_ceil(MR), n.div_ceil(nr));
     let upper = mode == Mode::SubtractUpper;
+    // in the upper triangle, the panels left of the block's first row hold nothing to write
+    let first_panel = if upper { r0 / nr } else { 0 };
     let mut packed_a = vec![T::default(); panels_a * MR * KC.min(k)];
     let mut edge = vec![T::default(); MR * nr];
     for k0 in (0..k).step_by(KC) {
@@ -276,8 +284,6 @@ fn row_block<T: Avx2Float>(c: Dest<T>, r0: usize, a: MatRef<'_, T>, packed_b: &[
         pack_a(packed_a, a, k0, kc, upper);
         let block = &packed_b[k0 * panels_b * nr..];
         let add = add || k0 > 0;
-        // in the upper triangle, the panels left of the block's first row hold nothing to write
-        let first_panel = if upper { r0 / nr } else { 0 };
         for q in first_panel..panels_b {
             let (j0, b) = (q * nr, block[q * kc * nr..].as_ptr());
             let w = nr.min(n - j0);
