@@ -507,6 +507,21 @@ impl Config {
         if let Some((key, _)) = sizes.iter().find(|(_, len)| *len == 0) {
             bail!("key `{key}`: the axis needs at least one value");
         }
+        let repeats = [
+            ("task.target", repeated(&t.target.values())),
+            ("task.d", repeated(&t.d.values())),
+            ("task.r", repeated(&t.r.values())),
+            ("task.p", repeated(&t.p.values())),
+            ("task.noise", repeated(&t.noise.values())),
+            ("net.m", repeated(&self.net.m.values())),
+            ("data.n", repeated(&self.data.n.values())),
+            ("data.n_per_d2", repeated(&self.data.n_per_d2)),
+            ("run.seeds", repeated(&self.seeds())),
+            ("methods.list", repeated(&self.methods.list)),
+        ];
+        if let Some((key, Some(value))) = repeats.iter().find(|(_, v)| v.is_some()) {
+            bail!("key `{key}`: {value} is listed twice (its trials would run twice and count as two seeds)");
+        }
         for target in t.target.values() {
             for p in t.p.values() {
                 self.target_spec(&target, p)?;
@@ -625,6 +640,11 @@ impl Config {
         self.precision()?;
         Ok(())
     }
+}
+
+/// The first value that `values` holds twice, written out.
+fn repeated<T: PartialEq + std::fmt::Display>(values: &[T]) -> Option<String> {
+    values.iter().enumerate().find(|(i, v)| values[..*i].contains(v)).map(|(_, v)| v.to_string())
 }
 
 /// Applies `a.b.c=value`; the value is read as TOML (`32`, `[1, 2]`, `"x"`, `true`), and as a

@@ -7,7 +7,7 @@
 //! Adding a method: a file in `methods/` with a type that implements [`Method`], one line in
 //! [`REGISTRY`] and, when it has a section of its own, one in [`SECTIONS`].
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
@@ -57,7 +57,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
 }
 
 /// A config from TOML text and overrides: the shared sections checked, each method section
-/// resolved, every registered method built.
+/// resolved, every registered method built, and the sweep's trials checked for repeats.
 pub fn from_toml(text: &str, overrides: &[String]) -> Result<Config> {
     let names: Vec<&str> = SECTIONS.iter().map(|(name, _)| *name).collect();
     let mut config = Config::parse(text, overrides, &names)?;
@@ -68,7 +68,7 @@ pub fn from_toml(text: &str, overrides: &[String]) -> Result<Config> {
     for (_, build) in REGISTRY {
         build(&config)?;
     }
-    methods(&config)?;
+    trials(&config)?;
     Ok(config)
 }
 
@@ -128,6 +128,17 @@ pub fn trials(config: &Config) -> Result<Vec<Trial>> {
                     });
                 }
             }
+        }
+    }
+    // the task axes are free of repeats (Config::validate); a method's own axes or multiples of
+    // d^k that round to one n could still give one trial twice, counted as two seeds
+    let mut seen = std::collections::HashSet::new();
+    for t in &out {
+        if !seen.insert(serde_json::to_string(t)?) {
+            bail!(
+                "the sweep holds one trial twice ({} on {}, d = {}, n = {}, seed {}): a value listed twice in one of {}'s axes, or multiples of `data.n_per_d2` that round to one n at this d",
+                t.label, t.target, t.d, t.n, t.seed, t.method
+            );
         }
     }
     Ok(out)
@@ -300,10 +311,35 @@ mod tests {
             ("[task]\nd = 3\n[sgd]\nengine = \"overlaps\"\n", "sgd.engine"),
             ("[methods]\nlist = [\"sgd\"]\n[sgd]\nlr_exponent = \"theory\"\n", "sgd.lr_exponent"),
             ("[methods]\nlist = [\"sgd\"]\n", "sgd.activation"),
+            ("[data]\nn = [10, 20, 10]\n", "data.n"),
+            ("[run]\nseeds = [0, 0]\n", "run.seeds"),
+            ("[methods]\nlist = [\"rf\", \"rf\"]\n", "methods.list"),
+            ("[task]\nd = [8, 8]\n", "task.d"),
+            ("[task]\nnoise = [0.5, 0.5]\n", "task.noise"),
+            ("[task]\ntarget = [\"quadratic\", \"quadratic\"]\n", "task.target"),
+            ("[net]\nm = [10, 10]\n", "net.m"),
+            ("[data]\nn_per_d2 = [1.0, 1.0]\n", "data.n_per_d2"),
         ];
         for (text, key) in cases {
             let err = format!("{:#}", from_toml(text, &[]).unwrap_err());
             assert!(err.contains(key), "{text:?} gave {err:?}, which does not name {key}");
         }
+    }
+
+    #[test]
+    fn a_sweep_that_holds_one_trial_twice_is_refused() {
+        // a value listed twice in a method's own axis, and two multiples of d^2 that round to
+        // one n at d = 1 (ceil(1.1) = ceil(1.5) = 2): each would run its trials twice and the
+        // tables would count the copies as seeds
+        let cases = [
+            ("[methods]\nlist = [\"gd\"]\n[gd]\nlr = [0.1, 0.1]\n", "gd/mean-field/lr=0.1"),
+            ("[task]\nd = [1, 8]\nr = 1\n[data]\nn_per_d2 = [1.1, 1.5]\n", "d = 1, n = 2"),
+        ];
+        for (text, what) in cases {
+            let err = format!("{:#}", from_toml(text, &[]).unwrap_err());
+            assert!(err.contains("one trial twice") && err.contains(what), "{text:?} gave {err:?}");
+        }
+        // the same axes without the repeat are a sweep
+        assert_eq!(trials(&from_toml("[methods]\nlist = [\"gd\"]\n[gd]\nlr = [0.1, 0.2]\n", &[]).unwrap()).unwrap().len(), 4);
     }
 }

@@ -48,7 +48,7 @@ pub fn eta_of(v: &EtaValue) -> Result<Eta> {
     match v {
         EtaValue::Fixed(e) if *e > 0.0 && e.is_finite() => Ok(Eta::Fixed(*e)),
         EtaValue::Named(s) if s == "auto" => Ok(Eta::Auto),
-        other => bail!("key `onestep.eta`: {other:?} (expected \"auto\" or a positive number)"),
+        other => bail!("key `onestep.eta`: eta = {other} (expected \"auto\" or a positive number)"),
     }
 }
 

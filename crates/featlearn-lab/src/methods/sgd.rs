@@ -312,7 +312,8 @@ impl Sgd {
         let start = match &s.init {
             InitValue::Named(name) if name == "sphere" => Start::Sphere,
             InitValue::Overlap(m0) if (0.0..1.0).contains(m0) => Start::Overlap(*m0),
-            other => bail!("key `sgd.init`: {other:?} (expected \"sphere\" or an overlap in [0, 1))"),
+            InitValue::Named(other) => bail!("key `sgd.init`: '{other}' (expected \"sphere\" or an overlap in [0, 1))"),
+            InitValue::Overlap(other) => bail!("key `sgd.init`: overlap {other} (expected \"sphere\" or an overlap in [0, 1))"),
         };
         let train_second = match s.second_layer.as_str() {
             "fixed" => false,
@@ -336,7 +337,8 @@ impl Sgd {
             ActivationValue::Hermite(c) if !c.is_empty() && c.iter().all(|v| v.is_finite()) && c.iter().any(|v| *v != 0.0) => {
                 (Activation::Hermite(c.clone()), false)
             }
-            other => bail!("key `sgd.activation`: {other:?} (expected \"matched\", \"relu\" or a list of finite Hermite coefficients, not all 0)"),
+            ActivationValue::Named(other) => bail!("key `sgd.activation`: '{other}' (expected \"matched\", \"relu\" or a list of finite Hermite coefficients, not all 0)"),
+            ActivationValue::Hermite(c) => bail!("key `sgd.activation`: {c:?} (expected \"matched\", \"relu\" or a list of finite Hermite coefficients, not all 0)"),
         };
         let tangent = match s.projection.as_str() {
             "tangent" => true,
