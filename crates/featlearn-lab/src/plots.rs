@@ -57,6 +57,10 @@ pub struct Series {
     /// The method's label, which picks the colour ([`style_of`]); unused for references.
     pub label: String,
     pub points: Vec<(f64, f64, f64)>,
+    /// A shade of the method's colour for data and fits, from -1 (black) through 0 (the colour
+    /// itself) to 1 (white): a third channel where markers already tell one thing apart (a rank
+    /// sweep's targets by marker, its ranks by shade). References stay grey.
+    pub shade: f64,
     pub kind: Kind,
 }
 
@@ -107,13 +111,16 @@ pub fn style_of(label: &str) -> (RGBColor, Marker) {
     if rest.is_empty() {
         return (base, marker);
     }
-    // -0.45, -0.3, -0.15, 0.15, 0.3, 0.45: towards black below 0, towards white above
-    let shade = [-0.45, -0.3, -0.15, 0.15, 0.3, 0.45][(fnv(rest) % 6) as usize];
+    (shaded(base, [-0.45, -0.3, -0.15, 0.15, 0.3, 0.45][(fnv(rest) % 6) as usize]), marker)
+}
+
+/// `c` moved towards black (shade < 0) or white (shade > 0) by the fraction |shade|.
+fn shaded(c: RGBColor, shade: f64) -> RGBColor {
     let mix = |c: u8| {
         let c = c as f64;
         (if shade < 0.0 { c * (1.0 + shade) } else { c + (255.0 - c) * shade }).round() as u8
     };
-    (RGBColor(mix(base.0), mix(base.1), mix(base.2)), marker)
+    RGBColor(mix(c.0), mix(c.1), mix(c.2))
 }
 
 /// FNV-1a: a hash that is the same in every process and build.
@@ -214,14 +221,13 @@ struct Axes<'a> {
 
 /// The colour, marker and line of a series.
 fn look(s: &Series) -> (RGBColor, Option<Marker>) {
+    let (color, marker) = style_of(&s.label);
+    let color = if s.shade == 0.0 { color } else { shaded(color, s.shade) };
     match s.kind {
         Kind::Reference { .. } => (GREY, None),
-        Kind::Fit => (style_of(&s.label).0, None),
-        Kind::Data { variant: 0 } => {
-            let (c, m) = style_of(&s.label);
-            (c, Some(m))
-        }
-        Kind::Data { variant } => (style_of(&s.label).0, Some(MARKERS[variant % MARKERS.len()])),
+        Kind::Fit => (color, None),
+        Kind::Data { variant: 0 } => (color, Some(marker)),
+        Kind::Data { variant } => (color, Some(MARKERS[variant % MARKERS.len()])),
     }
 }
 
@@ -422,7 +428,30 @@ fn grouped(records: &[Record], keep: impl Fn(&Record) -> bool, x: impl Fn(&Recor
 /// A horizontal reference line at `y` across `xs`' range.
 fn level(name: String, y: f64, xs: impl Iterator<Item = f64>, pattern: usize) -> Option<Series> {
     let (lo, hi) = xs.fold((f64::INFINITY, 0f64), |(a, b), x| (a.min(x), b.max(x)));
-    (lo.is_finite() && hi > 0.0).then(|| Series { name, label: String::new(), points: vec![(lo / 1.1, y, 0.0), (hi * 1.1, y, 0.0)], kind: Kind::Reference { pattern } })
+    (lo.is_finite() && hi > 0.0).then(|| Series { name, label: String::new(), points: vec![(lo / 1.1, y, 0.0), (hi * 1.1, y, 0.0)], shade: 0.0, kind: Kind::Reference { pattern } })
+}
+
+/// A target's name split into the target and its rank: a rank sweep names its targets
+/// `quadratic r=4` ([`crate::report::target_name`]).
+fn without_rank(target: &str) -> (&str, Option<usize>) {
+    target.split_once(" r=").map_or((target, None), |(base, r)| (base, r.parse().ok()))
+}
+
+/// The marker variant and the shade of each of a figure's targets: the target picks the marker;
+/// in a rank sweep r picks a shade of the method's colour, from light (+0.45) for the smallest r
+/// to dark (-0.45) for the largest, so that its eight series of one method stay apart.
+fn target_looks(targets: &BTreeSet<String>) -> impl Fn(&str) -> (usize, f64) {
+    let bases: Vec<String> = targets.iter().map(|t| without_rank(t).0.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
+    let ranks: Vec<usize> = targets.iter().filter_map(|t| without_rank(t).1).collect::<BTreeSet<_>>().into_iter().collect();
+    move |target| {
+        let (base, r) = without_rank(target);
+        let variant = bases.iter().position(|x| x == base).unwrap_or(0);
+        let shade = match r.and_then(|r| ranks.iter().position(|&x| x == r)) {
+            Some(i) if ranks.len() > 1 => 0.45 - 0.9 * i as f64 / (ranks.len() - 1) as f64,
+            _ => 0.0,
+        };
+        (variant, shade)
+    }
 }
 
 /// All figures of a results folder, from its records, the curve points of its ok trials
@@ -432,7 +461,7 @@ pub fn draw_all(dir: &Path, records: &[Record], curves: &[CurvePoint], report: &
     let target_name = crate::report::target_name(records);
     let targets: BTreeSet<String> = records.iter().map(|r| target_name(&r.trial)).collect();
     let several_targets = targets.len() > 1;
-    let variant_of_target = |t: &str| targets.iter().position(|x| x == t).unwrap_or(0);
+    let look_of_target = target_looks(&targets);
     let name = |label: &str, target: &str| if several_targets { format!("{label} on {target}") } else { label.to_string() };
     const SE: &str = "(mean ± s.e. over seeds)";
 
@@ -443,7 +472,10 @@ pub fn draw_all(dir: &Path, records: &[Record], curves: &[CurvePoint], report: &
         let mut series: Vec<Series> = errors
             .iter()
             .filter(|(k, _)| k.0 == d)
-            .map(|(k, pts)| Series { name: name(&k.1, &k.2), label: k.1.clone(), points: pts.clone(), kind: Kind::Data { variant: variant_of_target(&k.2) } })
+            .map(|(k, pts)| {
+                let (variant, shade) = look_of_target(&k.2);
+                Series { name: name(&k.1, &k.2), label: k.1.clone(), points: pts.clone(), shade, kind: Kind::Data { variant } }
+            })
             .collect();
         let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
         series.extend(level(format!("eps = {} (defines n*)", report.eps), report.eps, xs.into_iter(), 0));
@@ -462,12 +494,13 @@ pub fn draw_all(dir: &Path, records: &[Record], curves: &[CurvePoint], report: &
         }
     }
     for ((label, target), pts) in &by_method {
-        nstar.push(Series { name: name(label, target), label: label.clone(), points: pts.clone(), kind: Kind::Data { variant: variant_of_target(target) } });
+        let (variant, shade) = look_of_target(target);
+        nstar.push(Series { name: name(label, target), label: label.clone(), points: pts.clone(), shade, kind: Kind::Data { variant } });
         if let Some(fit) = report.exponents.iter().find(|e| &e.method == label && &e.target == target) {
             let c = pts.iter().map(|p| p.1.ln() - fit.exponent * p.0.ln()).sum::<f64>() / pts.len() as f64;
             let (a, b) = (pts.first().expect("a reached d").0, pts.last().expect("a reached d").0);
             let line = (0..=20).map(|i| a * (b / a).powf(i as f64 / 20.0)).map(|d| (d, (c + fit.exponent * d.ln()).exp(), 0.0)).collect();
-            nstar.push(Series { name: format!("{} fit: d^{:.2}", name(label, target), fit.exponent), label: label.clone(), points: line, kind: Kind::Fit });
+            nstar.push(Series { name: format!("{} fit: d^{:.2}", name(label, target), fit.exponent), label: label.clone(), points: line, shade, kind: Kind::Fit });
         }
     }
     let all: Vec<(f64, f64)> = by_method.values().flatten().map(|p| (p.0, p.1)).collect();
@@ -479,7 +512,7 @@ pub fn draw_all(dir: &Path, records: &[Record], curves: &[CurvePoint], report: &
             guides.extend(ps.iter().filter(|&&p| p > 2).map(|&p| (p as f64, format!("d^{p}: theory, kernels (p = {p})"))));
             for (pattern, (k, text)) in guides.into_iter().enumerate() {
                 let line = (0..=20).map(|i| d_min * (d_max / d_min).powf(i as f64 / 20.0)).map(|d| (d, anchor * (d / d_min).powf(k), 0.0)).collect();
-                nstar.push(Series { name: text, label: String::new(), points: line, kind: Kind::Reference { pattern } });
+                nstar.push(Series { name: text, label: String::new(), points: line, shade: 0.0, kind: Kind::Reference { pattern } });
             }
         }
     }
@@ -496,7 +529,10 @@ pub fn draw_all(dir: &Path, records: &[Record], curves: &[CurvePoint], report: &
     if !slopes.is_empty() {
         let mut series: Vec<Series> = slopes
             .iter()
-            .map(|((label, target), pts)| Series { name: name(label, target), label: label.clone(), points: pts.clone(), kind: Kind::Data { variant: variant_of_target(target) } })
+            .map(|((label, target), pts)| {
+                let (variant, shade) = look_of_target(target);
+                Series { name: name(label, target), label: label.clone(), points: pts.clone(), shade, kind: Kind::Data { variant } }
+            })
             .collect();
         let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
         let ps: BTreeSet<usize> = records.iter().map(|r| r.trial.p).collect();
@@ -510,15 +546,16 @@ pub fn draw_all(dir: &Path, records: &[Record], curves: &[CurvePoint], report: &
 
     // alignment vs n / d^2 (onestep), one marker per d, with r/d at initialisation
     let align = grouped(records, |r| r.trial.method == "onestep", |r| r.trial.n as f64 / (r.trial.d * r.trial.d) as f64, |r| r.alignment);
-    // one marker per (target, d): both tell the curves apart here
-    let align_keys: Vec<(String, usize)> = align.keys().map(|k| (k.2.clone(), k.0)).collect::<BTreeSet<_>>().into_iter().collect();
+    // one marker per (target, d): both tell the curves apart here (in a rank sweep r's shade too)
+    let align_keys: Vec<(&str, usize)> = align.keys().map(|k| (without_rank(&k.2).0, k.0)).collect::<BTreeSet<_>>().into_iter().collect();
     let mut series: Vec<Series> = align
         .iter()
         .map(|(k, pts)| Series {
             name: format!("{} d = {}", name(&k.1, &k.2), k.0),
             label: k.1.clone(),
             points: pts.clone(),
-            kind: Kind::Data { variant: align_keys.iter().position(|x| x.0 == k.2 && x.1 == k.0).unwrap_or(0) },
+            shade: look_of_target(&k.2).1,
+            kind: Kind::Data { variant: align_keys.iter().position(|x| x.0 == without_rank(&k.2).0 && x.1 == k.0).unwrap_or(0) },
         })
         .collect();
     let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
@@ -545,7 +582,7 @@ pub fn draw_all(dir: &Path, records: &[Record], curves: &[CurvePoint], report: &
         .iter()
         .map(|(k, pts)| {
             let what = if k.1.starts_with("transfer") { "" } else { " (from scratch)" };
-            Series { name: format!("{}{what} d = {}", name(&k.1, &k.2), k.0), label: k.1.clone(), points: pts.clone(), kind: Kind::Data { variant: tr_dims.iter().position(|&d| d == k.0).unwrap_or(0) } }
+            Series { name: format!("{}{what} d = {}", name(&k.1, &k.2), k.0), label: k.1.clone(), points: pts.clone(), shade: 0.0, kind: Kind::Data { variant: tr_dims.iter().position(|&d| d == k.0).unwrap_or(0) } }
         })
         .collect();
     if !transfer_dims.is_empty() {
@@ -578,14 +615,14 @@ pub fn draw_all(dir: &Path, records: &[Record], curves: &[CurvePoint], report: &
                 if r1 > r0 {
                     let df = d as f64;
                     let grid = |f: &dyn Fn(f64) -> f64| (0..=20).map(|i| r0 * (r1 / r0).powf(i as f64 / 20.0)).map(|r| (r, n0 * f(r) / f(r0), 0.0)).collect::<Vec<_>>();
-                    series.push(Series { name: format!("d^2 r at d = {d}"), label: String::new(), points: grid(&|r| df * df * r), kind: Kind::Reference { pattern: 0 } });
-                    series.push(Series { name: format!("d r^{p} at d = {d}"), label: String::new(), points: grid(&|r| df * r.powf(p)), kind: Kind::Reference { pattern: 1 } });
+                    series.push(Series { name: format!("d^2 r at d = {d}"), label: String::new(), points: grid(&|r| df * df * r), shade: 0.0, kind: Kind::Reference { pattern: 0 } });
+                    series.push(Series { name: format!("d r^{p} at d = {d}"), label: String::new(), points: grid(&|r| df * r.powf(p)), shade: 0.0, kind: Kind::Reference { pattern: 1 } });
                 }
                 let name = match missing.as_slice() {
                     [] => format!("{label} d = {d}"),
                     rs => format!("{label} d = {d} (r = {} not reached)", rs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")),
                 };
-                series.push(Series { name, label: label.clone(), points: pts, kind: Kind::Data { variant } });
+                series.push(Series { name, label: label.clone(), points: pts, shade: 0.0, kind: Kind::Data { variant } });
             }
             let stem: String = format!("nstar_vs_r_{target}").chars().map(|c| if c.is_ascii_alphanumeric() || "-_=".contains(c) { c } else { '_' }).collect();
             let title = format!("n* against r on {target} at eps = {} (grey: d^2 r and d r^p through the smallest r)", report.eps);
@@ -617,7 +654,7 @@ fn draw_directions(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
             last_step = last_step.max(c.points.last().map_or(1, |p| p.0));
             // the axis is logarithmic: the start (step 0) is the grey 1/d line
             let points = c.points.iter().filter(|p| p.0 > 0).map(|&(t, m, se)| (t as f64, m, se)).collect();
-            series.push(Series { name: format!("{}: u_{}", c.method, c.direction), label: c.method.clone(), points, kind: Kind::Data { variant: c.direction - 1 } });
+            series.push(Series { name: format!("{}: u_{}", c.method, c.direction), label: c.method.clone(), points, shade: 0.0, kind: Kind::Data { variant: c.direction - 1 } });
         }
         if let Some(start) = level(format!("random start: 1/d = {:.1e}", 1.0 / d as f64), 1.0 / d as f64, [1.0, last_step as f64].into_iter(), 0) {
             series.push(start);
@@ -650,12 +687,12 @@ fn draw_escape(dir: &Path, report: &Report, curves: &[&CurvePoint]) -> Result<Ve
     // the task (he1, he2, ...) always names the series: it is what tells them apart here
     let name = |label: &str, task: &str| format!("{label} on {task}");
     for (variant, ((label, target), pts)) in medians.iter().enumerate() {
-        series.push(Series { name: name(label, target), label: label.clone(), points: pts.clone(), kind: Kind::Data { variant } });
+        series.push(Series { name: name(label, target), label: label.clone(), points: pts.clone(), shade: 0.0, kind: Kind::Data { variant } });
         if let Some(fit) = report.escape_fits.iter().find(|f| &f.method == label && &f.target == target && f.quantity == "samples") {
             let c = pts.iter().map(|p| p.1.ln() - fit.exponent * p.0.ln()).sum::<f64>() / pts.len() as f64;
             let (a, b) = (pts.first().expect("a point").0, pts.last().expect("a point").0);
             let line = (0..=20).map(|i| a * (b / a).powf(i as f64 / 20.0)).map(|d| (d, (c + fit.exponent * d.ln()).exp(), 0.0)).collect();
-            series.push(Series { name: format!("{} fit: d^{:.2}", name(label, target), fit.exponent), label: label.clone(), points: line, kind: Kind::Fit });
+            series.push(Series { name: format!("{} fit: d^{:.2}", name(label, target), fit.exponent), label: label.clone(), points: line, shade: 0.0, kind: Kind::Fit });
         }
     }
     if !series.is_empty() {
@@ -680,7 +717,7 @@ fn draw_escape(dir: &Path, report: &Report, curves: &[&CurvePoint]) -> Result<Ve
                         (t as f64 / (d as f64).powf(fit.exponent), mean_se(&values).0, 0.0)
                     })
                     .collect();
-                Series { name: format!("{} d = {d}", name(&fit.method, &fit.target)), label: fit.method.clone(), points, kind: Kind::Data { variant } }
+                Series { name: format!("{} d = {d}", name(&fit.method, &fit.target)), label: fit.method.clone(), points, shade: 0.0, kind: Kind::Data { variant } }
             })
             .collect();
         if !series.is_empty() {
@@ -700,13 +737,13 @@ fn draw_escape(dir: &Path, report: &Report, curves: &[&CurvePoint]) -> Result<Ve
         let mut series = Vec::new();
         for w in ws {
             let who = name(&w.method, &w.target);
-            series.push(Series { name: format!("{who}: steps"), label: w.method.clone(), points: w.points.iter().map(|p| (p.0 as f64, p.1, 0.0)).collect(), kind: Kind::Data { variant: 0 } });
-            series.push(Series { name: format!("{who}: samples"), label: w.method.clone(), points: w.points.iter().map(|p| (p.0 as f64, p.2, 0.0)).collect(), kind: Kind::Data { variant: 1 } });
+            series.push(Series { name: format!("{who}: steps"), label: w.method.clone(), points: w.points.iter().map(|p| (p.0 as f64, p.1, 0.0)).collect(), shade: 0.0, kind: Kind::Data { variant: 0 } });
+            series.push(Series { name: format!("{who}: samples"), label: w.method.clone(), points: w.points.iter().map(|p| (p.0 as f64, p.2, 0.0)).collect(), shade: 0.0, kind: Kind::Data { variant: 1 } });
             let knee = w.knee.unwrap_or(f64::INFINITY);
             let (a, b) = (w.points.first().expect("a point").0 as f64, w.points.last().expect("a point").0 as f64);
             let line = (0..=40).map(|i| a * (b / a).powf(i as f64 / 40.0)).map(|x| (x, (w.level - x.min(knee).ln()).exp(), 0.0)).collect();
             let fit = w.knee.map_or("steps ~ 1/b, no knee within the sweep".into(), |k| format!("steps ~ 1/min(b, {k:.0})"));
-            series.push(Series { name: format!("{who} fit: {fit}"), label: w.method.clone(), points: line, kind: Kind::Fit });
+            series.push(Series { name: format!("{who} fit: {fit}"), label: w.method.clone(), points: line, shade: 0.0, kind: Kind::Fit });
         }
         let stem: String = format!("escape_vs_batch_{target}_d{d}").chars().map(|c| if c.is_ascii_alphanumeric() || "-_=".contains(c) { c } else { '_' }).collect();
         let title = format!("escape against the batch size b at d = {d} (median over seeds)");
@@ -723,14 +760,14 @@ fn draw_escape(dir: &Path, report: &Report, curves: &[&CurvePoint]) -> Result<Ve
         for e in &es {
             let who = name(&e.method, &e.target);
             let k = e.exponent.map_or(String::new(), |k| format!(", slope {k:.2}"));
-            series.push(Series { name: format!("{who}: last b escaped{k}"), label: e.method.clone(), points: e.brackets.iter().map(|p| (p.0 as f64, p.1 as f64, 0.0)).collect(), kind: Kind::Data { variant: 0 } });
-            series.push(Series { name: format!("{who}: first b not escaped"), label: e.method.clone(), points: e.brackets.iter().map(|p| (p.0 as f64, p.2 as f64, 0.0)).collect(), kind: Kind::Data { variant: 1 } });
+            series.push(Series { name: format!("{who}: last b escaped{k}"), label: e.method.clone(), points: e.brackets.iter().map(|p| (p.0 as f64, p.1 as f64, 0.0)).collect(), shade: 0.0, kind: Kind::Data { variant: 0 } });
+            series.push(Series { name: format!("{who}: first b not escaped"), label: e.method.clone(), points: e.brackets.iter().map(|p| (p.0 as f64, p.2 as f64, 0.0)).collect(), shade: 0.0, kind: Kind::Data { variant: 1 } });
         }
         if let Some(k) = target.strip_prefix("he").and_then(|k| k.parse::<f64>().ok()) {
             let &(d0, a, b) = &es[0].brackets[0];
             let mid = (a as f64 * b as f64).sqrt();
             let line = es[0].brackets.iter().map(|p| (p.0 as f64, mid * (p.0 as f64 / d0 as f64).powf(k / 2.0), 0.0)).collect();
-            series.push(Series { name: format!("d^{} (k* / 2)", k / 2.0), label: String::new(), points: line, kind: Kind::Reference { pattern: 0 } });
+            series.push(Series { name: format!("d^{} (k* / 2)", k / 2.0), label: String::new(), points: line, shade: 0.0, kind: Kind::Reference { pattern: 0 } });
         }
         let stem: String = format!("batch_edge_{target}").chars().map(|c| if c.is_ascii_alphanumeric() || "-_=".contains(c) { c } else { '_' }).collect();
         files.extend(line_plot(&dir.join(stem), &format!("where a larger batch stops escaping on {target}"), "d", "b", &series, true)?);
@@ -751,7 +788,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let svg = |count: usize| {
             let series: Vec<Series> = (0..count)
-                .map(|i| Series { name: format!("onestep on he2-plus-hep r={i}"), label: "onestep".into(), points: vec![(1.0, 1.0 + i as f64, 0.0), (2.0, 2.0 + i as f64, 0.0)], kind: Kind::Data { variant: i % 4 } })
+                .map(|i| Series { name: format!("onestep on he2-plus-hep r={i}"), label: "onestep".into(), points: vec![(1.0, 1.0 + i as f64, 0.0), (2.0, 2.0 + i as f64, 0.0)], shade: 0.0, kind: Kind::Data { variant: i % 4 } })
                 .collect();
             line_plot(&dir.join(format!("legend{count}")), "legend", "x", "y", &series, true).unwrap();
             std::fs::read_to_string(dir.join(format!("legend{count}.svg"))).unwrap()
@@ -762,6 +799,26 @@ mod tests {
         assert!(few.contains("font-size=\"13") && eighteen.contains("font-size=\"11"), "font sizes");
         assert!(sixty.contains("more (report.md)") && !sixty.contains("r=59<"), "the last entries are counted");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_rank_sweeps_targets_take_a_marker_each_and_its_ranks_a_shade_in_order() {
+        let sweep: BTreeSet<String> = ["quadratic", "he2-plus-hep"].iter().flat_map(|t| [1, 2, 4, 16].map(|r| format!("{t} r={r}"))).collect();
+        let look = target_looks(&sweep);
+        // markers by target (sorted: he2-plus-hep first), shades by r in numeric order (16 after
+        // 4, though "16" sorts before "2" as text), from light to dark
+        assert_eq!(look("he2-plus-hep r=1"), (0, 0.45));
+        assert_eq!(look("quadratic r=16"), (1, -0.45));
+        let shades: Vec<f64> = [1, 2, 4, 16].iter().map(|r| look(&format!("quadratic r={r}")).1).collect();
+        assert!(shades.windows(2).all(|w| w[0] > w[1]), "{shades:?}");
+        // the shades are colours apart: each step of r moves the blue channel of onestep's colour
+        let blues: Vec<u8> = shades.iter().map(|&s| shaded(style_of("onestep").0, s).2).collect();
+        assert!(blues.windows(2).all(|w| w[0] > w[1] + 20), "{blues:?}");
+        // without a rank sweep every target keeps the method's colour and has its own marker
+        let plain: BTreeSet<String> = ["quadratic", "he2-plus-hep"].iter().map(|t| t.to_string()).collect();
+        let look = target_looks(&plain);
+        assert_eq!((look("he2-plus-hep"), look("quadratic")), ((0, 0.0), (1, 0.0)));
+        assert_eq!(shaded(style_of("onestep").0, 0.0), style_of("onestep").0);
     }
 
     #[test]
