@@ -107,8 +107,9 @@ pub fn trials(config: &Config) -> Result<Vec<Trial>> {
         let ns = config.n_values(d);
         for (name, method) in &methods {
             let points = method.points(d, ps[ix[3]]);
-            // a method with its own width has a single m; the net.m axis would repeat its trials
-            if points.iter().any(|p| p.m.is_some()) && ix[5] > 0 {
+            // a kernel has no width and a method with its own (sgd.width) has one: the net.m
+            // axis would repeat their trials, so they run at its first value only
+            if ix[5] > 0 && (!method.uses_network() || points.iter().any(|p| p.m.is_some())) {
                 continue;
             }
             for point in points {
@@ -324,6 +325,14 @@ mod tests {
             let err = format!("{:#}", from_toml(text, &[]).unwrap_err());
             assert!(err.contains(key), "{text:?} gave {err:?}, which does not name {key}");
         }
+    }
+
+    #[test]
+    fn a_width_axis_does_not_repeat_the_kernels_trials() {
+        let text = "[net]\nm = [100, 200, 400]\n[methods]\nlist = [\"onestep\", \"ntk\"]\n[run]\nseeds = 1\n";
+        let all = trials(&from_toml(text, &[]).unwrap()).unwrap();
+        let widths = |method: &str| all.iter().filter(|t| t.method == method).map(|t| t.m).collect::<Vec<_>>();
+        assert_eq!((widths("onestep"), widths("ntk")), (vec![100, 200, 400], vec![100]));
     }
 
     #[test]
