@@ -37,6 +37,8 @@ pub struct RunOutcome {
 
 /// Runs the config's trials into `opts.out`: `config.toml`, `results.jsonl`, `summary.csv`.
 pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
+    // a backend this build or machine lacks is refused before the folder is made
+    let compute = config.open_compute()?;
     std::fs::create_dir_all(&opts.out).map_err(|e| io_error("create", &opts.out, &e))?;
     // one writer per folder: a double launch or a requeue beside a live task is refused here
     let _lock = FolderLock::take(&opts.out, "run")?;
@@ -72,7 +74,6 @@ pub fn run(config: &Config, opts: &RunOptions) -> Result<RunOutcome> {
     let done: Vec<Trial> = read_results(&results_path)?.into_iter().map(|r| r.trial).collect();
     let todo: Vec<Trial> = trials_of(config, opts.shard)?.into_iter().filter(|t| !done.contains(t)).collect();
 
-    let compute = config.open_compute()?;
     let methods: BTreeMap<String, Box<dyn Method>> = crate::registry::methods(config)?.into_iter().collect();
     let planned: Vec<(&Trial, &dyn Method)> = todo.iter().map(|t| (t, methods[&t.method].as_ref())).collect();
     check_grids(config, &planned, compute.precision.bytes(), config.memory_budget(&compute))?;
