@@ -223,6 +223,16 @@ pub fn mean_se(values: &[f64]) -> (f64, f64) {
     (mean, (var / n).sqrt())
 }
 
+/// A summary cell: mean and standard error over seeds; NaN for what the values cannot give (no
+/// value: neither; one seed: no standard error, rather than a spread of 0).
+fn over_seeds(values: &[f64]) -> (f64, f64) {
+    match values {
+        [] => (f64::NAN, f64::NAN),
+        [v] => (*v, f64::NAN),
+        _ => mean_se(values),
+    }
+}
+
 /// One row of the summary: a (method, target, r, p, d, n, m) cell over seeds.
 #[derive(Clone, Debug)]
 pub struct SummaryRow {
@@ -297,10 +307,10 @@ pub fn summarize(records: &[Record], network: impl Fn(&str) -> bool) -> Vec<Summ
                 failed: failed.len(),
                 failure: (!causes.is_empty()).then(|| causes.join(", ")),
                 diverged: rs.iter().filter(|r| r.status == "diverged").count(),
-                test_mse: if mse.is_empty() { (f64::NAN, f64::NAN) } else { mean_se(&mse) },
-                test_excess_mse: if excess.is_empty() { (f64::NAN, f64::NAN) } else { mean_se(&excess) },
-                test_l1_excess: if l1.is_empty() { (f64::NAN, f64::NAN) } else { mean_se(&l1) },
-                alignment: if al.is_empty() { None } else { Some(mean_se(&al)) },
+                test_mse: over_seeds(&mse),
+                test_excess_mse: over_seeds(&excess),
+                test_l1_excess: over_seeds(&l1),
+                alignment: (!al.is_empty()).then(|| over_seeds(&al)),
             }
         })
         .collect()
@@ -358,7 +368,11 @@ pub fn format_table(rows: &[SummaryRow]) -> String {
         "method", "target", "r", "p", "d", "n", "m", "seeds", "test_mse", "test_l1_excess", "alignment"
     );
     for r in rows {
-        let pm = |(m, se): (f64, f64)| if m.is_finite() { format!("{m:.4} ± {se:.4}") } else { "-".into() };
+        let pm = |(m, se): (f64, f64)| match (m.is_finite(), se.is_finite()) {
+            (true, true) => format!("{m:.4} ± {se:.4}"),
+            (true, false) => format!("{m:.4}"),
+            (false, _) => "-".into(),
+        };
         s.push_str(&format!(
             "{:<24} {:<16} {:>2} {:>2} {:>4} {:>7} {:>6} {:>5}  {:>17}  {:>17}  {:>15}{}\n",
             r.method,
@@ -428,6 +442,7 @@ mod tests {
             sample_record("onestep", 1, "diverged", Some("diverged: test_mse is not finite")),
             sample_record("onestep", 2, "failed", Some("the trial needs about 236 GiB (d = 8), over the memory budget of 11 GiB")),
             sample_record("ntk", 0, "ok", None),
+            sample_record("ntk", 1, "ok", None),
         ];
         let rows = summarize(&records, |m| m != "ntk");
         let table = format_table(&rows);
@@ -435,6 +450,8 @@ mod tests {
         assert!(line("onestep").contains("(1 failed: over the memory budget)  (1 diverged)"), "{table}");
         assert!(line("onestep").contains(" 1000 ") && !line("ntk").contains("1000"), "{table}");
         assert!(line("ntk").split_whitespace().nth(6) == Some("-"), "the width column of a kernel: {table}");
+        // one seed that finished has a mean and no standard error (not a spread of 0); two have both
+        assert!(!line("onestep").contains('±') && line("ntk").contains('±'), "{table}");
         let dir = std::env::temp_dir().join(format!("featlearn-summary-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         write_summary_csv(&dir.join("summary.csv"), &rows).unwrap();
@@ -442,7 +459,10 @@ mod tests {
         let cells = |m: &str| -> Vec<String> { csv.lines().find(|l| l.starts_with(m)).unwrap().split(',').map(String::from).collect() };
         assert_eq!(&csv.lines().next().unwrap().split(',').collect::<Vec<_>>()[2..10], ["r", "p", "d", "n", "m", "seeds", "failed", "diverged"]);
         assert_eq!(&cells("onestep")[6..10], ["1000", "1", "1", "1"]);
-        assert_eq!(&cells("ntk")[6..10], ["", "1", "0", "0"]);
+        assert_eq!(&cells("ntk")[6..10], ["", "2", "0", "0"]);
+        // test_mse's mean and standard error: the one-seed row leaves the error empty (NaN to pandas)
+        assert!(!cells("onestep")[10].is_empty() && cells("onestep")[11].is_empty(), "{csv}");
+        assert!(!cells("ntk")[11].is_empty(), "{csv}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
