@@ -344,6 +344,11 @@ fn data_past_the_budget_and_a_bench_of_no_repeats_are_refused() {
     assert!(o.status.success() && x.exists(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = featlearn(&["bench", "--sizes", "small", "--repeats", "0", "--cases", "matmul"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--repeats must be at least 1") && o.status.code() == Some(1));
+    // an output file in a folder that does not exist is refused before the (large) timings run
+    let missing = dir.join("no-such-folder").join("bench.json");
+    let o = featlearn(&["bench", "--sizes", "large", "--cases", "matmul", "--out", missing.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("no-such-folder does not exist") && o.status.code() == Some(1) && o.stdout.is_empty(), "{stderr}");
 }
 
 #[test]

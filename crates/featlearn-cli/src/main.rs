@@ -366,6 +366,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             if repeats == 0 {
                 bail!("--repeats must be at least 1");
             }
+            // refused before the timings, not after them
+            if let Some(dir) = out.as_deref().and_then(|p| p.parent()).filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+                bail!("--out: the folder {} does not exist", dir.display());
+            }
             let backends: Vec<BackendKind> = if all_backends {
                 BackendKind::ALL.into_iter().filter(|b| Compute::open(*b, featlearn::Precision::F32).is_ok()).collect()
             } else {
