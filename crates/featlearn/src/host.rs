@@ -88,19 +88,22 @@ pub(crate) fn cholesky_in_place<T: ComplexField + Avx2Float>(mut a: Mat<T>) -> R
     Ok(a)
 }
 
-/// [`cholesky_in_place`] on `par`'s threads (`Par::Seq`: this one). From n = 3072 on, blocks of
+/// [`cholesky_in_place`] on `par`'s threads (`Par::Seq`: this one, but for the AVX2 updates
+/// below, which run on the rayon pool and so may take an idle thread). From n = 3072 on, blocks of
 /// 256 columns instead of faer's 128: the trailing updates are gemms of inner dimension the block
 /// size, and at 2 threads of an AMD EPYC the wider block took n = 4000 from 0.165 to 0.133-0.148
 /// s and n = 8000 from 0.95-0.97 to 0.885-0.90 s in f32 (BENCHMARKS.md, 2026-12-05); at n = 2000
 /// and in f64 on one thread it changed nothing measurable. There too, on the threads of a pool
 /// where AVX2 is the widest vector unit, the trailing updates run on our AVX2 kernel
-/// ([`right_looking_on_avx2`]; the same values to the bit).
+/// ([`right_looking_on_avx2`]; the same values to the bit), for `Par::Seq` too: with
+/// ridge_by_cholesky's one lambda per thread at m = 4000 (f64, 2 threads of an AMD EPYC, Zen 3)
+/// an onestep trial took 4.8-5.9 s against 5.6-7.4 s with faer's updates (BENCHMARKS.md).
 fn cholesky_in_place_with<T: ComplexField + Avx2Float>(a: MatMut<'_, T>, par: Par) -> Result<(), usize> {
     let n = a.nrows();
     let mut params = <LltParams as Auto<T>>::auto();
     if n >= 3072 {
         params.block_size = 256;
-        if matches!(par, Par::Rayon(_)) && a.row_stride() == 1 && avx2_gemm::preferred() {
+        if a.row_stride() == 1 && avx2_gemm::preferred() {
             return right_looking_on_avx2(a, par, params);
         }
     }
@@ -316,13 +319,14 @@ mod tests {
     }
 
     /// The factorisation with its trailing updates on the AVX2 kernel gives faer's factor to the
-    /// bit, in f32 and f64, in blocks of 128 (n = 700) and 256 (n = 1100) columns; the factor
+    /// bit, in f32 and f64, in blocks of 128 (n = 700) and 256 (n = 1100) columns, on two
+    /// threads and on one (`Par::Seq`, as the per-lambda ridge solves run it); the factor
     /// reconstructs A; and both refuse a matrix that is not positive definite at the same pivot
     /// (index 300, past the first block).
     #[test]
     fn the_avx2_trailing_updates_give_faers_factor() {
         fn check<T: ComplexField + Avx2Float + std::fmt::Debug>(cast: fn(f64) -> T, to_f64: fn(T) -> f64, tol: f64) {
-            for (n, block_size) in [(700, 128), (1100, 256)] {
+            for (n, block_size, par) in [(700, 128, Par::rayon(2)), (1100, 256, Par::rayon(2)), (700, 128, Par::Seq), (1100, 256, Par::Seq)] {
                 let z = crate::rng::normals(5, crate::rng::Stream::Bootstrap, 0, n * 30);
                 let b = Mat::from_fn(n, 30, |i, j| z[i * 30 + j]);
                 let mut a = &b * b.transpose();
@@ -333,7 +337,7 @@ mod tests {
                 params.block_size = block_size;
                 let factor = |a: &Mat<f64>, ours: bool| {
                     let mut l = Mat::from_fn(n, n, |i, j| cast(a[(i, j)]));
-                    let result = if ours { right_looking_on_avx2(l.as_mut(), Par::rayon(2), params) } else { faer_cholesky(l.as_mut(), Par::rayon(2), params) };
+                    let result = if ours { right_looking_on_avx2(l.as_mut(), par, params) } else { faer_cholesky(l.as_mut(), par, params) };
                     result.map(|_| l)
                 };
                 let (ours, faers) = (factor(&a, true).unwrap(), factor(&a, false).unwrap());
