@@ -143,6 +143,10 @@ mod tests {
         let mut parts = normal_rows(7, Stream::TrainX, 0, 3, 5);
         parts.extend(normal_rows(7, Stream::TrainX, 3, 8, 5));
         assert_eq!(whole, parts);
+        // no rows or no columns: no values (the buffer is filled unzeroed, so its length matters)
+        for draw in [normal_rows, fast_normal_rows] {
+            assert!(draw(7, Stream::TrainX, 0, 0, 5).is_empty() && draw(7, Stream::TrainX, 0, 4, 0).is_empty());
+        }
     }
 
     /// Past one parallel task's worth of values (odd cols: a pair's second value is dropped),
