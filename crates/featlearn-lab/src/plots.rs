@@ -222,7 +222,8 @@ struct Axes<'a> {
 /// The colour, marker and line of a series.
 fn look(s: &Series) -> (RGBColor, Option<Marker>) {
     let (color, marker) = style_of(&s.label);
-    let color = if s.shade == 0.0 { color } else { shaded(color, s.shade) };
+    // a shade of 0 leaves the colour as it is
+    let color = shaded(color, s.shade);
     match s.kind {
         Kind::Reference { .. } => (GREY, None),
         Kind::Fit => (color, None),
