@@ -325,7 +325,8 @@ fn gram_refuses_parameters_that_give_no_kernel() {
 
 /// `data` holds X and y whole before it writes them: an n past the memory budget is refused in
 /// one line naming the need and the budget, where it ran until the allocation failed; `bench`
-/// refuses zero repetitions, which it used to run once and record as 0.
+/// refuses zero repetitions, which it used to run once and record as 0; an output in a folder
+/// that does not exist is refused before any work.
 #[test]
 fn data_past_the_budget_and_a_bench_of_no_repeats_are_refused() {
     let dir = scratch("data-budget");
@@ -349,6 +350,12 @@ fn data_past_the_budget_and_a_bench_of_no_repeats_are_refused() {
     let o = featlearn(&["bench", "--sizes", "large", "--cases", "matmul", "--out", missing.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("no-such-folder does not exist") && o.status.code() == Some(1) && o.stdout.is_empty(), "{stderr}");
+    // so is data's y in such a folder, before X is written
+    let x2 = dir.join("x2.npy");
+    let o = featlearn(&["data", quick.to_str().unwrap(), "--n", "10", "--out-x", x2.to_str().unwrap(), "--out-y", missing.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("--out-y: the folder") && stderr.contains("no-such-folder does not exist") && o.status.code() == Some(1), "{stderr}");
+    assert!(!x2.exists(), "X was written although y could not be");
 }
 
 #[test]

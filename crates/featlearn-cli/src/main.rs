@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use featlearn::compute::{human_bytes, list_devices, Compute};
 use featlearn_lab::config::Config;
-use featlearn_lab::files::write_atomic;
+use featlearn_lab::files::{check_folder_exists, write_atomic};
 use featlearn_lab::export::{read_npy_matrix, write_gram_npy, write_training_data};
 use featlearn::BackendKind;
 use featlearn_lab::bench::{bench, Sizes};
@@ -367,8 +367,8 @@ fn dispatch(cli: Cli) -> Result<()> {
                 bail!("--repeats must be at least 1");
             }
             // refused before the timings, not after them
-            if let Some(dir) = out.as_deref().and_then(|p| p.parent()).filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
-                bail!("--out: the folder {} does not exist", dir.display());
+            if let Some(out) = &out {
+                check_folder_exists("--out", out)?;
             }
             let backends: Vec<BackendKind> = if all_backends {
                 BackendKind::ALL.into_iter().filter(|b| Compute::open(*b, featlearn::Precision::F32).is_ok()).collect()

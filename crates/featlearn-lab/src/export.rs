@@ -13,7 +13,7 @@ use featlearn::tiles::blocks;
 use featlearn::Precision;
 
 use crate::config::Config;
-use crate::files::write_streamed;
+use crate::files::{check_folder_exists, write_streamed};
 
 /// `featlearn data`: the first `n` training samples of the config's first trial, X (n x d) and
 /// y (n) as .npy files in the run's precision, and U (r x d) when `out_u` is given. X and y are
@@ -22,6 +22,10 @@ use crate::files::write_streamed;
 pub fn write_training_data(config: &Config, n: usize, out_x: &Path, out_y: &Path, out_u: Option<&Path>) -> Result<String> {
     if n == 0 {
         anyhow::bail!("--n must be at least 1");
+    }
+    // all three refused before X is drawn, so that a missing folder for y leaves no X behind
+    for (flag, path) in [("--out-x", out_x), ("--out-y", out_y)].into_iter().chain(out_u.map(|u| ("--out-u", u))) {
+        check_folder_exists(flag, path)?;
     }
     let c = config.open_compute()?;
     let t = crate::registry::trials(config)?.into_iter().next().context("the config has no trial")?;

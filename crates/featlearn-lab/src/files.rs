@@ -55,6 +55,15 @@ pub fn io_error(action: &str, path: &Path, e: &std::io::Error) -> anyhow::Error 
     anyhow::anyhow!("cannot {action} {}: {}", path.display(), e)
 }
 
+/// Refuses an output file whose folder does not exist, in one line naming `flag`: checked before
+/// any work, so a typo in the folder costs nothing and leaves no set of files half written.
+pub fn check_folder_exists(flag: &str, path: &Path) -> Result<()> {
+    match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => bail!("{flag}: the folder {} does not exist", dir.display()),
+        _ => Ok(()),
+    }
+}
+
 /// Writes `bytes` to `path` whole or not at all: into a temporary file in the same folder, synced,
 /// then renamed over `path`. On failure the temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
