@@ -109,7 +109,7 @@ static ZIGGURAT_X: LazyLock<[f64; 257]> = LazyLock::new(|| {
 /// its first test inlined here (on rand_distr's generic path a value took 6.7 ns, 2.4 of them
 /// ChaCha8's, on a Zen 3): word w picks layer i = w mod 256 and u in [-1, 1) from its top 52
 /// bits; z = u x_i is returned when |z| < x_{i+1}, inside the layer's rectangle. The other
-/// one word in 80 goes to rand_distr, which redraws that word and goes on.
+/// one word in 80 goes to rand_distr, handed that word again ([`Replay`]), and it goes on.
 #[inline(always)]
 fn ziggurat_normal(rng: &mut ChaCha8Rng, x: &[f64; 257]) -> f64 {
     let w = rng.next_u64();
