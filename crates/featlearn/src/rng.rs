@@ -52,8 +52,7 @@ pub fn normal_rows(seed: u64, stream: Stream, start: usize, rows: usize, cols: u
     let pairs_per_row = cols.div_ceil(2);
     let words_per_row = pairs_per_row as u128 * 4;
     rows_in_parallel(start, rows, cols, |first, block| {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(stream as u64);
+        let mut rng = stream_rng(seed, stream);
         rng.set_word_pos(first as u128 * words_per_row);
         for row in block.chunks_mut(cols) {
             for p in 0..pairs_per_row {
@@ -77,8 +76,7 @@ pub fn normal_rows(seed: u64, stream: Stream, start: usize, rows: usize, cols: u
 pub fn fast_normal_rows(seed: u64, stream: Stream, start: usize, rows: usize, cols: usize) -> Vec<f64> {
     let x = &*ZIGGURAT_X;
     rows_in_parallel(start, rows, cols, |first, block| {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(stream as u64);
+        let mut rng = stream_rng(seed, stream);
         for (row, values) in (first..).zip(block.chunks_mut(cols)) {
             rng.set_word_pos((row as u128) << 32);
             values.iter_mut().for_each(|v| {
