@@ -157,6 +157,35 @@ mod tests {
         assert_eq!(trials(&c).unwrap().len(), 2 * 2); // two methods x two seeds
     }
 
+    /// configs/README.md's table has one row per key, no more, and each row's default is the
+    /// code's: the config an empty file gives, every method section resolved, against each row's
+    /// default cell read as TOML.
+    #[test]
+    fn the_config_reference_lists_every_key_with_its_default() {
+        let resolved = toml::Value::try_from(from_toml("", &[]).unwrap()).unwrap();
+        let mut code = std::collections::BTreeMap::new();
+        for (section, table) in resolved.as_table().unwrap() {
+            for (key, value) in table.as_table().unwrap() {
+                code.insert(format!("{section}.{key}"), value.clone());
+            }
+        }
+        let mut documented = std::collections::BTreeMap::new();
+        for row in include_str!("../../../configs/README.md").lines().filter(|l| l.starts_with("| `")) {
+            let mut cells = row.trim_start_matches("| ").splitn(3, " | ");
+            let (key, default) = (cells.next().unwrap(), cells.next().unwrap());
+            let key = key.trim_end_matches(" (axis)").trim_matches('`').to_string();
+            let default: toml::Table = toml::from_str(&format!("v = {}", default.trim_matches('`'))).unwrap_or_else(|e| panic!("{key}'s default: {e}"));
+            assert!(documented.insert(key.clone(), default["v"].clone()).is_none(), "{key} has two rows");
+        }
+        let missing: Vec<&String> = code.keys().filter(|k| !documented.contains_key(*k)).collect();
+        let extra: Vec<&String> = documented.keys().filter(|k| !code.contains_key(*k)).collect();
+        assert!(missing.is_empty() && extra.is_empty(), "configs/README.md has no row for {missing:?}, and its rows {extra:?} name no key of the code");
+        assert!(code.len() > 80, "{} keys: a section was not resolved", code.len());
+        for (key, value) in &code {
+            assert_eq!(&documented[key], value, "{key}'s default");
+        }
+    }
+
     #[test]
     fn overrides_make_sweeps() {
         let c = from_toml("[task]\nd = 16\n", &["task.d=[16, 32]".into(), "data.n=[10,20,30]".into(), "task.target=quadratic".into()]).unwrap();
