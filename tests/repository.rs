@@ -27,7 +27,7 @@ fn no_tracked_file_names_a_path_outside_the_repository() {
 }
 
 /// Every config the repository ships loads: its keys exist, its values pass every method's
-/// checks, and its sweep has trials.
+/// checks, and its sweep has trials; and each in configs/ is named in configs/README.md.
 #[test]
 fn every_shipped_config_loads_and_has_trials() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -44,7 +44,12 @@ fn every_shipped_config_loads_and_has_trials() {
         }
     }
     assert!(found.len() >= 10, "only {} configs found", found.len());
+    let reference = std::fs::read_to_string(root.join("configs/README.md")).unwrap();
     for path in found {
+        if let Ok(name) = path.strip_prefix(root.join("configs")) {
+            let name = format!("`{}`", name.display());
+            assert!(reference.contains(&name), "configs/README.md does not name {name}");
+        }
         let config = featlearn_lab::registry::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
         let trials = featlearn_lab::registry::trials(&config).unwrap();
         assert!(!trials.is_empty(), "{} has no trial", path.display());
