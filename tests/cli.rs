@@ -933,6 +933,23 @@ fn png_size(path: &Path) -> (u32, u32) {
     (be(16), be(20))
 }
 
+/// README.md's table is what its main job prints: `featlearn run configs/quick.toml` gives
+/// README's six rows to every printed digit (on 1, 2, 3 and 4 threads alike, checked by hand: the
+/// host products and the head's sums do not depend on the thread count). A change that moves a
+/// digit updates README with it.
+#[test]
+fn the_readme_table_is_what_the_main_job_prints() {
+    let dir = scratch("readme-table");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = dir.join("run");
+    let o = Command::new(binary()).args(["run", "configs/quick.toml", "--quiet", "--out", out.to_str().unwrap()]).current_dir(&root).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = |text: &str| -> Vec<String> { text.lines().filter(|l| l.starts_with("onestep ") || l.starts_with("rf ")).map(str::to_owned).collect() };
+    let printed = rows(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(printed.len(), 6, "{printed:#?}");
+    assert_eq!(rows(&std::fs::read_to_string(root.join("README.md")).unwrap()), printed);
+}
+
 /// Every figure of configs/quick.toml and of a shrunk configs/paper/transfer-cpu.toml is written
 /// as SVG and PNG, each PNG a whole image of the documented size.
 #[test]
