@@ -44,9 +44,10 @@ fn every_shipped_config_loads_and_has_trials() {
         }
     }
     assert!(found.len() >= 10, "only {} configs found", found.len());
-    let reference = std::fs::read_to_string(root.join("configs/README.md")).unwrap();
+    let configs = root.join("configs");
+    let reference = std::fs::read_to_string(configs.join("README.md")).unwrap();
     for path in found {
-        if let Ok(name) = path.strip_prefix(root.join("configs")) {
+        if let Ok(name) = path.strip_prefix(&configs) {
             let name = format!("`{}`", name.display());
             assert!(reference.contains(&name), "configs/README.md does not name {name}");
         }

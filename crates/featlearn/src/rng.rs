@@ -70,8 +70,9 @@ pub fn normal_rows(seed: u64, stream: Stream, start: usize, rows: usize, cols: u
 /// (rand_distr's `StandardNormal` bit for bit, its common case inlined in [`ziggurat_normal`];
 /// about one random word a value against Box-Muller's two and a logarithm, a square root, a sine
 /// and a cosine a pair) from its own window of the ChaCha8 stream `(seed, stream)`, 2^32 words
-/// from word row * 2^32, so rows can still be drawn in any order and chunking. Other numbers than [`normal_rows`] gives for the same arguments; the SGD
-/// streams, which draw d values a step for millions of steps, use these.
+/// from word row * 2^32, so rows can still be drawn in any order and chunking. Other numbers
+/// than [`normal_rows`] gives for the same arguments; the SGD streams, which draw d values a
+/// step for millions of steps, use these.
 pub fn fast_normal_rows(seed: u64, stream: Stream, start: usize, rows: usize, cols: usize) -> Vec<f64> {
     let x = &*ZIGGURAT_X;
     rows_in_parallel(start, rows, cols, |first, block| {
