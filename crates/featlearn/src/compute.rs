@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use crate::{avx2_gemm, Error};
+use crate::{simd_gemm, Error};
 
 /// Which burn backend runs the tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -510,7 +510,7 @@ fn strided_copy<T: HostFloat>(v: faer::MatRef<'_, T>) -> TensorData {
 /// read them as f64 (burn's `ToElement::to_f64`) and round f64 back to them (`from_f64`, a
 /// plain `as` cast), and an ndarray tensor of each can be read in place.
 #[allow(deprecated)]
-pub(crate) trait HostFloat: faer::traits::ComplexField + burn::tensor::Element + avx2_gemm::Avx2Float {
+pub(crate) trait HostFloat: faer::traits::ComplexField + burn::tensor::Element + simd_gemm::SimdFloat {
     fn from_f64(v: f64) -> Self;
     /// A faer view of the tensor's buffer where it lies, with the tensor's own strides: a
     /// transposed, sliced or shared tensor is read in place, nothing is copied. None where the
@@ -571,17 +571,19 @@ fn host_gemm<T: HostFloat>(a: Tensor<2>, op_a: Op, b: Tensor<2>, op_b: Op) -> Op
     Some(TensorData::new(out, [m, n]))
 }
 
-/// c = a b into c (m x n, row-major) on the threads of the rayon pool. Where AVX2 is the CPU's
-/// widest vector unit, [`avx2_gemm::gemm`] takes the shapes it wins (faer's AVX2 kernels took
-/// 13-28% longer at 2048^3, BENCHMARKS.md): c no wider than tall, since it hands out c's rows;
-/// at least 256 columns, or each packed block of A serves too few of them (2000 x 20000 x 64
-/// took 1.2-1.3x faer's time); at least 32 terms a sum. Elsewhere faer's gemm on one block per
-/// thread ([`split_gemm`]). Both give faer's sums to the bit, so the CPU and the shape do not
-/// change a run's numbers.
+/// c = a b into c (m x n, row-major) on the threads of the rayon pool. Where our own kernels beat
+/// faer's ([`simd_gemm::chosen`]: AVX2 where it is the CPU's widest vector unit, AVX-512 on an
+/// Intel CPU), they take the shapes they win ([`simd_gemm::Tiling::wins`]): faer's AVX2 kernels
+/// took 13-28% longer at 2048^3 on an AMD EPYC (Zen 3), its AVX-512 kernels 2-8% longer on an
+/// Intel Xeon (Sapphire Rapids) (BENCHMARKS.md). Elsewhere faer's gemm on one block per thread
+/// ([`split_gemm`]). Both give faer's sums to the bit, so the CPU and the shape do not change a
+/// run's numbers.
 fn host_product<T: HostFloat>(c: &mut [T], a: faer::MatRef<'_, T>, b: faer::MatRef<'_, T>) {
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
-    if avx2_gemm::preferred() && 256 <= n && n <= m && k >= 32 && avx2_gemm::gemm(c, a, b) {
-        return;
+    if let Some(tiling) = simd_gemm::chosen::<T>().filter(|t| t.wins(m, k, n)) {
+        if simd_gemm::gemm(c, a, b, tiling) {
+            return;
+        }
     }
     split_gemm(faer::MatMut::from_row_major_slice_mut(c, m, n), a, b, rayon::current_num_threads());
 }

@@ -11,7 +11,7 @@ use faer::traits::ComplexField;
 use faer::{Auto, Conj, Mat, MatMut, Par, Side, Spec};
 use rayon::prelude::*;
 
-use crate::avx2_gemm::{self, Avx2Float};
+use crate::simd_gemm::{self, SimdFloat};
 
 fn mat(a: &[f64], rows: usize, cols: usize) -> Mat<f64> {
     Mat::from_fn(rows, cols, |i, j| a[i * cols + j])
@@ -83,28 +83,31 @@ pub fn cholesky_and_inverse(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>),
 
 /// L of A = L L^T over A's lower triangle, in place (faer's blocked factorisation, every core):
 /// no second n x n matrix. Or the index of the first non-positive pivot.
-pub(crate) fn cholesky_in_place<T: ComplexField + Avx2Float>(mut a: Mat<T>) -> Result<Mat<T>, usize> {
+pub(crate) fn cholesky_in_place<T: ComplexField + SimdFloat>(mut a: Mat<T>) -> Result<Mat<T>, usize> {
     cholesky_in_place_with(a.as_mut(), Par::rayon(0))?;
     Ok(a)
 }
 
-/// [`cholesky_in_place`] on `par`'s threads (`Par::Seq`: this one, but for the AVX2 updates
-/// below, which run on the rayon pool and so may take an idle thread). From n = 3072 on, blocks of
+/// [`cholesky_in_place`] on `par`'s threads (`Par::Seq`: this one, but for the updates on our
+/// kernels below, which run on the rayon pool and so may take an idle thread). From n = 3072 on, blocks of
 /// 256 columns instead of faer's 128: the trailing updates are gemms of inner dimension the block
 /// size, and at 2 threads of an AMD EPYC the wider block took n = 4000 from 0.165 to 0.133-0.148
 /// s and n = 8000 from 0.95-0.97 to 0.885-0.90 s in f32 (BENCHMARKS.md, 2026-12-05); at n = 2000
-/// and in f64 on one thread it changed nothing measurable. There too, on the threads of a pool
-/// where AVX2 is the widest vector unit, the trailing updates run on our AVX2 kernel
-/// ([`right_looking_on_avx2`]; the same values to the bit), for `Par::Seq` too: with
-/// ridge_by_cholesky's one lambda per thread at m = 4000 (f64, 2 threads of an AMD EPYC, Zen 3)
-/// an onestep trial took 4.8-5.9 s against 5.6-7.4 s with faer's updates (BENCHMARKS.md).
-fn cholesky_in_place_with<T: ComplexField + Avx2Float>(a: MatMut<'_, T>, par: Par) -> Result<(), usize> {
+/// and in f64 on one thread it changed nothing measurable. There too, where our kernels beat
+/// faer's ([`simd_gemm::chosen`]: AVX2 where it is the widest vector unit, AVX-512 on Intel),
+/// the trailing updates run on them ([`right_looking_on_ours`]; the same values to the bit), for
+/// `Par::Seq` too: with ridge_by_cholesky's one lambda per thread at m = 4000 (f64, 2 threads of
+/// an AMD EPYC, Zen 3) an onestep trial took 4.8-5.9 s against 5.6-7.4 s with faer's updates; at
+/// n = 8000 on 2 threads of an Intel Xeon (Sapphire Rapids) the factorisation and solve took
+/// 0.84-0.88 s against 0.98-1.01 s in f32, 1.72-1.78 s against 2.03-2.11 s in f64
+/// (BENCHMARKS.md).
+fn cholesky_in_place_with<T: ComplexField + SimdFloat>(a: MatMut<'_, T>, par: Par) -> Result<(), usize> {
     let n = a.nrows();
     let mut params = <LltParams as Auto<T>>::auto();
     if n >= 3072 {
         params.block_size = 256;
-        if a.row_stride() == 1 && avx2_gemm::preferred() {
-            return right_looking_on_avx2(a, par, params);
+        if let Some(tiling) = simd_gemm::chosen::<T>().filter(|_| a.row_stride() == 1) {
+            return right_looking_on_ours(a, par, params, tiling);
         }
     }
     faer_cholesky(a, par, params)
@@ -122,21 +125,21 @@ fn faer_cholesky<T: ComplexField>(a: MatMut<'_, T>, par: Par, params: LltParams)
 }
 
 /// faer's factorisation (`cholesky_recursion_right_looking` in faer 0.24) with its trailing
-/// updates on the AVX2 kernel, which took 0.59-0.71 of faer's time for them at n = 2000-7744 on
-/// 2 threads of an AMD EPYC (Zen 3). For each block of b = min(n.next_power_of_two() / 2,
+/// updates on our kernel of `tiling`: the AVX2 one took 0.59-0.71 of faer's time for them at
+/// n = 2000-7744 on 2 threads of an AMD EPYC (Zen 3). For each block of b = min(n.next_power_of_two() / 2,
 /// block_size) columns from j, as faer's top level does:
 ///   A00 = L00 L00^T (faer, recursively);  L10 = A10 L00^{-T} (faer's triangular solve);
-///   A11 -= L10 L10^T on A11's lower triangle ([`avx2_gemm::subtract_lower`], faer's sums).
+///   A11 -= L10 L10^T on A11's lower triangle ([`simd_gemm::subtract_lower`], faer's sums).
 /// The same operations in the same order, so the same factor to the bit (tests). A is
-/// column-major (row stride 1), on a CPU with AVX2 and FMA.
-fn right_looking_on_avx2<T: ComplexField + Avx2Float>(mut a: MatMut<'_, T>, par: Par, params: LltParams) -> Result<(), usize> {
+/// column-major (row stride 1), on a CPU with the tiling's instructions.
+fn right_looking_on_ours<T: ComplexField + SimdFloat>(mut a: MatMut<'_, T>, par: Par, params: LltParams, tiling: simd_gemm::Tiling<T>) -> Result<(), usize> {
     let n = a.nrows();
     let b = (n.next_power_of_two() / 2).min(params.block_size);
     for j in (0..n).step_by(b.max(1)) {
         let (mut a00, _, mut a10, a11) = a.as_mut().get_mut(j.., j..).split_at_mut(b.min(n - j), b.min(n - j));
         faer_cholesky(a00.as_mut(), par, params).map_err(|i| j + i)?;
         solve_lower_triangular_in_place(a00.as_ref(), a10.as_mut().transpose_mut(), par);
-        assert!(avx2_gemm::subtract_lower(a11, a10.as_ref()), "right_looking_on_avx2: A is column-major on an AVX2 CPU");
+        assert!(simd_gemm::subtract_lower(a11, a10.as_ref(), tiling), "right_looking_on_ours: A is column-major on a CPU with the tiling's instructions");
     }
     Ok(())
 }
@@ -318,15 +321,16 @@ mod tests {
         assert_eq!(cholesky_in_place(a).map(|_| ()), Err(2000));
     }
 
-    /// The factorisation with its trailing updates on the AVX2 kernel gives faer's factor to the
-    /// bit, in f32 and f64, in blocks of 128 (n = 700) and 256 (n = 1100) columns, on two
+    /// The factorisation with its trailing updates on each of our kernels that runs here gives
+    /// faer's factor to the bit, in f32 and f64, in blocks of 128 (n = 700) and 256 (n = 1100) columns, on two
     /// threads and on one (`Par::Seq`, as the per-lambda ridge solves run it); the factor
     /// reconstructs A; and both refuse a matrix that is not positive definite at the same pivot
     /// (index 300, past the first block).
     #[test]
-    fn the_avx2_trailing_updates_give_faers_factor() {
-        fn check<T: ComplexField + Avx2Float + std::fmt::Debug>(cast: fn(f64) -> T, to_f64: fn(T) -> f64, tol: f64) {
-            for (n, block_size, par) in [(700, 128, Par::rayon(2)), (1100, 256, Par::rayon(2)), (700, 128, Par::Seq), (1100, 256, Par::Seq)] {
+    fn our_trailing_updates_give_faers_factor() {
+        fn check<T: ComplexField + SimdFloat + std::fmt::Debug>(cast: fn(f64) -> T, to_f64: fn(T) -> f64, tol: f64) {
+            let runs = [(700, 128, Par::rayon(2)), (1100, 256, Par::rayon(2)), (700, 128, Par::Seq), (1100, 256, Par::Seq)];
+            for (tiling, (n, block_size, par)) in simd_gemm::tilings_here::<T>().into_iter().flat_map(|t| runs.map(|r| (t, r))) {
                 let z = crate::rng::normals(5, crate::rng::Stream::Bootstrap, 0, n * 30);
                 let b = Mat::from_fn(n, 30, |i, j| z[i * 30 + j]);
                 let mut a = &b * b.transpose();
@@ -337,13 +341,13 @@ mod tests {
                 params.block_size = block_size;
                 let factor = |a: &Mat<f64>, ours: bool| {
                     let mut l = Mat::from_fn(n, n, |i, j| cast(a[(i, j)]));
-                    let result = if ours { right_looking_on_avx2(l.as_mut(), par, params) } else { faer_cholesky(l.as_mut(), par, params) };
+                    let result = if ours { right_looking_on_ours(l.as_mut(), par, params, tiling) } else { faer_cholesky(l.as_mut(), par, params) };
                     result.map(|_| l)
                 };
                 let (ours, faers) = (factor(&a, true).unwrap(), factor(&a, false).unwrap());
                 for j in 0..n {
                     for i in j..n {
-                        assert_eq!(format!("{:?}", ours[(i, j)]), format!("{:?}", faers[(i, j)]), "n {n} at ({i}, {j})");
+                        assert_eq!(format!("{:?}", ours[(i, j)]), format!("{:?}", faers[(i, j)]), "{:?} n {n} at ({i}, {j})", tiling.isa);
                     }
                 }
                 let worst = (0..n)
@@ -356,9 +360,7 @@ mod tests {
                 assert_eq!(factor(&a, false).map(|_| ()).unwrap_err(), 300);
             }
         }
-        if avx2_gemm::runs_here() {
-            check::<f32>(|v| v as f32, |v| v as f64, 1e-4);
-            check::<f64>(|v| v, |v| v, 1e-12);
-        }
+        check::<f32>(|v| v as f32, |v| v as f64, 1e-4);
+        check::<f64>(|v| v, |v| v, 1e-12);
     }
 }

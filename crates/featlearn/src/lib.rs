@@ -52,7 +52,6 @@ macro_rules! widest {
 }
 
 pub mod algorithm1;
-mod avx2_gemm;
 pub mod backprop;
 pub mod compute;
 pub mod data;
@@ -67,6 +66,7 @@ pub mod network;
 pub mod overlaps;
 pub mod training;
 pub mod rng;
+mod simd_gemm;
 pub mod target;
 pub mod tiles;
 
