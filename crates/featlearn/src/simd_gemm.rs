@@ -280,15 +280,19 @@ pub(crate) fn tilings_here<T: SimdFloat>() -> Vec<Tiling<T>> {
     [T::AVX2, T::AVX512].into_iter().filter(|t| t.isa.runs_here()).collect()
 }
 
-/// Whether the CPU says it is Intel's ("GenuineIntel" in CPUID leaf 0).
+/// Whether the CPU says it is Intel's ("GenuineIntel" in CPUID leaf 0), asked once: under a
+/// hypervisor each CPUID leaves the guest.
 fn intel() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let id = __cpuid(0);
-        (id.ebx, id.edx, id.ecx) == (u32::from_le_bytes(*b"Genu"), u32::from_le_bytes(*b"ineI"), u32::from_le_bytes(*b"ntel"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INTEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let id = __cpuid(0);
+            (id.ebx, id.edx, id.ecx) == (u32::from_le_bytes(*b"Genu"), u32::from_le_bytes(*b"ineI"), u32::from_le_bytes(*b"ntel"))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
 }
 
 /// c = a b for a: m x k and b: k x n (faer views with strides of either sign) into c: m x n,
