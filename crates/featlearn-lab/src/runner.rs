@@ -204,7 +204,7 @@ fn write_report_and_figures(dir: &Path, records: &[Record], eps: f64, bootstrap:
     Ok((report, files))
 }
 
-/// The default output folder: runs/<config-name>-<UTC timestamp>.
+/// The default output folder: `runs/<config-name>-<UTC timestamp>`.
 pub fn default_out_dir(config_path: &Path) -> PathBuf {
     let name = config_path.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
     PathBuf::from("runs").join(format!("{name}-{}", utc_timestamp()))
@@ -283,7 +283,7 @@ fn mark_failed(record: &mut Record, e: &anyhow::Error) {
 }
 
 /// Runs one trial of `method`; a failure becomes a record with the reason (see
-/// [`mark_failed`]), so the run goes on.
+/// `mark_failed`), so the run goes on.
 pub fn run_trial(c: &Compute, config: &Config, method: &dyn Method, trial: &Trial, status: &dyn Fn(String)) -> (Record, Vec<CurvePoint>) {
     let start = Instant::now();
     let mut record = new_record(c, config, trial);

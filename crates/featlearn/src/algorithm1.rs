@@ -384,7 +384,7 @@ fn ridge_head_on_host(c: &Compute, system: &HostSystem, phi_val: &Tensor<2>, y_v
 
 /// Solves min_a (1/2n) ||Phi a - y||^2 + (lambda/2) ||a||^2 for each lambda of the grid and keeps
 /// the one with the smallest validation MSE ||Phi_val a - y_val||^2 / n_val. On ndarray the
-/// direct and eigen solvers run on the host ([`ridge_head_on_host`]; a buffer limit keeps the
+/// direct and eigen solvers run on the host (`ridge_head_on_host`; a buffer limit keeps the
 /// tiles, [`Compute::factors_on_host`]); on a GPU the m x m system is tiled under the device's
 /// largest buffer.
 pub fn ridge_head(

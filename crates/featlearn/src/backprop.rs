@@ -22,7 +22,7 @@ use crate::Error;
 /// The activation sigma.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Activation {
-    /// sigma(t) = max(t, 0), sigma'(t) = 1[t > 0].
+    /// sigma(t) = max(t, 0), sigma'(t) = `1[t > 0]`.
     Relu,
     /// sigma(t) = sum_k c_k h_k(t) in the normalised Hermite basis (coefficients c_0, c_1, ...);
     /// sigma'(t) = sum_k c_k sqrt(k) h_{k-1}(t).

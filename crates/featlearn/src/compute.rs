@@ -353,7 +353,7 @@ enum Op {
 }
 
 /// The product a b (a: m x k, b: k x n). On ndarray, a product of at least 2^22 multiply-adds
-/// runs on the host buffers on every core with the CPU's widest kernels ([`host_product`])
+/// runs on the host buffers on every core with the CPU's widest kernels (`host_product`)
 /// rather than in matrixmultiply, which stops at 4 threads and narrower kernels
 /// (BENCHMARKS.md), in the `blas` build too (burn-ndarray's OpenBLAS path was slower on the
 /// transposed operands of the first step). On the GPU backends, and for small products, it is
@@ -615,7 +615,7 @@ fn split_gemm<T: faer::traits::ComplexField>(c: faer::MatMut<'_, T>, a: faer::Ma
 
 /// Reads a tensor back to the host: the data as the device holds it, row-major, in a buffer the
 /// caller owns and may write into (on ndarray a uniquely held buffer is handed over, any other
-/// copied in one pass: [`host_copy`]). A failed allocation, a lost device or any other failure
+/// copied in one pass: `host_copy`). A failed allocation, a lost device or any other failure
 /// of the work that was to produce it is an [`Error::Device`].
 pub fn read_data<const D: usize>(t: Tensor<D>) -> Result<TensorData, Error> {
     let t = if is_ndarray(&t.device()) {

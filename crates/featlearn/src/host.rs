@@ -144,7 +144,7 @@ fn right_looking_on_ours<T: ComplexField + SimdFloat>(mut a: MatMut<'_, T>, par:
     Ok(())
 }
 
-/// X = A^{-1} B in place for the factor L of A ([`cholesky_in_place`]): L Z = B, then L^T X = Z.
+/// X = A^{-1} B in place for the factor L of A (`cholesky_in_place`): L Z = B, then L^T X = Z.
 pub fn cholesky_solve_in_place<T: ComplexField>(l: &Mat<T>, b: MatMut<'_, T>) {
     solve_in_place_with_conj(l.as_ref(), Conj::No, b, Par::rayon(0), MemStack::new(&mut []));
 }

@@ -56,7 +56,7 @@ impl TwoLayer {
     }
 
     /// Features phi(x) = relu(x W^T + b), n x m. On ndarray the bias and the ReLU are one pass
-    /// over the rows of x W^T on the host ([`relu_bias_rows`]): burn-ndarray makes a pass over
+    /// over the rows of x W^T on the host (`relu_bias_rows`): burn-ndarray makes a pass over
     /// memory per tensor op. The same values: x W^T is rounded to the run's precision, then
     /// z + b is rounded once, as burn's add rounds it.
     pub fn features(&self, x: Tensor<2>) -> Tensor<2> {
@@ -95,7 +95,7 @@ impl TwoLayer {
     /// that at the symmetric initialisation (second half mirroring the first) the halves cancel
     /// exactly and f is exactly 0, not merely up to rounding.
     ///
-    /// On ndarray it is one pass over the rows of x W^T on the host ([`relu_row_output`], the
+    /// On ndarray it is one pass over the rows of x W^T on the host (`relu_row_output`, the
     /// features never stored), each row's sums in f64.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<1> {
         if is_ndarray(&x.device()) {

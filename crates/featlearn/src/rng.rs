@@ -67,7 +67,7 @@ pub fn normal_rows(seed: u64, stream: Stream, start: usize, rows: usize, cols: u
 }
 
 /// Standard normal rows like [`normal_rows`], drawn faster: each row by the Ziggurat method
-/// (rand_distr's `StandardNormal` bit for bit, its common case inlined in [`ziggurat_normal`];
+/// (rand_distr's `StandardNormal` bit for bit, its common case inlined in `ziggurat_normal`;
 /// about one random word a value against Box-Muller's two and a logarithm, a square root, a sine
 /// and a cosine a pair) from its own window of the ChaCha8 stream `(seed, stream)`, 2^32 words
 /// from word row * 2^32, so rows can still be drawn in any order and chunking. Other numbers

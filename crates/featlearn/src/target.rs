@@ -1,7 +1,7 @@
 //! Multi-index targets f*(x) = g(U x) (docs/science.md, section 1).
 //!
 //! U (r x d) has orthonormal rows; g is a sum of terms c * prod_i h_{k_i}(z_i) in the normalised
-//! Hermite basis, so E[f*] is the constant coefficient and E[f*^2] the sum of squared
+//! Hermite basis, so `E[f*]` is the constant coefficient and `E[f*^2]` the sum of squared
 //! coefficients, exactly.
 
 use burn::tensor::Tensor;
@@ -13,7 +13,7 @@ use crate::rng::{normal_rows, standard_normal, stream_rng, Stream};
 use crate::Error;
 use rand::Rng;
 
-/// One term c * prod_i h_{index[i]}(z_i); `index` has length r.
+/// One term `c * prod_i h_{index[i]}(z_i)`; `index` has length r.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Term {
     pub coef: f64,
