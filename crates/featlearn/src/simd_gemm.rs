@@ -20,6 +20,7 @@
 
 use faer::{MatMut, MatRef};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -297,20 +298,22 @@ fn intel() -> bool {
 
 /// c = a b for a: m x k and b: k x n (faer views with strides of either sign) into c: m x n,
 /// row-major with row stride n, on the tiling's kernel, on the threads of the current rayon
-/// pool. Returns false, c untouched, where the CPU lacks the tiling's instructions, or where an
-/// operand runs backwards in memory (a negative stride: faer sums such a product in another
-/// order, which this one would not give).
-pub(crate) fn gemm<T: SimdFloat>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, tiling: Tiling<T>) -> bool {
+/// pool. c need not hold values: each is written before it is read. Returns true when every
+/// value of c is written; false, c untouched, where the CPU lacks the tiling's instructions, or
+/// where an operand runs backwards in memory (a negative stride: faer sums such a product in
+/// another order, which this one would not give).
+pub(crate) fn gemm<T: SimdFloat>(c: &mut [MaybeUninit<T>], a: MatRef<'_, T>, b: MatRef<'_, T>, tiling: Tiling<T>) -> bool {
     if !tiling.isa.runs_here() || !runs_forwards(a) || !runs_forwards(b) {
         return false;
     }
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
     assert!(b.nrows() == k && c.len() == m * n, "gemm: shapes {m}x{k}, {}x{n} into {} values", b.nrows(), c.len());
     if m == 0 || n == 0 || k == 0 {
-        c.fill(T::default());
+        c.fill(MaybeUninit::new(T::default()));
         return true;
     }
-    product(Dest(c.as_mut_ptr(), n), a, b, Mode::Overwrite, tiling);
+    // the first k-block overwrites every value of c (Mode::Overwrite), the later ones add to them
+    product(Dest(c.as_mut_ptr() as *mut T, n), a, b, Mode::Overwrite, tiling);
     true
 }
 
@@ -369,11 +372,14 @@ fn product<T: SimdFloat>(c: Dest<T>, a: MatRef<'_, T>, b: MatRef<'_, T>, mode: M
     // 2048 f32 B), so the copy stays small beside a large B
     let width = n.div_ceil(t.nr) * t.nr;
     let slab = (PACKED_B_BYTES / (KC * width * std::mem::size_of::<T>())).max(1) * KC;
-    let mut packed_b = vec![T::default(); slab.min(k) * width];
+    // (not zeroed first: pack_b writes every value; zeroing 16 MiB cost about 2% of that product)
+    let mut packed_b = Vec::<T>::with_capacity(slab.min(k) * width);
     for k0 in (0..k).step_by(slab) {
         let depth = slab.min(k - k0);
-        let packed_b = &mut packed_b[..depth * width];
-        pack_b(packed_b, b.subrows(k0, depth), t.nr);
+        let packed = &mut packed_b.spare_capacity_mut()[..depth * width];
+        pack_b(packed, b.subrows(k0, depth), t.nr);
+        // SAFETY: pack_b wrote every value of `packed`
+        let packed_b = unsafe { &*(packed as *mut [MaybeUninit<T>] as *const [T]) };
         let add = mode == Mode::SubtractUpper || k0 > 0;
         // each thread's packed A and parked chains, for blocks of up to block_rows rows
         let buffers = || Buffers {
@@ -390,8 +396,8 @@ fn product<T: SimdFloat>(c: Dest<T>, a: MatRef<'_, T>, b: MatRef<'_, T>, mode: M
 
 /// B (k x n) into `packed` (k panels nr values) in panels of nr columns, k-block after k-block:
 /// block `kb` starts at kb 512 panels nr, and its panel q (kc x nr, row-major, columns past n
-/// zero) at q kc nr.
-fn pack_b<T: SimdFloat>(packed: &mut [T], b: MatRef<'_, T>, nr: usize) {
+/// zero) at q kc nr. Every value of `packed` is written.
+fn pack_b<T: SimdFloat>(packed: &mut [MaybeUninit<T>], b: MatRef<'_, T>, nr: usize) {
     let n = b.ncols();
     let panels = n.div_ceil(nr);
     for (kb, block) in packed.chunks_mut(KC * panels * nr).enumerate() {
@@ -402,21 +408,25 @@ fn pack_b<T: SimdFloat>(packed: &mut [T], b: MatRef<'_, T>, nr: usize) {
             for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
                 let src = b.ptr_at(k0 + kk, j0);
                 if b.col_stride() == 1 {
-                    // SAFETY: b's row k0 + kk holds w values from column j0 on, one after the other
-                    let src = unsafe { std::slice::from_raw_parts(src, w) };
-                    // in runs of 8 that compile to vector moves (a call to memcpy for each
-                    // row of a panel cost 2.6% of a 2048^3 product)
-                    for (to, from) in row[..w].chunks_mut(8).zip(src.chunks(8)) {
-                        match (<&mut [T; 8]>::try_from(&mut *to), <&[T; 8]>::try_from(from)) {
-                            (Ok(to), Ok(from)) => *to = *from,
-                            _ => to.copy_from_slice(from),
+                    // in runs of 8 that compile to vector moves (a call to memcpy for each row
+                    // of a panel cost 2.6% of a 2048^3 product)
+                    let (whole, to) = (w / 8 * 8, row.as_mut_ptr() as *mut T);
+                    // SAFETY: b's row k0 + kk holds w values from column j0 on, one after the
+                    // other; the panel's row holds nr >= w
+                    unsafe {
+                        for j in (0..whole).step_by(8) {
+                            std::ptr::copy_nonoverlapping(src.add(j), to.add(j), 8);
                         }
+                        std::ptr::copy_nonoverlapping(src.add(whole), to.add(whole), w - whole);
                     }
                 } else {
                     for (j, v) in row[..w].iter_mut().enumerate() {
                         // SAFETY: (k0 + kk, j0 + j) lies inside b (kk < kc, j < w)
-                        *v = unsafe { *src.wrapping_offset(j as isize * b.col_stride()) };
+                        v.write(unsafe { *src.wrapping_offset(j as isize * b.col_stride()) });
                     }
+                }
+                for v in &mut row[w..] {
+                    v.write(T::default());
                 }
             }
         });
@@ -585,9 +595,12 @@ fn row_block<T: SimdFloat>(c: Dest<T>, r0: usize, a: MatRef<'_, T>, packed_b: &[
                     if chains.finish {
                         for i in 0..h {
                             for j in first(i)..w {
-                                // SAFETY: (i0 + i, j0 + j) lies inside c, in this block's rows
-                                let v = unsafe { &mut *c.0.add((i0 + i) * c.1 + j0 + j) };
-                                *v = if add { *v + edge[i * nr + j] } else { edge[i * nr + j] };
+                                // SAFETY: (i0 + i, j0 + j) lies inside c, in this block's rows;
+                                // its value is read only where an earlier k-block wrote it
+                                unsafe {
+                                    let v = c.0.add((i0 + i) * c.1 + j0 + j);
+                                    v.write(if add { v.read() + edge[i * nr + j] } else { edge[i * nr + j] });
+                                }
                             }
                         }
                     }
@@ -602,6 +615,18 @@ mod tests {
     use super::*;
     use crate::rng::{normal_rows, Stream};
     use faer::Mat;
+
+    /// `gemm` into a fresh buffer as the host products call it, its values NaN before (so a value
+    /// it did not write shows).
+    fn fresh_product<T: SimdFloat>(a: MatRef<'_, T>, b: MatRef<'_, T>, tiling: Tiling<T>, nan: T) -> Vec<T> {
+        let len = a.nrows() * b.ncols();
+        let mut c = Vec::with_capacity(len);
+        c.spare_capacity_mut().fill(MaybeUninit::new(nan));
+        assert!(gemm(&mut c.spare_capacity_mut()[..len], a, b, tiling), "{:?} refused", tiling.isa);
+        // SAFETY: the len values were written (NaN, then the product)
+        unsafe { c.set_len(len) };
+        c
+    }
 
     /// faer's gemm on one thread, the sums these kernels must give bit for bit.
     fn faer_product<T: SimdFloat + faer::traits::ComplexField>(a: MatRef<'_, T>, b: MatRef<'_, T>) -> Mat<T> {
@@ -640,12 +665,12 @@ mod tests {
                 (MatRef::from_row_major_slice(&a_rm, m, k), MatRef::from_row_major_slice(&b_rm, k, n)),
             ];
             // an operand that runs backwards is left to faer, c untouched
-            let mut c = vec![cast(1.0); m * n];
+            let mut c = vec![MaybeUninit::new(cast(1.0)); m * n];
             assert!(!gemm(&mut c, a_rev.as_ref().reverse_rows_and_cols(), b.as_ref(), tiling) || m * k == 1, "{isa:?} {m}x{k}x{n} reversed operand");
-            assert!(c.iter().all(|&v| to_f64(v) == 1.0));
+            // SAFETY: every value was initialised above
+            assert!(c.iter().all(|v| to_f64(unsafe { v.assume_init() }) == 1.0));
             for (p, (a, b)) in pairs.into_iter().enumerate() {
-                let mut c = vec![cast(f64::NAN); m * n];
-                assert!(gemm(&mut c, a, b, tiling));
+                let c = fresh_product(a, b, tiling, cast(f64::NAN));
                 let reference = faer_product(a, b);
                 for i in 0..m {
                     for j in 0..n {
@@ -676,8 +701,7 @@ mod tests {
         for tiling in tilings_here::<f64>() {
             for (m, k, n) in [(0, 5, 4), (3, 0, 4), (3, 5, 0)] {
                 let (a, b) = (Mat::<f64>::ones(m, k), Mat::<f64>::ones(k, n));
-                let mut c = vec![7.0; m * n];
-                assert!(gemm(&mut c, a.as_ref(), b.as_ref(), tiling));
+                let c = fresh_product(a.as_ref(), b.as_ref(), tiling, 7.0);
                 assert!(c.iter().all(|&v| v == 0.0), "{:?} {m}x{k}x{n}", tiling.isa);
             }
         }
@@ -761,10 +785,8 @@ mod tests {
         let b: Vec<f32> = normal_rows(8, Stream::TestX, 0, k, n).into_iter().map(|v| v as f32).collect();
         for tiling in tilings_here::<f32>() {
             let on = |threads| {
-                let mut c = vec![0.0f32; m * n];
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                pool.install(|| gemm(&mut c, MatRef::from_row_major_slice(&a, m, k), MatRef::from_row_major_slice(&b, k, n), tiling));
-                c
+                pool.install(|| fresh_product(MatRef::from_row_major_slice(&a, m, k), MatRef::from_row_major_slice(&b, k, n), tiling, f32::NAN))
             };
             assert_eq!(on(1), on(3), "{:?}", tiling.isa);
         }
