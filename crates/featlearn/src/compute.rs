@@ -576,7 +576,7 @@ fn host_gemm<T: HostFloat>(a: Tensor<2>, op_a: Op, b: Tensor<2>, op_b: Op) -> Op
 /// c = a b into c (m x n, row-major) on the threads of the rayon pool. Where our own kernels beat
 /// faer's ([`simd_gemm::chosen`]: AVX2 where it is the CPU's widest vector unit, AVX-512 on an
 /// Intel CPU), they take the shapes they win ([`simd_gemm::Tiling::wins`]): faer's AVX2 kernels
-/// took 13-28% longer at 2048^3 on an AMD EPYC (Zen 3), its AVX-512 kernels 2-8% longer on an
+/// took 13-28% longer at 2048^3 on an AMD EPYC (Zen 3), its AVX-512 kernels 4-9% longer on an
 /// Intel Xeon (Sapphire Rapids) (BENCHMARKS.md). Elsewhere faer's gemm on one block per thread
 /// ([`split_gemm`]). Both give faer's sums to the bit, so the CPU and the shape do not change a
 /// run's numbers. c need not hold values: ours write each before reading it; for faer's, c is

@@ -89,18 +89,18 @@ pub(crate) fn cholesky_in_place<T: ComplexField + SimdFloat>(mut a: Mat<T>) -> R
 }
 
 /// [`cholesky_in_place`] on `par`'s threads (`Par::Seq`: this one, but for the updates on our
-/// kernels below, which run on the rayon pool and so may take an idle thread). From n = 3072 on, blocks of
-/// 256 columns instead of faer's 128: the trailing updates are gemms of inner dimension the block
-/// size, and at 2 threads of an AMD EPYC the wider block took n = 4000 from 0.165 to 0.133-0.148
-/// s and n = 8000 from 0.95-0.97 to 0.885-0.90 s in f32 (BENCHMARKS.md, 2026-12-05); at n = 2000
-/// and in f64 on one thread it changed nothing measurable. There too, where our kernels beat
-/// faer's ([`simd_gemm::chosen`]: AVX2 where it is the widest vector unit, AVX-512 on Intel),
-/// the trailing updates run on them ([`right_looking_on_ours`]; the same values to the bit), for
-/// `Par::Seq` too: with ridge_by_cholesky's one lambda per thread at m = 4000 (f64, 2 threads of
-/// an AMD EPYC, Zen 3) an onestep trial took 4.8-5.9 s against 5.6-7.4 s with faer's updates; at
-/// n = 8000 on 2 threads of an Intel Xeon (Sapphire Rapids) the factorisation and solve took
-/// 0.84-0.88 s against 0.98-1.01 s in f32, 1.72-1.78 s against 2.03-2.11 s in f64
-/// (BENCHMARKS.md).
+/// kernels below, which run on the rayon pool and so may take an idle thread). From n = 3072 on,
+/// blocks of 256 columns instead of faer's 128: the trailing updates are gemms of inner
+/// dimension the block size, and at 2 threads of an AMD EPYC the wider block took n = 4000 from
+/// 0.165 to 0.133-0.148 s and n = 8000 from 0.95-0.97 to 0.885-0.90 s in f32 (BENCHMARKS.md,
+/// 2026-12-05); at n = 2000 and in f64 on one thread it changed nothing measurable. There too,
+/// where our kernels beat faer's ([`simd_gemm::chosen`]: AVX2 where it is the widest vector
+/// unit, AVX-512 on Intel), the trailing updates run on them ([`right_looking_on_ours`]; the same
+/// values to the bit), for `Par::Seq` too: with ridge_by_cholesky's one lambda per thread at
+/// m = 4000 (f64, 2 threads of an AMD EPYC, Zen 3) an onestep trial took 4.8-5.9 s against
+/// 5.6-7.4 s with faer's updates; at n = 8000 on 2 threads of an Intel Xeon (Sapphire Rapids)
+/// the factorisation and solve took 0.84-0.88 s against 0.98-1.01 s in f32, 1.72-1.78 s against
+/// 2.03-2.11 s in f64 (BENCHMARKS.md).
 fn cholesky_in_place_with<T: ComplexField + SimdFloat>(a: MatMut<'_, T>, par: Par) -> Result<(), usize> {
     let n = a.nrows();
     let mut params = <LltParams as Auto<T>>::auto();
@@ -126,8 +126,8 @@ fn faer_cholesky<T: ComplexField>(a: MatMut<'_, T>, par: Par, params: LltParams)
 
 /// faer's factorisation (`cholesky_recursion_right_looking` in faer 0.24) with its trailing
 /// updates on our kernel of `tiling`: the AVX2 one took 0.59-0.71 of faer's time for them at
-/// n = 2000-7744 on 2 threads of an AMD EPYC (Zen 3). For each block of b = min(n.next_power_of_two() / 2,
-/// block_size) columns from j, as faer's top level does:
+/// n = 2000-7744 on 2 threads of an AMD EPYC (Zen 3). For each block of
+/// b = min(n.next_power_of_two() / 2, block_size) columns from j, as faer's top level does:
 ///   A00 = L00 L00^T (faer, recursively);  L10 = A10 L00^{-T} (faer's triangular solve);
 ///   A11 -= L10 L10^T on A11's lower triangle ([`simd_gemm::subtract_lower`], faer's sums).
 /// The same operations in the same order, so the same factor to the bit (tests). A is
@@ -322,15 +322,15 @@ mod tests {
     }
 
     /// The factorisation with its trailing updates on each of our kernels that runs here gives
-    /// faer's factor to the bit, in f32 and f64, in blocks of 128 (n = 700) and 256 (n = 1100) columns, on two
-    /// threads and on one (`Par::Seq`, as the per-lambda ridge solves run it); the factor
-    /// reconstructs A; and both refuse a matrix that is not positive definite at the same pivot
-    /// (index 300, past the first block).
+    /// faer's factor to the bit, in f32 and f64, in blocks of 128 (n = 700) and 256 (n = 1100)
+    /// columns, on two threads and on one (`Par::Seq`, as the per-lambda ridge solves run it);
+    /// the factor reconstructs A; and both refuse a matrix that is not positive definite at the
+    /// same pivot (index 300, past the first block). faer's factor is computed once a run and
+    /// compared with each kernel's.
     #[test]
     fn our_trailing_updates_give_faers_factor() {
         fn check<T: ComplexField + SimdFloat + std::fmt::Debug>(cast: fn(f64) -> T, to_f64: fn(T) -> f64, tol: f64) {
-            let runs = [(700, 128, Par::rayon(2)), (1100, 256, Par::rayon(2)), (700, 128, Par::Seq), (1100, 256, Par::Seq)];
-            for (tiling, (n, block_size, par)) in simd_gemm::tilings_here::<T>().into_iter().flat_map(|t| runs.map(|r| (t, r))) {
+            for (n, block_size, par) in [(700, 128, Par::rayon(2)), (1100, 256, Par::rayon(2)), (700, 128, Par::Seq), (1100, 256, Par::Seq)] {
                 let z = crate::rng::normals(5, crate::rng::Stream::Bootstrap, 0, n * 30);
                 let b = Mat::from_fn(n, 30, |i, j| z[i * 30 + j]);
                 let mut a = &b * b.transpose();
@@ -339,25 +339,34 @@ mod tests {
                 }
                 let mut params = <LltParams as Auto<T>>::auto();
                 params.block_size = block_size;
-                let factor = |a: &Mat<f64>, ours: bool| {
+                // faer's factor (tiling None) or ours on the tiling
+                let factor = |a: &Mat<f64>, tiling: Option<simd_gemm::Tiling<T>>| {
                     let mut l = Mat::from_fn(n, n, |i, j| cast(a[(i, j)]));
-                    let result = if ours { right_looking_on_ours(l.as_mut(), par, params, tiling) } else { faer_cholesky(l.as_mut(), par, params) };
+                    let result = match tiling {
+                        Some(t) => right_looking_on_ours(l.as_mut(), par, params, t),
+                        None => faer_cholesky(l.as_mut(), par, params),
+                    };
                     result.map(|_| l)
                 };
-                let (ours, faers) = (factor(&a, true).unwrap(), factor(&a, false).unwrap());
-                for j in 0..n {
-                    for i in j..n {
-                        assert_eq!(format!("{:?}", ours[(i, j)]), format!("{:?}", faers[(i, j)]), "{:?} n {n} at ({i}, {j})", tiling.isa);
-                    }
-                }
+                let faers = factor(&a, None).unwrap();
                 let worst = (0..n)
                     .flat_map(|i| (0..=i).map(move |j| (i, j)))
-                    .map(|(i, j)| ((0..=j).map(|k| to_f64(ours[(i, k)]) * to_f64(ours[(j, k)])).sum::<f64>() - a[(i, j)]).abs())
+                    .map(|(i, j)| ((0..=j).map(|k| to_f64(faers[(i, k)]) * to_f64(faers[(j, k)])).sum::<f64>() - a[(i, j)]).abs())
                     .fold(0.0, f64::max);
                 assert!(worst < tol * 32.0, "n {n}: max |L L^T - A| = {worst:e}");
-                a[(300, 300)] = -1.0;
-                assert_eq!(factor(&a, true).map(|_| ()).unwrap_err(), 300);
-                assert_eq!(factor(&a, false).map(|_| ()).unwrap_err(), 300);
+                let mut indefinite = a.clone();
+                indefinite[(300, 300)] = -1.0;
+                assert_eq!(factor(&indefinite, None).map(|_| ()).unwrap_err(), 300);
+                for tiling in simd_gemm::tilings_here::<T>() {
+                    // ours equal faer's bit for bit, so they reconstruct A as faer's do
+                    let ours = factor(&a, Some(tiling)).unwrap();
+                    for j in 0..n {
+                        for i in j..n {
+                            assert_eq!(format!("{:?}", ours[(i, j)]), format!("{:?}", faers[(i, j)]), "{:?} n {n} at ({i}, {j})", tiling.isa);
+                        }
+                    }
+                    assert_eq!(factor(&indefinite, Some(tiling)).map(|_| ()).unwrap_err(), 300, "{:?}", tiling.isa);
+                }
             }
         }
         check::<f32>(|v| v as f32, |v| v as f64, 1e-4);

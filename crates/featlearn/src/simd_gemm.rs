@@ -75,7 +75,7 @@ impl<T> Tiling<T> {
     /// the product hands out c's rows; at least 256 columns, or each packed block of A serves too
     /// few of them (2000 x 20000 x 64 took 1.2-1.3x faer's time on AVX2); at least `min_depth`
     /// terms a sum (AVX-512 on a Xeon: 20000 x 64 x 2000, the first step's x W^T, took 1.1-1.2x
-    /// faer's time, 2048^3 0.93-0.98x).
+    /// faer's time, 2048^3 0.93-0.97x).
     pub(crate) fn wins(&self, m: usize, k: usize, n: usize) -> bool {
         256 <= n && n <= m && k >= self.min_depth
     }
