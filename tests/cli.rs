@@ -933,28 +933,16 @@ fn png_size(path: &Path) -> (u32, u32) {
     (be(16), be(20))
 }
 
-/// `featlearn run configs/quick.toml --quiet`, run once for the tests that read its table and
-/// its figures (most of a minute on 2 cores): its output folder and what it printed.
-fn quick_run() -> &'static (PathBuf, Output) {
-    static RUN: std::sync::OnceLock<(PathBuf, Output)> = std::sync::OnceLock::new();
-    RUN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        // (kept in cargo's scratch folder, replaced at the next run: two tests read it)
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("quick-run");
-        let _ = std::fs::remove_dir_all(&out);
-        let o = Command::new(binary()).args(["run", "configs/quick.toml", "--quiet", "--out", out.to_str().unwrap()]).current_dir(&root).output().unwrap();
-        (out, o)
-    })
-}
-
 /// README.md's table is what its main job prints: `featlearn run configs/quick.toml` gives
 /// README's six rows to every printed digit (on 1, 2, 3 and 4 threads alike, checked by hand: the
 /// host products and the head's sums do not depend on the thread count). A change that moves a
 /// digit updates README with it.
 #[test]
 fn the_readme_table_is_what_the_main_job_prints() {
+    let dir = scratch("readme-table");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let (_, o) = quick_run();
+    let out = dir.join("run");
+    let o = Command::new(binary()).args(["run", "configs/quick.toml", "--quiet", "--out", out.to_str().unwrap()]).current_dir(&root).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rows = |text: &str| -> Vec<String> { text.lines().filter(|l| l.starts_with("onestep ") || l.starts_with("rf ")).map(str::to_owned).collect() };
     let printed = rows(&String::from_utf8_lossy(&o.stdout));
@@ -968,20 +956,20 @@ fn the_readme_table_is_what_the_main_job_prints() {
 fn every_figure_of_quick_and_of_a_paper_config_is_a_whole_svg_and_png() {
     let dir = scratch("figures");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let (quick_out, o) = quick_run();
-    assert!(o.status.success(), "configs/quick.toml: {}", String::from_utf8_lossy(&o.stderr));
-    let transfer_out = dir.join("transfer");
-    let transfer_figures = ["error_vs_n_d8", "error_vs_n_d12", "error_vs_n_d16", "nstar", "nstar_local_slopes", "alignment_vs_n_over_d2", "transfer_vs_n_target"];
-    let shrunk = ["--set", "data.n=[125, 500, 2000]", "--set", "data.n_test=1000", "--set", "run.seeds=1", "--set", "net.m=200", "--set", "task.d=[8, 12, 16]"];
-    let mut args = vec!["run", "configs/paper/transfer-cpu.toml", "--out", transfer_out.to_str().unwrap(), "--quiet"];
-    args.extend(shrunk);
-    let o = Command::new(binary()).args(&args).current_dir(&root).output().unwrap();
-    assert!(o.status.success(), "configs/paper/transfer-cpu.toml: {}", String::from_utf8_lossy(&o.stderr));
-    let runs: [(&str, &Path, &[&str]); 2] = [
-        ("configs/quick.toml", quick_out, &["error_vs_n_d16", "nstar", "alignment_vs_n_over_d2"]),
-        ("configs/paper/transfer-cpu.toml", &transfer_out, &transfer_figures),
+    let runs: [(&str, Vec<&str>, Vec<&str>); 2] = [
+        ("configs/quick.toml", vec![], vec!["error_vs_n_d16", "nstar", "alignment_vs_n_over_d2"]),
+        (
+            "configs/paper/transfer-cpu.toml",
+            vec!["--set", "data.n=[125, 500, 2000]", "--set", "data.n_test=1000", "--set", "run.seeds=1", "--set", "net.m=200", "--set", "task.d=[8, 12, 16]"],
+            vec!["error_vs_n_d8", "error_vs_n_d12", "error_vs_n_d16", "nstar", "nstar_local_slopes", "alignment_vs_n_over_d2", "transfer_vs_n_target"],
+        ),
     ];
-    for (config, out, figures) in runs {
+    for (k, (config, extra, figures)) in runs.iter().enumerate() {
+        let out = dir.join(format!("run{k}"));
+        let mut args = vec!["run", config, "--out", out.to_str().unwrap(), "--quiet"];
+        args.extend(extra.iter().copied());
+        let o = Command::new(binary()).args(&args).current_dir(&root).output().unwrap();
+        assert!(o.status.success(), "{config}: {}", String::from_utf8_lossy(&o.stderr));
         for stem in figures {
             let svg = std::fs::read_to_string(out.join(format!("{stem}.svg"))).unwrap_or_else(|e| panic!("{config} {stem}.svg: {e}"));
             assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"), "{config}: {stem}.svg is not whole");
@@ -990,8 +978,8 @@ fn every_figure_of_quick_and_of_a_paper_config_is_a_whole_svg_and_png() {
     }
     // onestep's colour is the same in both runs, whose method lists differ (onestep, rf against
     // transfer, onestep, ntk); each other method has its own
-    let strokes = |out: &Path| std::fs::read_to_string(out.join("error_vs_n_d16.svg")).unwrap();
-    let (quick, transfer) = (strokes(quick_out), strokes(&transfer_out));
+    let strokes = |k: usize| std::fs::read_to_string(dir.join(format!("run{k}/error_vs_n_d16.svg"))).unwrap();
+    let (quick, transfer) = (strokes(0), strokes(1));
     for (svg, colours) in [(&quick, ["#0072B2", "#E69F00"]), (&transfer, ["#0072B2", "#D55E00"])] {
         for c in colours {
             assert!(svg.contains(&format!("stroke=\"{c}\"")), "no stroke {c}");
