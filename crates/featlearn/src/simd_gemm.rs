@@ -380,7 +380,7 @@ fn product<T: SimdFloat>(c: Dest<T>, a: MatRef<'_, T>, b: MatRef<'_, T>, mode: M
     let mut packed_b = Vec::<T>::with_capacity(slab.min(k) * width + LINE_VALUES);
     for k0 in (0..k).step_by(slab) {
         let depth = slab.min(k - k0);
-        let packed = on_lines(packed_b.spare_capacity_mut(), depth * width);
+        let packed = &mut on_lines(packed_b.spare_capacity_mut())[..depth * width];
         pack_b(packed, b.subrows(k0, depth), t.nr);
         // SAFETY: pack_b wrote every value of `packed`
         let packed_b = unsafe { &*(packed as *mut [MaybeUninit<T>] as *const [T]) };
@@ -417,8 +417,9 @@ fn pack_b<T: SimdFloat>(packed: &mut [MaybeUninit<T>], b: MatRef<'_, T>, nr: usi
             for r0 in (0..kc).step_by(ROWS) {
                 for (x, panel) in group_panels.chunks_exact_mut(kc * nr).enumerate() {
                     let j0 = (g * group + x) * nr;
+                    let w = nr.min(n - j0);
                     for kk in r0..(r0 + ROWS).min(kc) {
-                        pack_row(&mut panel[kk * nr..(kk + 1) * nr], b, kb * KC + kk, j0, nr.min(n - j0));
+                        pack_row(&mut panel[kk * nr..(kk + 1) * nr], b, kb * KC + kk, j0, w);
                     }
                 }
             }
@@ -555,13 +556,14 @@ unsafe fn transpose_8x8(rows: [*const f32; 8], out: *mut f32) {
 /// Values a buffer holds beyond its length for [`on_lines`]: more than 64 bytes of any type.
 const LINE_VALUES: usize = 64;
 
-/// `len` values of `buffer` from its first value on a 64-byte boundary (a buffer of len +
-/// [`LINE_VALUES`] values holds them). The packed panels start on cache lines, so that a row of
-/// B's panel (64 bytes in the AVX2 tile) is one line and no load of the kernel spans two. Large
-/// blocks from malloc start 16 bytes past a line: there the kernel ran 1-4% slower in place
-/// (Zen 3, 2026-12-07).
-fn on_lines<V>(buffer: &mut [V], len: usize) -> &mut [V] {
-    let skip = buffer.as_ptr().align_offset(64).min(buffer.len());
+/// `buffer`'s values from its first on a 64-byte boundary, [`LINE_VALUES`] fewer than it holds
+/// (the buffers are made that much longer than they need). The packed panels start on cache
+/// lines, so that a row of B's panel (64 bytes in the AVX2 tile) is one line and no load of the
+/// kernel spans two. Large blocks from malloc start 16 bytes past a line: there the kernel ran
+/// 1-4% slower in place (Zen 3, 2026-12-07).
+fn on_lines<V>(buffer: &mut [V]) -> &mut [V] {
+    let len = buffer.len() - LINE_VALUES;
+    let skip = buffer.as_ptr().align_offset(64).min(LINE_VALUES);
     &mut buffer[skip..skip + len]
 }
 
@@ -585,11 +587,10 @@ fn row_block<T: SimdFloat>(c: Dest<T>, r0: usize, a: MatRef<'_, T>, packed_b: &[
     // in the upper triangle, the panels left of the block's first row hold nothing to write
     let first_panel = if upper { r0 / nr } else { 0 };
     let Buffers { packed_a, parked, edge } = buffers;
-    let parked_values = parked.len() - LINE_VALUES;
-    let parked = on_lines(parked, parked_values);
+    let parked = on_lines(parked);
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
-        let packed_a = on_lines(packed_a, panels_a * mr * kc);
+        let packed_a = &mut on_lines(packed_a)[..panels_a * mr * kc];
         pack_a(packed_a, a, k0, kc, upper, &t);
         let block = &packed_b[k0 * panels_b * nr..];
         let add = add || k0 > 0;
