@@ -579,8 +579,8 @@ fn host_gemm<T: HostFloat>(a: Tensor<2>, op_a: Op, b: Tensor<2>, op_b: Op) -> Op
 /// took 13-28% longer at 2048^3 on an AMD EPYC (Zen 3), its AVX-512 kernels 4-9% longer on an
 /// Intel Xeon (Sapphire Rapids) (BENCHMARKS.md). Elsewhere faer's gemm on one block per thread
 /// ([`split_gemm`]). Both give faer's sums to the bit, so the CPU and the shape do not change a
-/// run's numbers. c need not hold values: ours write each before reading it; for faer's, c is
-/// zeroed first (zeroing the 16 MiB of a 2048^3 product took about 2% of its time on the Xeon).
+/// run's numbers. c need not hold values: ours write each before reading it, and faer's gemm
+/// does not read c where it replaces it.
 fn host_product<T: HostFloat>(c: &mut [std::mem::MaybeUninit<T>], a: faer::MatRef<'_, T>, b: faer::MatRef<'_, T>) {
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
     if let Some(tiling) = simd_gemm::chosen::<T>().filter(|t| t.wins(m, k, n)) {
@@ -588,10 +588,11 @@ fn host_product<T: HostFloat>(c: &mut [std::mem::MaybeUninit<T>], a: faer::MatRe
             return;
         }
     }
-    c.fill(std::mem::MaybeUninit::new(T::zero_impl()));
-    // SAFETY: every value of c was just written
-    let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<T>] as *mut [T]) };
-    split_gemm(faer::MatMut::from_row_major_slice_mut(c, m, n), a, b, rayon::current_num_threads());
+    assert!(c.len() == m * n, "host_product: {m}x{n} into {} values", c.len());
+    // SAFETY: c holds m rows of n values, row-major, and nothing else touches it while the view
+    // lives; faer's gemm with Accum::Replace writes every value of c and reads none
+    let c = unsafe { faer::MatMut::from_raw_parts_mut(c.as_mut_ptr() as *mut T, m, n, n as isize, 1) };
+    split_gemm(c, a, b, rayon::current_num_threads());
 }
 
 /// c = a b on `parts` threads: c is cut along its longer side into `parts` blocks of near-equal
@@ -599,7 +600,10 @@ fn host_product<T: HostFloat>(c: &mut [std::mem::MaybeUninit<T>], a: faer::MatRe
 /// operands). faer's own parallel gemm (`Par::rayon`) reached 248-273 GFLOP/s at 2 threads on a
 /// Xeon (Sapphire Rapids, 2048^3 f32) where one thread gives 152 and OpenBLAS 318-329; these
 /// blocks reach 314-333 (BENCHMARKS.md). Every element is the same k-reduction in the same
-/// kernel, cut or not. A side shorter than two blocks of 32 is not cut: faer's own threads.
+/// kernel, cut or not. c need not hold values: faer's `Accum::Replace` reads none (its documented
+/// contract). Zeroing c first, on one thread, made the first step's x W^T (20000 x 64 x 2000,
+/// 160 MB) take 1.8x as long on a Zen 5. A side shorter than two blocks of 32 is not cut: faer's
+/// own threads.
 fn split_gemm<T: faer::traits::ComplexField>(c: faer::MatMut<'_, T>, a: faer::MatRef<'_, T>, b: faer::MatRef<'_, T>, parts: usize) {
     const MIN_SIDE: usize = 32;
     let (m, n) = (c.nrows(), c.ncols());
@@ -758,5 +762,31 @@ mod tests {
         assert_eq!(thread_count_from(Some("0"), Some(" 2 "), 16), (2, ThreadSource::SlurmCpusPerTask));
         assert_eq!(thread_count_from(Some("many"), None, 16), (16, ThreadSource::AllCores));
         assert_eq!(thread_count_from(None, None, 0), (1, ThreadSource::AllCores));
+    }
+
+    /// host_product on faer's path (n < 256, or c wider than tall: shapes our kernels never
+    /// take) into a buffer of NaNs: every value is written and none is read (a NaN read into a
+    /// sum would stay NaN), and the threads' blocks give faer's one-thread product to the bit.
+    /// Rows cut across threads, columns cut (n > m), and a side too short to cut.
+    fn check_faer_path<T: HostFloat + std::fmt::Debug>(cast: fn(f64) -> T, nan: T) {
+        for (m, k, n) in [(300, 200, 100), (90, 250, 301), (40, 600, 50), (7, 5, 3)] {
+            let a = faer::Mat::<T>::from_fn(m, k, |i, j| cast(((i * 7 + j * 3) % 17) as f64 / 17.0 - 0.5));
+            let b = faer::Mat::<T>::from_fn(k, n, |i, j| cast(((i * 5 + j * 11) % 13) as f64 / 13.0 - 0.25));
+            let mut c = vec![std::mem::MaybeUninit::new(nan); m * n];
+            host_product(&mut c, a.as_ref(), b.as_ref());
+            let mut reference = faer::Mat::<T>::zeros(m, n);
+            faer::linalg::matmul::matmul(reference.as_mut(), faer::Accum::Replace, a.as_ref(), b.as_ref(), T::one_impl(), faer::Par::Seq);
+            for (x, v) in c.iter().enumerate() {
+                // SAFETY: every value was initialised (NaN, then the product)
+                let v = unsafe { v.assume_init() };
+                assert!(v == reference[(x / n, x % n)], "{m}x{k}x{n}: c[{x}] = {v:?}, faer's one-thread product {:?}", reference[(x / n, x % n)]);
+            }
+        }
+    }
+
+    #[test]
+    fn faer_products_write_every_value_and_read_none() {
+        check_faer_path::<f32>(|v| v as f32, f32::NAN);
+        check_faer_path::<f64>(|v| v, f64::NAN);
     }
 }
